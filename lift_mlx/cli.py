@@ -1,0 +1,312 @@
+"""The `lift-mlx` command: absorb a long document into an adapter, then ask about it."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import store
+from .config import PRESETS, TASKS
+from .errors import LiftError
+from .progress import Progress
+
+
+class _Group(click.Group):
+    """Prints user mistakes as one line (no traceback) and interrupts without a mess."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LiftError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted; nothing half-written was kept", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
+                                           "max_content_width": 100})
+@click.version_option(package_name="lift-mlx")
+def cli():
+    """Absorb a long document into a small LoRA adapter on a local model, then answer
+    questions about it at short-context speed. Nothing leaves the machine.
+
+    \b
+    Quick start:
+      lift-mlx demo                                  # offline, bundled tiny model
+      lift-mlx ask contract.pdf "What is the notice period?"
+      lift-mlx chat book.txt                         # many questions, one load
+
+    Adapters are stored under $LIFT_MLX_HOME (default ~/.cache/lift-mlx) and reused when the
+    same document is asked about again with the same model and settings.
+    """
+
+
+def _tasks(ctx, param, value):
+    if value is None:
+        return None
+    tasks = tuple(t.strip() for t in value.split(",") if t.strip())
+    if not tasks or not set(tasks) <= set(TASKS):
+        raise click.BadParameter(f"use a comma-separated subset of {','.join(TASKS)}")
+    return tasks
+
+
+def model_option(f):
+    return click.option(
+        "--model", "-m", default=None, metavar="M",
+        help="Base model: an alias from models/presets.json (qwen-0.5b, qwen-1.5b, qwen-3b, "
+             "qwen-7b, llama-8b, tiny), a local mlx-lm model folder, or a Hugging Face id. "
+             "Default: $LIFT_MLX_MODEL or qwen-1.5b (mlx-community/Qwen2.5-1.5B-Instruct-4bit).",
+    )(f)
+
+
+_SETTING_OPTIONS = [
+    click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default",
+                 show_default=True,
+                 help="Named settings: default (16 GB Mac, 0.5-3B model), fast (the paper's "
+                      "quick setting: 1 QA/sentence, 1 epoch at 3e-4), paper (rank 128, 5 "
+                      "epochs, 10 QA/sentence, 2048/768 segments). Options below override it."),
+    click.option("--tasks", callback=_tasks, default=None, metavar="LIST",
+                 help="Training tasks, comma-separated: recite (segments of the text), qa "
+                      "(generated question/answer pairs). [default: recite,qa]"),
+    click.option("--seg-len", type=click.IntRange(min=8), default=None,
+                 help="Tokens per recite segment. [default 1024; paper 2048]"),
+    click.option("--stride", type=click.IntRange(min=1), default=None,
+                 help="Tokens between segment starts; segments overlap when smaller than "
+                      "--seg-len. [default 384; paper 768]"),
+    click.option("--context-len", type=click.IntRange(min=0), default=None,
+                 help="Head+tail document view (tokens) before each recite segment; 0 = off. "
+                      "[default 512; paper 4096]"),
+    click.option("--qa-per-sentence", type=click.IntRange(min=1), default=None,
+                 help="QA pairs asked of the generator per sentence. [default 2; paper 10]"),
+    click.option("--generator", default=None, metavar="M",
+                 help="Model that writes the QA tasks (alias, folder or hub id). "
+                      "[default: the base model]"),
+    click.option("--rank", type=click.IntRange(min=1), default=None,
+                 help="LoRA rank. [default 32; paper 128]"),
+    click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="LoRA scale (alpha / rank). [default 2]"),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Learning rate (AdamW, constant). [default 2e-4; paper 5e-5]"),
+    click.option("--epochs", type=click.IntRange(min=1), default=None,
+                 help="Passes over all samples. [default 3; paper 5]"),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                 help="Samples per training step. [default 4]"),
+    click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
+                 help="Recompute activations in the backward pass to save memory. [default on]"),
+    click.option("--compile/--no-compile", default=None,
+                 help="Compile the training step with mx.compile. [default: on for GPUs, off "
+                      "on the CPU, where compiled steps are no faster]"),
+    click.option("--seed", type=int, default=None, help="Random seed. [default 0]"),
+    click.option("--force", is_flag=True,
+                 help="Absorb again even if a stored adapter matches."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries."),
+]
+
+_SETTING_NAMES = ("tasks", "seg_len", "stride", "context_len", "qa_per_sentence", "rank",
+                  "scale", "lr", "epochs", "batch_size", "grad_checkpoint", "compile", "seed")
+
+
+def setting_options(f):
+    for option in reversed(_SETTING_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _absorb(document, model, opts) -> object:
+    from .absorb import absorb
+
+    overrides = {name: opts.pop(name) for name in _SETTING_NAMES}
+    progress = Progress(quiet=opts["quiet"])
+    return absorb(
+        document, model, preset_name=opts["preset_name"], generator=opts["generator"],
+        out=opts.get("out"), reuse=not opts["force"], progress=progress, **overrides,
+    )
+
+
+def _load(target: str, model, opts):
+    """An Absorbed for a document (absorbing it if needed) or an adapter directory."""
+    from .absorb import load_absorbed
+
+    path = Path(target)
+    if target != "-" and path.is_dir():
+        return load_absorbed(path, model)
+    return _absorb(target, model, opts)
+
+
+def _print_summary(absorbed) -> None:
+    r, meta = absorbed.report, absorbed.meta
+    if r.reused:
+        click.echo(f"adapter: {absorbed.adapter_path} (stored; no training needed)", err=True)
+        return
+    t = r.train
+    drops = ", ".join(f"{n} {k}" for k, n in sorted(r.synth.dropped.items())) or "none"
+    lines = [
+        f"document     {meta['document']['source']}: {r.doc_tokens:,} tokens, "
+        f"{r.segments} segments",
+        f"qa pairs     {r.qa_samples} kept, dropped: {drops}"
+        + (" (cached)" if r.synth.cached else ""),
+        f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}",
+        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
+        f"peak memory  {r.peak_memory_gb:.2f} GB",
+        f"adapter      {absorbed.adapter_path} ({store.dir_size(absorbed.adapter_path) / 1e6:.1f}"
+        " MB)",
+    ]
+    click.echo("\n".join(lines), err=True)
+
+
+@cli.command()
+@click.argument("document", metavar="DOC")
+@model_option
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the adapter here instead of the store.")
+@setting_options
+def absorb(document, model, **opts):
+    """Absorb DOC (txt, md, pdf, or - for stdin) into a LoRA adapter.
+
+    Ingests and splits the text, has the generator write question/answer tasks about it,
+    trains a LoRA adapter on the recite and QA samples, and stores it in mlx-lm's format
+    (usable with `mlx_lm.generate --adapter-path DIR`). Prints a summary: tokens, segments,
+    QA pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
+    """
+    absorbed = _absorb(document, model, opts)
+    if not opts["quiet"]:
+        _print_summary(absorbed)
+    click.echo(str(absorbed.adapter_path))
+
+
+def _answer_options(f):
+    f = click.option("--temp", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Sampling temperature; 0 is greedy.")(f)
+    f = click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="Longest answer, in tokens.")(f)
+    f = click.option("--no-context", is_flag=True,
+                     help="Ask with the question alone, relying on the adapter; by default "
+                          "the prompt also holds a head+tail view of the document that fits "
+                          "the model's window.")(f)
+    return f
+
+
+def _stream(absorbed, question, no_context, max_tokens, temp) -> None:
+    start = time.perf_counter()
+    first = None
+    for piece in absorbed.stream(question, context=not no_context, max_tokens=max_tokens,
+                                 temp=temp):
+        first = first or time.perf_counter() - start
+        click.echo(piece, nl=False)
+        sys.stdout.flush()
+    click.echo()
+    return first
+
+
+@cli.command()
+@click.argument("target", metavar="DOC_OR_ADAPTER")
+@click.argument("question")
+@model_option
+@_answer_options
+@setting_options
+def ask(target, question, model, no_context, max_tokens, temp, **opts):
+    """Answer QUESTION about a document or a stored adapter, streaming the answer.
+
+    Given a document, it is absorbed first unless a stored adapter matches it (same text,
+    model and settings): then answering starts in about a second. Given an adapter directory,
+    its own base model is used (or --model, which must be the same base).
+    """
+    if not question.strip():
+        raise LiftError("the question is empty; ask something about the document")
+    absorbed = _load(target, model, opts)
+    if not opts["quiet"] and absorbed.report is not None:
+        _print_summary(absorbed)
+    _stream(absorbed, question, no_context, max_tokens, temp)
+
+
+@cli.command()
+@click.argument("target", metavar="DOC_OR_ADAPTER")
+@model_option
+@_answer_options
+@setting_options
+def chat(target, model, no_context, max_tokens, temp, **opts):
+    """Ask many questions about one document or adapter; the model is loaded once.
+
+    Type a question and press Enter; an empty line or Ctrl-D ends the session.
+    """
+    absorbed = _load(target, model, opts)
+    if not opts["quiet"] and absorbed.report is not None:
+        _print_summary(absorbed)
+    while True:
+        try:
+            question = click.prompt("?", prompt_suffix=" ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            break
+        if not question.strip():
+            break
+        _stream(absorbed, question, no_context, max_tokens, temp)
+
+
+@cli.command()
+@click.argument("adapter", type=click.Path(path_type=Path))
+def info(adapter):
+    """Show what a stored adapter holds: document, base model, settings, counts, timings."""
+    meta = store.read_meta(adapter)
+    r = meta.get("report", {})
+    t = r.get("train", {})
+    s = meta["settings"]
+    click.echo(f"adapter      {adapter} ({store.dir_size(adapter) / 1e6:.1f} MB)")
+    click.echo(f"document     {meta['document']['source']} ({meta['document']['tokens']:,} "
+               f"tokens, sha256 {meta['document']['sha256'][:16]})")
+    click.echo(f"base model   {meta['model']['name']} ({meta['model']['fingerprint']})")
+    gen = meta.get("generator")
+    click.echo(f"generator    {gen if gen == 'self' else gen['name']}")
+    click.echo(f"created      {meta['created']} with lift-mlx {meta['lift_mlx_version']}")
+    for stage, values in s.items():
+        click.echo(f"{stage:<12} " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    click.echo(f"samples      {r.get('recite_samples', 0)} recite, {r.get('qa_samples', 0)} qa")
+    click.echo(f"training     {t.get('steps', 0)} steps, {t.get('tokens', 0):,} tokens, "
+               f"final loss {t.get('final_loss', float('nan')):.3f}")
+    times = r.get("seconds", {})
+    click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
+    click.echo(f"peak memory  {r.get('peak_memory_gb', 0):.2f} GB")
+
+
+@cli.command()
+@click.option("--question", default="How much is the entry share for new members?",
+              show_default=True, help="What to ask about the bundled document.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def demo(question, quiet):
+    """Absorb a bundled document with the bundled model and answer a question, offline.
+
+    Prints the time of each stage. The bundled model is tiny, so this shows the pipeline and
+    its speed, not answer quality; use a real model (see the README) on your own documents.
+    """
+    from .absorb import absorb as run_absorb
+    from .models import load_model
+
+    doc = Path(__file__).parent / "data" / "demo.md"
+    start = time.perf_counter()
+    lm = load_model("tiny")
+    load_s = time.perf_counter() - start
+    progress = Progress(quiet=quiet)
+    absorbed = run_absorb(doc, lm, reuse=False, progress=progress,
+                          out=store.home() / "demo-adapter", **_demo_settings())
+    _print_summary(absorbed)
+    click.echo(f"model load   {load_s:.1f}s")
+    click.echo(f"question     {question}", err=True)
+    first = _stream(absorbed, question, False, 48, 0.0)
+    click.echo(f"first token  {first or 0:.2f}s after asking", err=True)
+
+
+def _demo_settings() -> dict:
+    from .models import presets
+
+    return presets()["models"]["tiny"]["settings"]
+
+
+def main() -> None:
+    cli(prog_name="lift-mlx")
+
+
+if __name__ == "__main__":
+    main()

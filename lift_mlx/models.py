@@ -1,0 +1,120 @@
+"""Finding, loading and identifying base models, with clear errors instead of hub tracebacks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LiftError
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_WINDOW = 4096  # used when a config names no max_position_embeddings
+
+
+def presets() -> dict:
+    """The model presets in models/presets.json (aliases, hub ids, recommended settings)."""
+    return json.loads((MODELS_DIR / "presets.json").read_text())
+
+
+def default_model() -> str:
+    return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", os.sep, 1)
+
+
+def resolve_model(name: str) -> Path:
+    """The local directory of a model given as an alias, a path or a hub id."""
+    entry = presets()["models"].get(name)
+    if entry:
+        if "path" in entry:
+            return _check_dir(MODELS_DIR / entry["path"], name)
+        name = entry["hub_id"]
+    path = Path(name).expanduser()
+    if path.exists():
+        return _check_dir(path, name)
+    if _looks_like_path(name) or name.count("/") != 1:
+        raise LiftError(
+            f"model {name!r} is neither an existing directory nor a Hugging Face id "
+            "(owner/name); give a local model folder or an id such as "
+            "mlx-community/Qwen2.5-1.5B-Instruct-4bit"
+        )
+    return _from_hub(name)
+
+
+def _check_dir(path: Path, name: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise LiftError(f"{path} is not a model directory (no config.json) for model {name!r}")
+    return path
+
+
+def _from_hub(repo: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    try:  # the local cache first: no network needed for a model used before
+        return Path(snapshot_download(repo, local_files_only=True,
+                                      allow_patterns=DEFAULT_ALLOW_PATTERNS))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise LiftError(
+            f"model {repo!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+            "download it once while online, or pass a local model directory"
+        )
+    try:
+        return Path(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS))
+    except Exception as e:
+        raise LiftError(
+            f"could not download model {repo!r} ({type(e).__name__}); check the id and your "
+            "connection, or pass a local model directory"
+        ) from None
+
+
+@dataclass
+class LoadedModel:
+    """A base model with its tokenizer and identity."""
+
+    model: object
+    tokenizer: object
+    name: str
+    path: Path
+    config: dict
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.path)
+
+    @property
+    def window(self) -> int:
+        return int(self.config.get("max_position_embeddings") or DEFAULT_WINDOW)
+
+    @property
+    def quantized(self) -> bool:
+        return "quantization" in self.config
+
+
+def model_fingerprint(path: Path) -> str:
+    """Identity of a base model: a hash of its config.json, the same for an alias, a path or
+    a hub id that name the same weights."""
+    config = json.loads((Path(path) / "config.json").read_text())
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_model(name: str | None = None) -> LoadedModel:
+    """Load a model (alias, local path or hub id) with mlx-lm."""
+    import mlx_lm
+
+    name = name or default_model()
+    path = resolve_model(name)
+    try:
+        model, tokenizer, config = mlx_lm.load(str(path), return_config=True)
+    except Exception as e:
+        raise LiftError(f"could not load model {name!r} from {path}: {e}") from None
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise LiftError(f"model {name!r} has no chat template; use an instruct/chat model")
+    return LoadedModel(model, tokenizer, name, path, config)

@@ -1,0 +1,128 @@
+"""Training samples (token ids + loss mask) and fixed-shape batches.
+
+A sample's `mask[i]` is 1 where token i is a training target. Batches are padded to a small
+fixed set of lengths (`buckets`) and always hold `batch_size` rows, so a compiled training step
+sees a bounded number of shapes and never recompiles after warm-up.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import prompts
+from .split import head_tail, segments
+
+
+@dataclass(frozen=True)
+class Sample:
+    tokens: tuple[int, ...]
+    mask: tuple[int, ...]
+    kind: str  # "recite" or "qa"
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def n_targets(self) -> int:
+        return sum(self.mask)
+
+
+def _sample(prompt: list[int], target: list[int], kind: str) -> Sample:
+    return Sample(tuple(prompt + target), (0,) * len(prompt) + (1,) * len(target), kind)
+
+
+def end_of_turn(tokenizer) -> list[int]:
+    """The token that closes an assistant turn (the chat template's eos)."""
+    return [tokenizer.eos_token_id]
+
+
+def qa_sample(tokenizer, question: str, answer: str) -> Sample:
+    """`user: question` / `assistant: answer`, in the wording `ask` uses; loss on the answer."""
+    prompt = prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question))
+    target = prompts.encode(tokenizer, answer.strip()) + end_of_turn(tokenizer)
+    return _sample(prompt, target, "qa")
+
+
+def recite_samples(
+    tokenizer,
+    doc_tokens: list[int],
+    seg_len: int,
+    stride: int,
+    context_len: int,
+    rng: random.Random,
+) -> list[Sample]:
+    """One sample per segment: optional head+tail context, the recite instruction, the segment.
+
+    The context (contextualized training) splits its budget at random between the document's
+    head and tail, as at answer time the model also sees a head+tail view.
+    """
+    separator = prompts.encode(tokenizer, prompts.ELLIPSIS)
+    out = []
+    for seg in segments(doc_tokens, seg_len, stride):
+        context = None
+        if context_len > 0:
+            budget = min(context_len, len(doc_tokens))
+            if budget >= len(separator) + 2:
+                context = head_tail(doc_tokens, budget, separator, rng.uniform(0.0, 1.0))
+        prompt = prompts.chat_ids(tokenizer, prompts.recite_body(tokenizer, context))
+        out.append(_sample(prompt, list(seg) + end_of_turn(tokenizer), "recite"))
+    return out
+
+
+def buckets_for(max_len: int, smallest: int = 64) -> list[int]:
+    """Padded lengths: powers of two from `smallest` up to the first that holds `max_len`."""
+    sizes = [smallest]
+    while sizes[-1] < max_len:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+@dataclass
+class Batch:
+    inputs: np.ndarray  # [B, L] int32: tokens[:-1], padded
+    targets: np.ndarray  # [B, L] int32: tokens[1:], padded
+    mask: np.ndarray  # [B, L] float32: 1 where targets[i] is trained on
+    n_tokens: int  # real (unpadded) tokens processed
+
+
+def make_batch(samples: list[Sample], batch_size: int, length: int, pad_id: int) -> Batch:
+    """Pad `samples` (at most batch_size) to a [batch_size, length] batch; spare rows are empty."""
+    inputs = np.full((batch_size, length), pad_id, dtype=np.int32)
+    targets = np.full((batch_size, length), pad_id, dtype=np.int32)
+    mask = np.zeros((batch_size, length), dtype=np.float32)
+    n = 0
+    for row, s in enumerate(samples):
+        t = np.asarray(s.tokens[: length + 1], dtype=np.int32)
+        k = len(t) - 1
+        inputs[row, :k] = t[:-1]
+        targets[row, :k] = t[1:]
+        mask[row, :k] = np.asarray(s.mask[1 : k + 1], dtype=np.float32)
+        n += k
+    return Batch(inputs, targets, mask, n)
+
+
+def plan_epoch(
+    samples: list[Sample], batch_size: int, buckets: list[int], rng: random.Random
+) -> list[tuple[int, list[Sample]]]:
+    """Shuffle, group samples by bucket (the shortest padded length that holds them), chunk."""
+    by_bucket: dict[int, list[Sample]] = {}
+    for s in samples:
+        length = next((b for b in buckets if b >= len(s) - 1), buckets[-1])
+        by_bucket.setdefault(length, []).append(s)
+    plan = []
+    for length, group in by_bucket.items():
+        rng.shuffle(group)
+        plan += [(length, group[i : i + batch_size]) for i in range(0, len(group), batch_size)]
+    rng.shuffle(plan)
+    return plan
+
+
+def epoch_batches(
+    samples: list[Sample], batch_size: int, buckets: list[int], pad_id: int, rng: random.Random
+) -> Iterator[Batch]:
+    for length, chunk in plan_epoch(samples, batch_size, buckets, rng):
+        yield make_batch(chunk, batch_size, length, pad_id)

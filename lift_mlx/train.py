@@ -1,0 +1,166 @@
+"""LoRA training on a frozen (possibly 4-bit) base through one compiled MLX step."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten
+
+from .config import TrainSettings
+from .samples import Batch, Sample, buckets_for, epoch_batches, plan_epoch
+
+
+def lora_config(settings: TrainSettings, num_layers: int) -> dict:
+    """The adapter_config.json mlx-lm reads (`mlx_lm.load(..., adapter_path=...)`)."""
+    return {
+        "fine_tune_type": "lora",
+        "num_layers": num_layers,
+        "lora_parameters": {"rank": settings.rank, "scale": settings.scale, "dropout": 0.0},
+    }
+
+
+def attach_lora(model: nn.Module, settings: TrainSettings) -> dict:
+    """Freeze the base and put LoRA on every linear layer of every block (the paper's choice)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    config = lora_config(settings, len(model.layers))
+    model.freeze()
+    mx.random.seed(settings.seed)  # LoRA A matrices start random
+    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
+    return config
+
+
+def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
+    return dict(tree_flatten(model.trainable_parameters()))
+
+
+def masked_loss(model: nn.Module, inputs, targets, mask) -> mx.array:
+    """Mean cross-entropy over the target tokens only."""
+    logits = model(inputs)
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * mask
+    return ce.sum() / mx.maximum(mask.sum(), 1.0)
+
+
+def use_compile(settings: TrainSettings) -> bool:
+    # Compiled CPU steps are no faster than eager and the first costs a g++ run.
+    if settings.compile is not None:
+        return settings.compile
+    return mx.default_device().type == mx.DeviceType.gpu
+
+
+_CHECKPOINTED: set[type] = set()
+
+
+def enable_grad_checkpoint(model: nn.Module) -> None:
+    """Recompute each block's activations in the backward pass instead of storing them."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    block_type = type(model.layers[0])
+    if block_type not in _CHECKPOINTED:  # mlx-lm patches the class; patch it once
+        grad_checkpoint(model.layers[0])
+        _CHECKPOINTED.add(block_type)
+
+
+@dataclass
+class TrainReport:
+    steps: int = 0
+    tokens: int = 0  # real tokens processed (prompt + targets), padding excluded
+    target_tokens: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    traces: int = 0  # times the step was traced (compiled); bounded by the number of shapes
+
+    @property
+    def final_loss(self) -> float:
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        return sum(tail) / len(tail) if tail else math.nan
+
+
+class Trainer:
+    """Holds the optimizer and the (compiled) step for one model; call `step` per batch."""
+
+    def __init__(self, model: nn.Module, settings: TrainSettings):
+        self.model = model
+        self.settings = settings
+        self.optimizer = optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
+        self.traces = 0
+        if settings.grad_checkpoint:
+            enable_grad_checkpoint(model)
+        loss_and_grad = nn.value_and_grad(model, masked_loss)
+
+        def step(inputs, targets, mask):
+            self.traces += 1  # Python side effect: runs once per trace, not per call
+            loss, grads = loss_and_grad(model, inputs, targets, mask)
+            grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
+            self.optimizer.update(model, grads)
+            return loss
+
+        if use_compile(settings):
+            state = [model.state, self.optimizer.state]
+            step = partial(mx.compile, inputs=state, outputs=state)(step)
+        self._step = step
+
+    def step(self, batch: Batch) -> mx.array:
+        loss = self._step(mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.mask))
+        mx.eval(loss, self.model.state, self.optimizer.state)
+        return loss
+
+
+def steps_per_epoch(samples: list[Sample], batch_size: int) -> int:
+    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    return len(plan_epoch(list(samples), batch_size, buckets, random.Random(0)))
+
+
+def train(
+    model: nn.Module,
+    samples: list[Sample],
+    settings: TrainSettings,
+    pad_id: int,
+    on_step: Callable[[int, int, float, int], None] | None = None,
+) -> TrainReport:
+    """Train the model's LoRA parameters on `samples` for `settings.epochs` epochs.
+
+    `on_step(step, total_steps, loss, tokens)` is called after every step (for progress bars).
+    """
+    if not samples:
+        raise ValueError("no training samples")
+    rng = random.Random(settings.seed)
+    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
+    trainer = Trainer(model, settings)
+    report = TrainReport()
+    model.train()
+    start = time.perf_counter()
+    for _ in range(settings.epochs):
+        for batch in epoch_batches(samples, settings.batch_size, buckets, pad_id, rng):
+            loss = trainer.step(batch).item()
+            report.steps += 1
+            report.tokens += batch.n_tokens
+            report.target_tokens += int(batch.mask.sum())
+            report.losses.append(loss)
+            if on_step:
+                on_step(report.steps, total, loss, report.tokens)
+    model.eval()
+    report.seconds = time.perf_counter() - start
+    report.traces = trainer.traces
+    return report
+
+
+def mean_nll(model: nn.Module, samples: list[Sample], pad_id: int, batch_size: int = 4) -> float:
+    """Mean negative log-likelihood per target token over `samples` (no training)."""
+    total, count = 0.0, 0.0
+    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    for batch in epoch_batches(samples, batch_size, buckets, pad_id, random.Random(0)):
+        logits = model(mx.array(batch.inputs)).astype(mx.float32)
+        ce = nn.losses.cross_entropy(logits, mx.array(batch.targets)) * mx.array(batch.mask)
+        total += ce.sum().item()
+        count += float(batch.mask.sum())
+    return total / max(count, 1.0)
