@@ -78,6 +78,11 @@ def read_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Document:
     if not data:
         raise LiftError(f"{source} is empty; pass a document that contains text.")
     text = _pdf_text(data, source) if is_pdf else _decode_text(data, source)
+    return text_document(text, source)
+
+
+def text_document(text: str, source: str = "text") -> Document:
+    """A Document from text already in memory (normalised and hashed like a file's)."""
     text = normalize_text(text)
     if not text:
         raise LiftError(f"{source} contains only whitespace; pass a document that contains text.")

@@ -23,8 +23,9 @@ def default_model() -> str:
     return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", os.sep, 1)
+def _is_hub_id(name: str) -> bool:
+    """owner/name, as the hub spells ids; anything else was meant as a local path."""
+    return not name.startswith((".", "/", "~")) and name.count("/") == 1 and "\\" not in name
 
 
 def resolve_model(name: str) -> Path:
@@ -37,7 +38,7 @@ def resolve_model(name: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
         return _check_dir(path, name)
-    if _looks_like_path(name) or name.count("/") != 1:
+    if not _is_hub_id(name):
         raise LiftError(
             f"model {name!r} is neither an existing directory nor a Hugging Face id "
             "(owner/name); give a local model folder or an id such as "

@@ -91,6 +91,9 @@ class Trainer:
         self.model = model
         self.settings = settings
         self.optimizer = optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
+        # Create the moments now: state that appears at the first update would change the
+        # compiled function's inputs and force a second trace.
+        self.optimizer.init(model.trainable_parameters())
         self.traces = 0
         if settings.grad_checkpoint:
             enable_grad_checkpoint(model)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny offline models built once per test session, an isolated store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
+from lift_mlx.tiny import build_tiny_model  # noqa: E402
+
+DEMO_DOC = Path(lift_mlx.__file__).parent / "data" / "demo.md"
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    """Every test gets its own adapter store and QA cache."""
+    home = tmp_path / "lift-home"
+    monkeypatch.setenv("LIFT_MLX_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A 2-layer fp32 llama with a locally trained BPE tokenizer (window 1024)."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_q4_path(tmp_path_factory) -> Path:
+    """The same shape, 4-bit quantized: the QLoRA path."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-q4", quantize_bits=4)
+
+
+@pytest.fixture(scope="session")
+def other_model_path(tmp_path_factory) -> Path:
+    """A different base (qwen2, another seed): adapters of one must not load on the other."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2",
+                            seed=1)
+
+
+@pytest.fixture
+def tiny_lm(tiny_model_path):
+    from lift_mlx.models import load_model
+
+    return load_model(str(tiny_model_path))
+
+
+@pytest.fixture
+def demo_text() -> str:
+    return DEMO_DOC.read_text(encoding="utf-8")
+
+
+# Small, fast settings for pipeline tests on the tiny model.
+FAST = dict(seg_len=128, stride=64, context_len=32, rank=4, epochs=1, batch_size=4,
+            grad_checkpoint=False, qa_per_sentence=1)

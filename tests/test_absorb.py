@@ -1,0 +1,172 @@
+import io
+import json
+
+import mlx.core as mx
+import mlx_lm
+import pytest
+
+from conftest import FAST
+from lift_mlx import store
+from lift_mlx.absorb import absorb, load_absorbed
+from lift_mlx.config import preset
+from lift_mlx.errors import LiftError
+from lift_mlx.models import load_model
+from lift_mlx.progress import Progress
+from lift_mlx.synthesize import cache_key
+
+
+def test_adapter_loads_in_plain_mlx_lm_with_identical_logits(tiny_model_path, tiny_lm, tmp_path,
+                                                             demo_text):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(demo_text[:3000])
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), out=tmp_path / "adapter", **FAST)
+    for name in ("adapters.safetensors", "adapter_config.json", "lift_meta.json"):
+        assert (tmp_path / "adapter" / name).is_file()
+    prompt = mx.array([absorbed.prompt("Who was the first chair?")])
+    ours = absorbed.lm.model(prompt)
+    model, _ = mlx_lm.load(str(tiny_model_path), adapter_path=str(tmp_path / "adapter"))
+    theirs = model(prompt)
+    assert mx.allclose(ours, theirs, atol=1e-5).item()
+    base, _ = mlx_lm.load(str(tiny_model_path))
+    assert not mx.allclose(base(prompt), ours, atol=1e-3).item()  # the adapter does something
+
+
+def test_stored_adapter_is_reused_without_training(tiny_lm, tmp_path, demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:2000])
+    first = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    assert not first.report.reused and first.report.train.steps > 0
+    assert first.adapter_path.parent == store.adapters_dir()
+    again = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    assert again.report.reused and again.report.train.steps == 0
+    assert again.adapter_path == first.adapter_path
+    prompt = first.prompt("Who?")
+    assert mx.allclose(again.lm.model(mx.array([prompt])),
+                       load_absorbed(first.adapter_path, tiny_lm).lm.model(mx.array([prompt])))
+    other = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "rank": 5})  # other settings
+    assert not other.report.reused and other.adapter_path != first.adapter_path
+
+
+def test_qa_pairs_from_the_cache_become_training_samples(tiny_lm, tmp_path, demo_text):
+    from lift_mlx.ingest import read_document
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    settings = preset("default", tasks=("recite", "qa"), **FAST)
+    key = cache_key(read_document(doc).sha256, tiny_lm.fingerprint, settings.synth)
+    pairs = [{"question": "Who was the first chair?", "answer": "Ada Korrin"},
+             {"question": "When was the charter adopted?", "answer": "14 March 1921"}]
+    store.write_atomic(store.qa_cache_path(key), json.dumps({"qa_pairs": pairs}))
+    absorbed = absorb(doc, tiny_lm, settings=settings)
+    assert absorbed.report.synth.cached and absorbed.report.qa_samples == 2
+    assert absorbed.meta["report"]["qa_samples"] == 2
+
+
+def test_generator_without_usable_output_warns_and_trains_on_recite(tiny_lm, tmp_path,
+                                                                    demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1200])
+    err = io.StringIO()
+    absorbed = absorb(doc, tiny_lm, tasks=("recite", "qa"), progress=Progress(stream=err),
+                      **{**FAST, "qa_per_sentence": 1})
+    assert absorbed.report.qa_samples == 0
+    assert absorbed.report.synth.requests > 0
+    assert "no usable question/answer pairs" in err.getvalue()
+    assert absorbed.report.train.steps > 0 and store.is_adapter_dir(absorbed.adapter_path)
+    with pytest.raises(LiftError, match="nothing to train on"):
+        absorb(doc, tiny_lm, tasks=("qa",), **FAST)
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class _InterruptAt(Progress):
+    """Progress bars whose second training update is a Ctrl-C."""
+
+    def bar(self, label, total, unit="tok"):
+        outer = super().bar(label, total, unit)
+
+        class Wrapped:
+            def __enter__(s):
+                update = outer.__enter__()
+
+                def interrupting(done, units=0, note=""):
+                    if label == "train" and done == 2:
+                        raise KeyboardInterrupt
+                    update(done, units, note)
+
+                return interrupting
+
+            def __exit__(s, *exc):
+                return outer.__exit__(*exc)
+
+        return Wrapped()
+
+
+def test_interrupted_absorb_leaves_nothing_that_looks_complete(tiny_lm, tmp_path, demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:3000])
+    with pytest.raises(KeyboardInterrupt):
+        absorb(doc, tiny_lm, tasks=("recite",), progress=_InterruptAt(stream=_Tty()), **FAST)
+    root = store.adapters_dir()
+    assert not root.exists() or store.list_adapters() == []
+
+
+def test_interrupted_save_keeps_the_previous_adapter(tiny_lm, tmp_path, demo_text, monkeypatch):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:2000])
+    out = tmp_path / "adapter"
+    absorb(doc, tiny_lm, tasks=("recite",), out=out, **FAST)
+    before = (out / "adapters.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.json, "dumps", broken)  # dies while writing the metadata
+    with pytest.raises(KeyboardInterrupt):
+        absorb(doc, tiny_lm, tasks=("recite",), out=out, reuse=False, **{**FAST, "seed": 1})
+    monkeypatch.undo()
+    assert (out / "adapters.safetensors").read_bytes() == before
+    assert store.is_adapter_dir(out)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_adapter_of_another_base_model_is_refused(tiny_lm, other_model_path, tmp_path,
+                                                  demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    other = load_model(str(other_model_path))
+    with pytest.raises(LiftError, match="was made for base model"):
+        load_absorbed(absorbed.adapter_path, other)
+
+
+def test_not_an_adapter_directory(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("hi")
+    with pytest.raises(LiftError, match="is not a lift-mlx adapter"):
+        load_absorbed(tmp_path / "x")
+    with pytest.raises(LiftError, match="no such adapter"):
+        load_absorbed(tmp_path / "missing")
+
+
+def test_short_document_trains_on_one_short_segment(tiny_lm, tmp_path):
+    doc = tmp_path / "short.txt"
+    doc.write_text("The boathouse is at the north end of the harbour.")
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    assert absorbed.report.segments == 1 and absorbed.report.recite_samples == 1
+    assert absorbed.report.train.steps == 1
+
+
+def test_answers_stream_and_are_greedy_by_default(tiny_lm, tmp_path, demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text)
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    pieces = list(absorbed.stream("Who owns the lighthouse?", max_tokens=12))
+    assert pieces and all(isinstance(p, str) for p in pieces)
+    assert "".join(pieces) == absorbed.ask("Who owns the lighthouse?", max_tokens=12)
+    bare = absorbed.prompt("Who owns the lighthouse?", context=False)
+    full = absorbed.prompt("Who owns the lighthouse?", max_tokens=100)
+    assert len(bare) < len(full) <= tiny_lm.window - 100

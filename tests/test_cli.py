@@ -1,0 +1,120 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from lift_mlx import store
+from lift_mlx.cli import cli
+
+FAST_ARGS = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--rank", "4",
+             "--epochs", "1", "--no-grad-checkpoint", "--qa-per-sentence", "1"]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+@pytest.fixture
+def doc(tmp_path, demo_text):
+    path = tmp_path / "charter.md"
+    path.write_text(demo_text[:2500])
+    return path
+
+
+def test_absorb_then_ask_reuses_the_stored_adapter(runner, doc, tiny_model_path):
+    model = ["--model", str(tiny_model_path)]
+    r = runner.invoke(cli, ["absorb", str(doc), *model, "--tasks", "recite", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    adapter = r.stdout.strip().splitlines()[-1]
+    assert store.is_adapter_dir(store.Path(adapter))
+    for word in ("tokens", "segments", "qa pairs", "training", "final loss", "peak memory",
+                 "adapter"):
+        assert word in r.stderr
+    r = runner.invoke(cli, ["ask", str(doc), "Who owns the lighthouse?", *model,
+                            "--tasks", "recite", *FAST_ARGS, "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    assert "stored; no training needed" in r.stderr
+    r = runner.invoke(cli, ["ask", adapter, "Who owns the lighthouse?", "--no-context",
+                            "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["info", adapter])
+    assert r.exit_code == 0, r.output
+    assert "charter.md" in r.stdout and "rank=4" in r.stdout and "steps" in r.stdout
+    meta = json.loads((store.Path(adapter) / "lift_meta.json").read_text())
+    assert meta["settings"]["split"]["seg_len"] == 128
+
+
+def test_chat_answers_until_an_empty_line(runner, doc, tiny_model_path):
+    args = ["chat", str(doc), "--model", str(tiny_model_path), "--tasks", "recite",
+            *FAST_ARGS, "--max-tokens", "4"]
+    r = runner.invoke(cli, args, input="Who owns the lighthouse?\nHow many boats?\n\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("? ") >= 3  # three prompts: two questions and the empty line
+
+
+def test_stdin_document(runner, tiny_model_path, demo_text):
+    r = runner.invoke(cli, ["absorb", "-", "--model", str(tiny_model_path), "--tasks", "recite",
+                            *FAST_ARGS, "--quiet"], input=demo_text[:800])
+    assert r.exit_code == 0, r.output
+    assert json.loads((store.Path(r.stdout.strip()) / "lift_meta.json").read_text())[
+        "document"]["source"] == "stdin"
+
+
+@pytest.mark.parametrize("setup, args, message", [
+    (None, ["absorb", "{tmp}/missing.txt"], "No such file"),
+    (None, ["absorb", "{tmp}"], "directory"),
+    ("empty", ["absorb", "{tmp}/empty.txt"], "empty"),
+    ("binary", ["absorb", "{tmp}/blob.bin"], "binary"),
+    ("empty", ["ask", "{tmp}/empty.txt", "  "], "question is empty"),
+    ("notadapter", ["info", "{tmp}/notadapter"], "not a lift-mlx adapter"),
+    (None, ["absorb", "{doc}", "--stride", "300", "--seg-len", "256"], "--stride"),
+    (None, ["absorb", "{doc}", "--model", "./nowhere"], "neither an existing directory"),
+    (None, ["absorb", "{doc}", "--model", "someone/missing-model"], "Hugging Face cache"),
+])
+def test_bad_input_is_one_line_and_stores_nothing(runner, tmp_path, doc, setup, args, message,
+                                                  tiny_model_path, isolated_store):
+    if setup == "empty":
+        (tmp_path / "empty.txt").write_text("  \n\n ")
+    elif setup == "binary":
+        (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 20)
+    elif setup == "notadapter":
+        (tmp_path / "notadapter").mkdir()
+    args = [a.format(tmp=tmp_path, doc=doc) for a in args]
+    if "--model" not in args and args[0] == "absorb":
+        args += ["--model", str(tiny_model_path)]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 1, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)  # no traceback
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
+    assert not (isolated_store / "adapters").exists()
+
+
+@pytest.mark.parametrize("args", [["--rank", "-1"], ["--epochs", "0"], ["--tasks", "dance"],
+                                  ["--preset", "huge"], ["--lr", "0"]])
+def test_invalid_option_values_are_usage_errors(runner, doc, args):
+    r = runner.invoke(cli, ["absorb", str(doc), *args])
+    assert r.exit_code == 2 and "Invalid value" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["absorb", "ask", "chat", "info", "demo"])
+def test_help_is_a_manual(runner, command):
+    r = runner.invoke(cli, [command, "--help"])
+    assert r.exit_code == 0
+    assert len(r.stdout.splitlines()) > 5
+
+
+def test_help_of_absorb_documents_every_setting(runner):
+    out = runner.invoke(cli, ["absorb", "--help"]).stdout
+    for flag in ("--seg-len", "--stride", "--context-len", "--tasks", "--qa-per-sentence",
+                 "--generator", "--rank", "--scale", "--lr", "--epochs", "--batch-size",
+                 "--grad-checkpoint", "--compile", "--seed", "--preset", "--out"):
+        assert flag in out, flag
+
+
+def test_demo_runs_offline_and_times_each_stage(runner):
+    r = runner.invoke(cli, ["demo", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for stage in ("train", "model load", "first token", "adapter"):
+        assert stage in r.output
