@@ -4,8 +4,8 @@ import json
 import mlx.core as mx
 import mlx_lm
 import pytest
-
 from conftest import FAST
+
 from lift_mlx import store
 from lift_mlx.absorb import absorb, load_absorbed
 from lift_mlx.config import preset

@@ -6,9 +6,8 @@ import pytest
 from lift_mlx.config import TrainSettings
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
-from lift_mlx.samples import Sample, recite_samples
+from lift_mlx.samples import Sample, buckets_for, epoch_batches, recite_samples
 from lift_mlx.train import Trainer, attach_lora, mean_nll, train
-from lift_mlx.samples import buckets_for, epoch_batches
 
 
 def plain_samples(ids: list[int], n: int = 256) -> list[Sample]:
