@@ -16,7 +16,13 @@ DEFAULT_WINDOW = 4096  # used when a config names no max_position_embeddings
 
 def presets() -> dict:
     """The model presets in models/presets.json (aliases, hub ids, recommended settings)."""
-    return json.loads((MODELS_DIR / "presets.json").read_text())
+    path = MODELS_DIR / "presets.json"
+    if not path.is_file():
+        raise LiftError(
+            f"the bundled models folder is missing ({MODELS_DIR}); install lift-mlx from its "
+            "source tree with `pip install -e .`"
+        )
+    return json.loads(path.read_text())
 
 
 def default_model() -> str:

@@ -31,6 +31,13 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_model_path(tmp_path_factory) -> Path:
+    """A 2-layer fp32 llama of hidden size 128 (~0.4M parameters)."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "small-llama", hidden_size=128,
+                            intermediate_size=256)
+
+
+@pytest.fixture(scope="session")
 def tiny_q4_path(tmp_path_factory) -> Path:
     """The same shape, 4-bit quantized: the QLoRA path."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-q4", quantize_bits=4)
