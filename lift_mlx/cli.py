@@ -304,6 +304,9 @@ def _demo_settings() -> dict:
     return presets()["models"]["tiny"]["settings"]
 
 
+cli.add_command(__import__("lift_mlx.evaluate", fromlist=["eval_command"]).eval_command())
+
+
 def main() -> None:
     cli(prog_name="lift-mlx")
 
