@@ -105,14 +105,18 @@ def make_batch(samples: list[Sample], batch_size: int, length: int, pad_id: int)
     return Batch(inputs, targets, mask, n)
 
 
+def bucket_of(n_tokens: int, buckets: list[int]) -> int:
+    """The shortest padded length that holds a sample of `n_tokens` (inputs are one shorter)."""
+    return next((b for b in buckets if b >= n_tokens - 1), buckets[-1])
+
+
 def plan_epoch(
     samples: list[Sample], batch_size: int, buckets: list[int], rng: random.Random
 ) -> list[tuple[int, list[Sample]]]:
     """Shuffle, group samples by bucket (the shortest padded length that holds them), chunk."""
     by_bucket: dict[int, list[Sample]] = {}
     for s in samples:
-        length = next((b for b in buckets if b >= len(s) - 1), buckets[-1])
-        by_bucket.setdefault(length, []).append(s)
+        by_bucket.setdefault(bucket_of(len(s), buckets), []).append(s)
     plan = []
     for length, group in by_bucket.items():
         rng.shuffle(group)
@@ -126,3 +130,55 @@ def epoch_batches(
 ) -> Iterator[Batch]:
     for length, chunk in plan_epoch(samples, batch_size, buckets, rng):
         yield make_batch(chunk, batch_size, length, pad_id)
+
+
+class EpochScheduler:
+    """Batches for samples that arrive while training runs, each sample trained `epochs` times.
+
+    The rule that keeps the epoch count exact although the number of samples is not known at
+    the start: a batch holds samples of one bucket that have been trained equally often (their
+    view count); the lowest view count with a full batch goes first, so late arrivals catch up
+    with the rest; partial batches wait until `final` (no more samples can arrive), then drain
+    in the same order. Given all samples at once with `final`, this is `epochs` shuffled passes
+    in at most `epochs` x the steps `plan_epoch` makes (leftovers of one pass may fill a batch
+    of the next).
+    """
+
+    def __init__(self, batch_size: int, epochs: int, buckets: list[int], rng: random.Random):
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.buckets = buckets
+        self.rng = rng
+        self._pending: dict[tuple[int, int], list[Sample]] = {}  # (views, bucket) -> samples
+        self.added = 0
+        self.views = 0  # sample-views handed out so far
+
+    def add(self, samples: list[Sample]) -> None:
+        for s in samples:
+            self._pending.setdefault((0, bucket_of(len(s), self.buckets)), []).append(s)
+        self.added += len(samples)
+
+    @property
+    def remaining(self) -> int:
+        """Sample-views still to hand out for the samples added so far."""
+        return self.added * self.epochs - self.views
+
+    def next_batch(self, final: bool) -> tuple[int, list[Sample]] | None:
+        """(padded length, samples) of the next batch, or None when none is due yet."""
+        keys = sorted(k for k, group in self._pending.items() if group)
+        full = [k for k in keys if len(self._pending[k]) >= self.batch_size]
+        if full:
+            views = full[0][0]
+            key = self.rng.choice([k for k in full if k[0] == views])
+        elif final and keys:
+            key = keys[0]
+        else:
+            return None
+        group = self._pending[key]
+        self.rng.shuffle(group)
+        chunk, self._pending[key] = group[: self.batch_size], group[self.batch_size :]
+        views, length = key
+        if views + 1 < self.epochs:
+            self._pending.setdefault((views + 1, length), []).extend(chunk)
+        self.views += len(chunk)
+        return length, chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -15,7 +16,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from .config import TrainSettings
-from .samples import Batch, Sample, buckets_for, epoch_batches, plan_epoch
+from .samples import Batch, Sample, buckets_for, epoch_batches, make_batch, plan_epoch
 
 
 def lora_config(settings: TrainSettings, num_layers: int) -> dict:
@@ -38,6 +39,18 @@ def attach_lora(model: nn.Module, settings: TrainSettings) -> dict:
     return config
 
 
+def base_view(model: nn.Module) -> nn.Module:
+    """A second module tree over the same weight arrays: it stays the plain base when LoRA
+    layers are attached to `model` later, and costs no memory (the arrays are shared)."""
+    view = copy.copy(model)
+    for key, value in model.items():
+        if isinstance(value, nn.Module):
+            view[key] = base_view(value)
+        elif isinstance(value, list):
+            view[key] = [base_view(v) if isinstance(v, nn.Module) else v for v in value]
+    return view
+
+
 def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
     return dict(tree_flatten(model.trainable_parameters()))
 
@@ -56,17 +69,34 @@ def use_compile(settings: TrainSettings) -> bool:
     return mx.default_device().type == mx.DeviceType.gpu
 
 
-_CHECKPOINTED: set[type] = set()
+_CHECKPOINTED: dict[type, type] = {}  # block class -> its subclass with a checkpointed call
 
 
 def enable_grad_checkpoint(model: nn.Module) -> None:
-    """Recompute each block's activations in the backward pass instead of storing them."""
+    """Recompute each block's activations in the backward pass instead of storing them.
+
+    mlx-lm's `grad_checkpoint` patches the block's class; it gets a subclass made for the
+    purpose, so only this model's blocks are affected, not a base view used for generation.
+    """
     from mlx_lm.tuner.trainer import grad_checkpoint
 
-    block_type = type(model.layers[0])
-    if block_type not in _CHECKPOINTED:  # mlx-lm patches the class; patch it once
-        grad_checkpoint(model.layers[0])
-        _CHECKPOINTED.add(block_type)
+    for layer in model.layers:
+        cls = type(layer)
+        if cls in _CHECKPOINTED.values():
+            continue
+        if cls not in _CHECKPOINTED:
+            _CHECKPOINTED[cls] = type(cls.__name__, (cls,), {"__module__": cls.__module__})
+            layer.__class__ = _CHECKPOINTED[cls]
+            grad_checkpoint(layer)
+        layer.__class__ = _CHECKPOINTED[cls]
+
+
+def disable_grad_checkpoint(model: nn.Module) -> None:
+    """Give the blocks their plain call back (answering needs no recomputation)."""
+    originals = {sub: cls for cls, sub in _CHECKPOINTED.items()}
+    for layer in model.layers:
+        if type(layer) in originals:
+            layer.__class__ = originals[type(layer)]
 
 
 @dataclass
@@ -77,6 +107,7 @@ class TrainReport:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     traces: int = 0  # times the step was traced (compiled); bounded by the number of shapes
+    sample_views: int = 0  # samples trained on, counted once per step they are in
 
     @property
     def final_loss(self) -> float:
@@ -111,10 +142,63 @@ class Trainer:
             step = partial(mx.compile, inputs=state, outputs=state)(step)
         self._step = step
 
-    def step(self, batch: Batch) -> mx.array:
+    def submit(self, batch: Batch) -> mx.array:
+        """Start a step on the device and return its (not yet computed) loss."""
         loss = self._step(mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.mask))
-        mx.eval(loss, self.model.state, self.optimizer.state)
+        mx.async_eval(loss, self.model.state, self.optimizer.state)
         return loss
+
+    def step(self, batch: Batch) -> mx.array:
+        loss = self.submit(batch)
+        mx.eval(loss)
+        return loss
+
+
+class TrainLoop:
+    """Feeds batches to a Trainer with one step in flight: while the device computes step i,
+    the host pads batch i+1 and reads the loss of step i-1 (the only host sync, for progress).
+    """
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, total: int = 0,
+                 on_step: Callable[[int, int, float, int], None] | None = None):
+        self.model = model
+        self.trainer = Trainer(model, settings)
+        self.report = TrainReport()
+        self.total = total
+        self.on_step = on_step
+        self._in_flight: tuple[mx.array, int] | None = None
+        self._start = time.perf_counter()
+        model.train()
+
+    def __call__(self, batch: Batch, n_samples: int | None = None) -> None:
+        loss = self.trainer.submit(batch)
+        self._settle()
+        self._in_flight = (loss, batch.n_tokens)
+        r = self.report
+        r.steps += 1
+        r.target_tokens += int(batch.mask.sum())
+        r.sample_views += n_samples if n_samples is not None else int(batch.mask.any(1).sum())
+
+    def _settle(self) -> None:
+        if self._in_flight is None:
+            return
+        loss, n_tokens = self._in_flight
+        self._in_flight = None
+        r = self.report
+        r.losses.append(loss.item())
+        r.tokens += n_tokens
+        if self.on_step:
+            on_step_total = max(self.total, r.steps)
+            self.on_step(len(r.losses), on_step_total, r.losses[-1], r.tokens)
+
+    def close(self) -> TrainReport:
+        """Wait for the last step and return the report (the model is left in eval mode)."""
+        self._settle()
+        self.model.eval()
+        disable_grad_checkpoint(self.model)
+        self.report.seconds += time.perf_counter() - self._start
+        self.report.traces = self.trainer.traces
+        return self.report
 
 
 def steps_per_epoch(samples: list[Sample], batch_size: int) -> int:
@@ -138,23 +222,11 @@ def train(
     rng = random.Random(settings.seed)
     buckets = buckets_for(max(len(s) for s in samples) - 1)
     total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
-    trainer = Trainer(model, settings)
-    report = TrainReport()
-    model.train()
-    start = time.perf_counter()
+    loop = TrainLoop(model, settings, total, on_step)
     for _ in range(settings.epochs):
-        for batch in epoch_batches(samples, settings.batch_size, buckets, pad_id, rng):
-            loss = trainer.step(batch).item()
-            report.steps += 1
-            report.tokens += batch.n_tokens
-            report.target_tokens += int(batch.mask.sum())
-            report.losses.append(loss)
-            if on_step:
-                on_step(report.steps, total, loss, report.tokens)
-    model.eval()
-    report.seconds = time.perf_counter() - start
-    report.traces = trainer.traces
-    return report
+        for length, chunk in plan_epoch(list(samples), settings.batch_size, buckets, rng):
+            loop(make_batch(chunk, settings.batch_size, length, pad_id), len(chunk))
+    return loop.close()
 
 
 def mean_nll(model: nn.Module, samples: list[Sample], pad_id: int, batch_size: int = 4) -> float:
