@@ -23,7 +23,7 @@ class _Group(click.Group):
         except LiftError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
-            click.echo("\ninterrupted; nothing half-written was kept", err=True)
+            click.echo("\ninterrupted; adapters are stored only once complete", err=True)
             sys.exit(130)
 
 
