@@ -101,6 +101,9 @@ _SETTING_OPTIONS = [
                  help="Compile the training step with mx.compile. [default: on for GPUs, off "
                       "on the CPU, where compiled steps are no faster]"),
     click.option("--seed", type=int, default=None, help="Random seed. [default 0]"),
+    click.option("--pipeline/--sequential", default=True,
+                 help="Start training at once and add QA tasks as they are written, or write "
+                      "all of them first (for comparison). [default: pipeline]"),
     click.option("--force", is_flag=True,
                  help="Absorb again even if a stored adapter matches."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries."),
@@ -116,25 +119,28 @@ def setting_options(f):
     return f
 
 
-def _absorb(document, model, opts) -> object:
-    from .absorb import absorb
+def _absorb(document, model, opts, now: bool = False) -> object:
+    from .absorb import Absorbing, absorb
 
     overrides = {name: opts.pop(name) for name in _SETTING_NAMES}
-    progress = Progress(quiet=opts["quiet"])
-    return absorb(
+    progress = Progress(quiet=opts["quiet"] or now)  # bars would garble the answers
+    run = Absorbing if now else absorb
+    return run(
         document, model, preset_name=opts["preset_name"], generator=opts["generator"],
-        out=opts.get("out"), reuse=not opts["force"], progress=progress, **overrides,
+        out=opts.get("out"), reuse=not opts["force"], progress=progress,
+        pipeline=opts.get("pipeline", True), **overrides,
     )
 
 
-def _load(target: str, model, opts):
-    """An Absorbed for a document (absorbing it if needed) or an adapter directory."""
+def _load(target: str, model, opts, now: bool = False):
+    """An Absorbed for a document (absorbing it if needed) or an adapter directory; with
+    `now`, an Absorbing that answers from the base until the adapter is ready."""
     from .absorb import load_absorbed
 
     path = Path(target)
     if target != "-" and path.is_dir():
         return load_absorbed(path, model)
-    return _absorb(target, model, opts)
+    return _absorb(target, model, opts, now)
 
 
 def _print_summary(absorbed) -> None:
@@ -179,6 +185,9 @@ def absorb(document, model, **opts):
 
 
 def _answer_options(f):
+    f = click.option("--now", is_flag=True,
+                     help="Answer at once from the head+tail view with the plain base model "
+                          "while the adapter trains; the adapter answers once it is ready.")(f)
     f = click.option("--temp", type=click.FloatRange(min=0), default=0.0, show_default=True,
                      help="Sampling temperature; 0 is greedy.")(f)
     f = click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True,
@@ -208,7 +217,7 @@ def _stream(absorbed, question, no_context, max_tokens, temp) -> None:
 @model_option
 @_answer_options
 @setting_options
-def ask(target, question, model, no_context, max_tokens, temp, **opts):
+def ask(target, question, model, no_context, max_tokens, temp, now, **opts):
     """Answer QUESTION about a document or a stored adapter, streaming the answer.
 
     Given a document, it is absorbed first unless a stored adapter matches it (same text,
@@ -217,10 +226,14 @@ def ask(target, question, model, no_context, max_tokens, temp, **opts):
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
-    absorbed = _load(target, model, opts)
-    if not opts["quiet"] and absorbed.report is not None:
+    absorbed = _load(target, model, opts, now)
+    if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     _stream(absorbed, question, no_context, max_tokens, temp)
+    if now and hasattr(absorbed, "wait"):
+        absorbed = absorbed.wait()  # the adapter is stored for the next question
+        if not opts["quiet"]:
+            _print_summary(absorbed)
 
 
 @cli.command()
@@ -228,13 +241,13 @@ def ask(target, question, model, no_context, max_tokens, temp, **opts):
 @model_option
 @_answer_options
 @setting_options
-def chat(target, model, no_context, max_tokens, temp, **opts):
+def chat(target, model, no_context, max_tokens, temp, now, **opts):
     """Ask many questions about one document or adapter; the model is loaded once.
 
     Type a question and press Enter; an empty line or Ctrl-D ends the session.
     """
-    absorbed = _load(target, model, opts)
-    if not opts["quiet"] and absorbed.report is not None:
+    absorbed = _load(target, model, opts, now)
+    if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     while True:
         try:
@@ -243,7 +256,13 @@ def chat(target, model, no_context, max_tokens, temp, **opts):
             break
         if not question.strip():
             break
+        if hasattr(absorbed, "wait") and absorbed.ready:
+            absorbed = absorbed.wait()
+            click.echo("(the adapter is ready and answers from now on)", err=True)
         _stream(absorbed, question, no_context, max_tokens, temp)
+    if hasattr(absorbed, "wait"):
+        click.echo("finishing the adapter...", err=True)
+        absorbed.wait()
 
 
 @cli.command()

@@ -1,0 +1,188 @@
+import json
+import random
+
+import mlx.core as mx
+import pytest
+from click.testing import CliRunner
+from conftest import FAST
+
+import lift_mlx.absorb as absorb_module
+import lift_mlx.synthesize as synthesize
+from lift_mlx import store
+from lift_mlx.absorb import Absorbing, absorb
+from lift_mlx.answer import stream_answer
+from lift_mlx.cli import cli
+from lift_mlx.config import TrainSettings
+from lift_mlx.models import load_model
+from lift_mlx.samples import EpochScheduler, Sample, buckets_for, make_batch, plan_epoch
+from lift_mlx.synthesize import JsonEnd, QAPair
+from lift_mlx.train import TrainLoop, attach_lora, base_view
+
+
+def _samples(n: int, rng: random.Random) -> list[Sample]:
+    lengths = [rng.choice([20, 50, 100, 200]) for _ in range(n)]
+    return [Sample(tuple(range(i, i + k)), (1,) * k, str(i)) for i, k in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_every_late_sample_is_trained_exactly_epochs_times(epochs):
+    rng = random.Random(epochs)
+    samples = _samples(57, rng)
+    sched = EpochScheduler(4, epochs, buckets_for(200), random.Random(0))
+    seen: dict[str, int] = {}
+    arrivals = [samples[:11], samples[11:12], samples[12:30], [], samples[30:57]]
+    for batch in arrivals:
+        sched.add(batch)
+        for _ in range(rng.randrange(0, 6)):  # a few steps between arrivals
+            due = sched.next_batch(final=False)
+            if due:
+                assert len(due[1]) == 4  # no partial batch while samples may still come
+                for s in due[1]:
+                    seen[s.kind] = seen.get(s.kind, 0) + 1
+    while due := sched.next_batch(final=True):
+        length, chunk = due
+        assert len({s.kind for s in chunk}) == len(chunk)  # no sample twice in one batch
+        assert all(len(s) - 1 <= length or length == 256 for s in chunk)
+        for s in chunk:
+            seen[s.kind] = seen.get(s.kind, 0) + 1
+    assert seen == {s.kind: epochs for s in samples}
+    assert sched.remaining == 0
+
+
+def test_all_samples_at_once_take_no_more_steps_than_epoch_passes():
+    samples = _samples(41, random.Random(5))
+    buckets = buckets_for(200)
+    sched = EpochScheduler(4, 3, buckets, random.Random(0))
+    sched.add(samples)
+    steps = 0
+    while sched.next_batch(final=True):
+        steps += 1
+    assert steps <= 3 * len(plan_epoch(samples, 4, buckets, random.Random(0)))
+
+
+def test_json_end_stops_at_the_close_of_the_first_object():
+    out = 'Sure: {"qa_list": [{"question": "a } b?", "answer": "x \\" ]"}]} trailing {'
+    end = JsonEnd()
+    closed_at = next(i for i, ch in enumerate(out) if end.feed(ch))
+    assert out[: closed_at + 1].endswith("]}")
+    assert json.loads(out[out.index("{") : closed_at + 1])["qa_list"][0]["answer"] == 'x " ]'
+
+
+def test_base_view_stays_the_base_while_the_adapter_trains(tiny_model_path, tiny_lm):
+    prompt = mx.array([list(range(3, 40))])
+    base = load_model(str(tiny_model_path)).model(prompt)
+    view = base_view(tiny_lm.model)
+    settings = TrainSettings(rank=4, lr=1e-2, grad_checkpoint=True, compile=False)
+    attach_lora(tiny_lm.model, settings)
+    loop = TrainLoop(tiny_lm.model, settings)
+    sample = Sample(tuple(range(3, 60)), (1,) * 57, "doc")
+    for _ in range(3):
+        loop(make_batch([sample], 4, 64, 0))
+    loop.close()
+    assert mx.array_equal(view(prompt), base).item()
+    assert not mx.allclose(tiny_lm.model(prompt), base, atol=1e-4).item()
+
+
+@pytest.fixture(scope="module")
+def lively_path(tmp_path_factory):
+    """The tiny model with its weights tripled: at the usual scale greedy decoding of a random
+    model repeats one token, here it writes a different text for every request."""
+    from lift_mlx.tiny import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("models") / "lively", seed=1)
+    weights = mx.load(str(path / "model.safetensors"))
+    mx.save_safetensors(str(path / "model.safetensors"), {k: 3 * v for k, v in weights.items()})
+    return path
+
+
+def _fake_parse(text: str) -> list[QAPair]:
+    """Every output becomes one pair that records it (the random model writes no JSON)."""
+    return [QAPair(f"what was written {text!r}", "the")] if text.strip() else []
+
+
+def _absorb_recording(doc, lm, monkeypatch, **kwargs):
+    """Absorb with fake QA parsing; returns the result, the QA pairs and, per training step,
+    whether generation had already finished."""
+    streams, steps = [], []
+    real_stream, real_call = absorb_module.QAStream, TrainLoop.__call__
+
+    class Recorded(real_stream):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            streams.append(self)
+
+    def call(self, *args, **kw):
+        steps.append(all(s.done for s in streams))
+        return real_call(self, *args, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthesize, "parse_qa", _fake_parse)
+        patch.setattr(absorb_module, "QAStream", Recorded)
+        patch.setattr(TrainLoop, "__call__", call)
+        result = absorb(doc, lm, reuse=False, min_overlap=0.0, **kwargs)
+    cache = next((store.home() / "qa-cache").iterdir())
+    pairs = json.loads(cache.read_text())["qa_pairs"]
+    cache.unlink()
+    return result, pairs, steps
+
+
+def test_pipeline_trains_while_generating_and_writes_the_same_qa_as_sequential(
+        lively_path, tmp_path, demo_text, monkeypatch):
+    lm = load_model(str(lively_path))
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:2500])
+    settings = {**FAST, "epochs": 2, "max_tokens": 24, "grad_checkpoint": True}
+    piped, piped_pairs, piped_steps = _absorb_recording(doc, lm, monkeypatch, pipeline=True,
+                                                        **settings)
+    seq, seq_pairs, seq_steps = _absorb_recording(doc, lm, monkeypatch, pipeline=False,
+                                                  **settings)
+    assert piped_pairs == seq_pairs and len(piped_pairs) > 5
+    assert not piped_steps[0] and all(seq_steps)  # trained during generation / only after
+    for r in (piped.report, seq.report):
+        assert r.qa_samples == len(seq_pairs)
+        assert r.train.sample_views == 2 * (r.recite_samples + r.qa_samples)
+    assert piped.report.pipeline and not seq.report.pipeline
+    assert set(piped.report.seconds) >= {"split", "synthesize", "train", "save"}
+
+
+def test_compiled_pipeline_traces_once_per_shape(lively_path, tmp_path, demo_text,
+                                                  monkeypatch):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:2500])
+    lm = load_model(str(lively_path))
+    result, pairs, _ = _absorb_recording(doc, lm, monkeypatch, compile=True,
+                                         **{**FAST, "epochs": 2, "max_tokens": 16})
+    r = result.report
+    assert r.train.steps >= 8 and r.qa_samples > 0
+    assert r.train.traces <= 2  # one recite bucket and one QA bucket, whatever the steps
+
+
+def test_now_answers_from_the_base_before_the_adapter_is_ready(tiny_model_path, tmp_path,
+                                                               demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:3000])
+    lm = load_model(str(tiny_model_path))
+    fresh = load_model(str(tiny_model_path))
+    absorbing = Absorbing(doc, lm, tasks=("recite",), **{**FAST, "epochs": 12})
+    question = "Who owns the lighthouse?"
+    ids = absorbing.prompt(question, max_tokens=8)
+    answer = absorbing.ask(question, max_tokens=8)
+    assert not absorbing.ready  # answered while training still runs
+    assert answer == "".join(stream_answer(fresh.model, fresh.tokenizer, ids, 8))
+    done = absorbing.wait()
+    assert absorbing.ready and done.report.train.steps > 0
+    assert absorbing.ask(question, max_tokens=8) == done.ask(question, max_tokens=8)
+
+
+def test_cli_ask_now_answers_then_stores_the_adapter(tiny_model_path, tmp_path, demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    args = ["ask", str(doc), "Who?", "--now", "--model", str(tiny_model_path), "--tasks",
+            "recite", "--seg-len", "128", "--stride", "64", "--rank", "4", "--epochs", "1",
+            "--max-tokens", "4", "--sequential"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "adapter" in r.stderr and len(store.list_adapters()) == 1
+    r = CliRunner().invoke(cli, [a for a in args if a != "--now"])
+    assert r.exit_code == 0 and "stored; no training needed" in r.stderr
+
