@@ -324,6 +324,7 @@ def _demo_settings() -> dict:
 
 
 cli.add_command(__import__("lift_mlx.evaluate", fromlist=["eval_command"]).eval_command())
+cli.add_command(__import__("lift_mlx.bench", fromlist=["bench"]).bench)
 
 
 def main() -> None:

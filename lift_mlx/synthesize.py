@@ -47,6 +47,8 @@ class SynthReport:
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> count
     seconds: float = 0.0
     cached: bool = False
+    prompt_tokens: int = 0  # tokens prefilled; an instruction prefix shared by many counts once
+    decode_steps: int = 0  # batched decode steps (each reads all weights once)
 
     def drop(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -234,8 +236,6 @@ class QAStream:
         self.settings = settings
         self.json_stop = json_stop
         self.report = SynthReport(requests=len(windows))
-        self.prompt_tokens = 0  # tokens prefilled, the shared prefixes counted once
-        self.decode_steps = 0
         self.finished = 0
         self._seen: set[str] = set()
         self._pieces: dict[int, str] = {}  # token id -> its text, decoded once
@@ -250,7 +250,7 @@ class QAStream:
         ids = generator_prompts(tokenizer, windows, settings)
         caches = self._prefix_caches(model, ids) if reuse_prefix else [None] * len(ids)
         suffixes = [p[_cached_len(c):] for p, c in zip(ids, caches)]
-        self.prompt_tokens += sum(len(p) for p in suffixes)
+        self.report.prompt_tokens += sum(len(p) for p in suffixes)
         uids = self._gen.insert(suffixes, caches=caches) if windows else []
         self._window_of = dict(zip(uids, windows))
         self._tokens: dict[int, list[int]] = {u: [] for u in uids}
@@ -275,7 +275,7 @@ class QAStream:
             with mx.stream(self._gen.stream):
                 model(mx.array([ids[members[0]][:n]]), cache=cache)
                 mx.eval([c.state for c in cache])
-            self.prompt_tokens += n
+            self.report.prompt_tokens += n
             for i in members:
                 caches[i] = cache  # read only: the batch copies it when it merges the caches
         return caches
@@ -296,7 +296,7 @@ class QAStream:
             return []
         _, responses = self._gen.next()
         if responses:
-            self.decode_steps += 1
+            self.report.decode_steps += 1
         kept, closed = [], []
         for r in responses:
             if r.finish_reason != "stop":
