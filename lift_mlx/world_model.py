@@ -1,0 +1,416 @@
+"""A small base model trained from scratch on a knowledge world, to measure LIFT offline.
+
+No pretrained model can be downloaded here, so this module makes one that can do the three
+things LIFT asks of a base model: read a document in its prompt (the prompt `ask` builds),
+answer closed-book about facts stored in its weights, and write question/answer JSON when given
+lift-mlx's generator prompt. The training corpus mixes four kinds of sample:
+
+- `doc`: plain language modelling on world A's prose (and on fresh worlds' prose);
+- `read`: a question answered with a document view in context, exactly as `ask` lays it out;
+  the views come from fresh worlds (facts the model cannot know, so it must read) and from
+  world A (where a fact outside the view is answered from memory, as in lift+icl);
+- `closed`: a question about world A answered with no context;
+- `gen`: the generator prompt of `synthesize` answered by the QA JSON about its target.
+
+Only train phrasings of the questions are used; held-out phrasings are left for evaluation.
+Loss is on the answers only, except for `doc` samples.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import prompts
+from .answer import question_prompt
+from .samples import Sample, buckets_for, end_of_turn, make_batch, qa_sample
+from .synthesize import task_windows
+from .world import TEMPLATES, TRAIN_PHRASINGS, World
+
+KINDS = ("doc", "read", "closed", "gen")
+_PLACEHOLDER = "Which of the many long names written in this document is the one " * 2
+
+
+@dataclass
+class WorldModelSettings:
+    seed: int = 0  # world A's seed; also seeds the corpus and the weights
+    world_entities: int = 60  # world A: ~260 facts, ~2.5k tokens of prose
+    renderings: int = 6  # world A documents, each with its own paragraph order and phrasing
+    fresh_entities: tuple[int, int] = (5, 12)  # size range of the fresh worlds used for reading
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    window: int = 512  # max_position_embeddings: the model's context window
+    answer_tokens: tuple[int, ...] = (32, 64)  # `ask` max_tokens values the reading views leave
+    train_tokens: int = 1_200_000  # real tokens in the corpus: ~35 min at ~600 tokens/s
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"doc": 0.15, "read": 0.45, "closed": 0.20, "gen": 0.20})
+    batch_size: int = 4  # rows of a full-window batch; shorter samples get more rows
+    lr: float = 1.5e-3
+    warmup_steps: int = 100
+    min_lr_fraction: float = 0.1  # cosine decay to this share of lr
+    # The generator prompt as the experiment's synthesize stage uses it.
+    window_chars: int = 400  # preceding text shown to the generator (fits a 512-token window)
+    sentences_per_task: tuple[int, ...] = (1, 2)
+    qa_per_sentence: tuple[int, ...] = (1, 2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Seconds-to-a-minute variant for tests and CI.
+TINY = dict(world_entities=8, renderings=2, fresh_entities=(5, 8), vocab_size=512,
+            hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, window=512,
+            answer_tokens=(16,), train_tokens=60_000, batch_size=1, lr=3e-3, warmup_steps=10,
+            window_chars=150)
+
+
+def tiny_settings(**overrides) -> WorldModelSettings:
+    return WorldModelSettings(**{**TINY, **overrides})
+
+
+def fresh_world(rng: random.Random, settings: WorldModelSettings) -> World:
+    """A world the model never stores: its seeds are far from world A's."""
+    return World.generate(10_000 + rng.randrange(10**9), rng.randint(*settings.fresh_entities))
+
+
+def world_a(settings: WorldModelSettings) -> World:
+    return World.generate(settings.seed, settings.world_entities)
+
+
+def tokenizer_corpus(settings: WorldModelSettings) -> list[str]:
+    """Text for the BPE: fresh worlds (so merges are syllables, not world A's names), world A,
+    every template and the prompt wording."""
+    rng = random.Random(f"tokenizer:{settings.seed}")
+    texts = [fresh_world(rng, settings).document() for _ in range(40)]
+    texts += [world_a(settings).document(s) for s in range(settings.renderings)]
+    # Repeated so that their words become single tokens: prompts are most of a sample's length.
+    for attrs in TEMPLATES.values():
+        for statements, questions in attrs.values():
+            texts += (list(statements) + list(questions)) * 5
+    texts += [prompts.CONTEXT_HEADER, prompts.QUESTION_HEADER, prompts.RECITE_INSTRUCTION,
+              prompts.ELLIPSIS, prompts.GENERATOR_INSTRUCTIONS,
+              prompts.qa_json([("What is it?", "A test.")])] * 50
+    return texts
+
+
+def _answer_sample(prompt: list[int], answer: list[int], kind: str) -> Sample:
+    return Sample(tuple(prompt + answer), (0,) * len(prompt) + (1,) * len(answer), kind)
+
+
+def doc_samples(tokenizer, text: str, length: int) -> list[Sample]:
+    """Plain language modelling: the text's tokens in consecutive chunks of `length`."""
+    ids = prompts.encode(tokenizer, text)
+    return [Sample(tuple(ids[i:i + length]), (1,) * len(ids[i:i + length]), "doc")
+            for i in range(0, len(ids), length) if len(ids[i:i + length]) > 1]
+
+
+def train_question(world: World, key: tuple[str, str], rng: random.Random) -> tuple[str, str]:
+    """A train-phrasing question about the fact `key` and its answer."""
+    fact = next(f for f in world.facts if f.key == key)
+    templates = TEMPLATES[fact.kind][fact.attribute][1][:TRAIN_PHRASINGS]
+    return rng.choice(templates).format(e=fact.entity), fact.value
+
+
+def reading_sample(tokenizer, world: World, doc_tokens: list[int], rng: random.Random,
+                   settings: WorldModelSettings, from_memory: bool) -> Sample | None:
+    """A question laid out as `ask` lays it out: a head+tail view of the document, then the
+    question. Asks about a fact in the view, or (`from_memory`) about any fact of the world."""
+    max_tokens = rng.choice(settings.answer_tokens)
+    # Which facts does the view hold? Lay out a question longer than any real one (a shorter
+    # question only widens the view), then read the prompt back.
+    probe = question_prompt(tokenizer, _PLACEHOLDER, doc_tokens, settings.window, max_tokens)
+    inside = list(world.fact_offsets(tokenizer.decode(probe)))
+    keys = [f.key for f in world.facts] if from_memory else inside
+    if not keys:
+        return None
+    key = rng.choice(keys)
+    question, answer = train_question(world, key, rng)
+    prompt = question_prompt(tokenizer, question, doc_tokens, settings.window, max_tokens)
+    if not from_memory and key not in world.fact_offsets(tokenizer.decode(prompt)):
+        return None
+    target = prompts.encode(tokenizer, answer) + end_of_turn(tokenizer)
+    return _answer_sample(prompt, target, "read")
+
+
+def closed_book_samples(tokenizer, world: World) -> list[Sample]:
+    """Every train-phrasing question about the world, answered without context."""
+    return [Sample(s.tokens, s.mask, "closed")
+            for s in (qa_sample(tokenizer, q.question, q.answer)
+                      for q in world.questions("train"))]
+
+
+def generator_samples(tokenizer, world: World, doc_seed: int, rng: random.Random,
+                      settings: WorldModelSettings) -> list[Sample]:
+    """The synthesize stage's prompt for windows of a document, answered by QA JSON about the
+    target sentences (`qa_per_sentence` different train phrasings per fact)."""
+    text = world.document(doc_seed)
+    out = []
+    for window in task_windows(text, rng.choice(settings.sentences_per_task),
+                               settings.window_chars):
+        per_fact = rng.choice(settings.qa_per_sentence)
+        pairs = []
+        for key in world.fact_offsets(window.target):
+            fact = next(f for f in world.facts if f.key == key)
+            templates = TEMPLATES[fact.kind][fact.attribute][1][:TRAIN_PHRASINGS]
+            for t in rng.sample(templates, min(per_fact, len(templates))):
+                pairs.append((t.format(e=fact.entity), fact.value))
+        if not pairs:
+            continue
+        body = prompts.generator_body(tokenizer, window.preceding, window.target,
+                                      per_fact * window.n_sentences)
+        prompt = prompts.chat_ids(tokenizer, body)
+        target = prompts.encode(tokenizer, prompts.qa_json(pairs)) + end_of_turn(tokenizer)
+        if len(prompt) + len(target) <= settings.window:
+            out.append(_answer_sample(prompt, target, "gen"))
+    return out
+
+
+def _tokens(samples: list[Sample]) -> int:
+    return sum(len(s) for s in samples)
+
+
+def build_corpus(tokenizer, settings: WorldModelSettings) -> dict[str, list[Sample]]:
+    """The training samples of each kind, each kind filling its share of `train_tokens`."""
+    rng = random.Random(f"corpus:{settings.seed}")
+    world = world_a(settings)
+    budget = {k: settings.mix.get(k, 0.0) * settings.train_tokens for k in KINDS}
+    corpus: dict[str, list[Sample]] = {k: [] for k in KINDS}
+
+    def fill(kind: str, make: Callable[[], list[Sample]]) -> None:
+        total = 0
+        while total < budget[kind]:
+            for sample in make():
+                corpus[kind].append(sample)
+                total += len(sample)
+                if total >= budget[kind]:
+                    break
+
+    renderings = [prompts.encode(tokenizer, world.document(s)) for s in range(settings.renderings)]
+
+    def docs() -> list[Sample]:
+        # World A's prose half the time, a fresh world's otherwise (language and names in
+        # general, not only world A's).
+        if rng.random() < 0.5:
+            return doc_samples(tokenizer, world.document(rng.randrange(settings.renderings)),
+                               settings.window)
+        return doc_samples(tokenizer, fresh_world(rng, settings).document(), settings.window)
+
+    def reads() -> list[Sample]:
+        if rng.random() < 0.75:  # a fresh world: the answer can only come from the view
+            fresh = fresh_world(rng, settings)
+            sample = reading_sample(tokenizer, fresh, prompts.encode(tokenizer, fresh.document()),
+                                    rng, settings, from_memory=False)
+        else:  # a slice of a world A document: inside the view or from memory
+            doc = rng.choice(renderings)
+            n = rng.randint(settings.window // 4, min(len(doc), 3 * settings.window))
+            start = rng.randint(0, len(doc) - n)
+            sample = reading_sample(tokenizer, world, doc[start:start + n], rng, settings,
+                                    from_memory=rng.random() < 0.3)
+        return [sample] if sample else []
+
+    closed = closed_book_samples(tokenizer, world)
+
+    def closeds() -> list[Sample]:
+        return rng.sample(closed, len(closed))
+
+    def gens() -> list[Sample]:
+        if rng.random() < 0.5:
+            return generator_samples(tokenizer, world, rng.randrange(settings.renderings), rng,
+                                     settings)
+        return generator_samples(tokenizer, fresh_world(rng, settings), 0, rng, settings)
+
+    for kind, make in (("doc", docs), ("read", reads), ("closed", closeds), ("gen", gens)):
+        fill(kind, make)
+    return corpus
+
+
+@dataclass
+class WorldModelReport:
+    path: str
+    parameters: int
+    steps: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    corpus: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> samples, tokens
+    first_loss: float = math.nan
+    final_loss: float = math.nan
+    final_loss_by_kind: dict[str, float] = field(default_factory=dict)
+
+
+def batch_plan(samples: list[Sample], batch_tokens: int, buckets: list[int],
+               rng: random.Random) -> list[tuple[int, list[Sample]]]:
+    """Samples grouped by padded length, `batch_tokens // length` rows per batch: short
+    closed-book questions are not padded out to steps as slow as a window's."""
+    by_bucket: dict[int, list[Sample]] = {}
+    for s in samples:
+        length = next((b for b in buckets if b >= len(s) - 1), buckets[-1])
+        by_bucket.setdefault(length, []).append(s)
+    plan = []
+    for length, group in sorted(by_bucket.items()):
+        rng.shuffle(group)
+        rows = max(1, batch_tokens // length)
+        plan += [(length, group[i:i + rows]) for i in range(0, len(group), rows)]
+    rng.shuffle(plan)
+    return plan
+
+
+def lr_at(step: int, total: int, settings: WorldModelSettings) -> float:
+    """Linear warm-up, then cosine decay to min_lr_fraction of lr."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(1, total - settings.warmup_steps)
+    low = settings.min_lr_fraction
+    return settings.lr * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train_world_model(
+    out: str | Path,
+    settings: WorldModelSettings | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 50,
+) -> WorldModelReport:
+    """Train a fresh llama on world A's corpus (full-parameter) and save it for mlx_lm.load."""
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.utils import save_model
+
+    from .config import TrainSettings
+    from .tiny import build_tiny_model, parameter_count, train_tokenizer
+    from .train import Trainer
+
+    settings = settings or WorldModelSettings()
+    log = log or (lambda _: None)
+    out = Path(out)
+    tokenizer = train_tokenizer(tokenizer_corpus(settings), settings.vocab_size)
+    build_tiny_model(
+        out, hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+        num_heads=settings.num_heads, intermediate_size=settings.intermediate_size,
+        max_position_embeddings=settings.window, tokenizer=tokenizer, seed=settings.seed,
+    )
+    model, tokenizer = mlx_lm.load(str(out))
+    corpus = build_corpus(tokenizer, settings)
+    report = WorldModelReport(str(out), parameter_count(model))
+    report.corpus = {k: {"samples": len(v), "tokens": _tokens(v)} for k, v in corpus.items()}
+    log(f"model: {report.parameters:,} parameters, vocab {len(tokenizer)}, "
+        f"window {settings.window}")
+    log("corpus: " + ", ".join(f"{k} {v['samples']} samples / {v['tokens']:,} tokens"
+                               for k, v in report.corpus.items()))
+
+    samples = [s for group in corpus.values() for s in group]
+    rng = random.Random(f"batches:{settings.seed}")
+    buckets = buckets_for(max(len(s) for s in samples) - 1, smallest=32)
+    plan = batch_plan(samples, settings.batch_size * settings.window, buckets, rng)
+    trainer = Trainer(model, TrainSettings(lr=settings.lr, grad_checkpoint=False, compile=False,
+                                           seed=settings.seed))
+    pad = tokenizer.pad_token_id
+    model.train()
+    start = time.perf_counter()
+    losses: list[tuple[str, float]] = []
+    for i, (length, chunk) in enumerate(plan):
+        trainer.optimizer.learning_rate = lr_at(i, len(plan), settings)
+        batch = make_batch(chunk, len(chunk), length, pad)
+        loss = trainer.step(batch).item()
+        kinds = {s.kind for s in chunk}
+        losses.append((kinds.pop() if len(kinds) == 1 else "mixed", loss))
+        report.tokens += batch.n_tokens
+        if (i + 1) % log_every == 0 or i + 1 == len(plan):
+            recent = [v for _, v in losses[-log_every:]]
+            elapsed = time.perf_counter() - start
+            log(f"step {i + 1}/{len(plan)}  loss {sum(recent) / len(recent):.3f}  "
+                f"{report.tokens / elapsed:,.0f} tok/s  {elapsed / 60:.1f} min")
+    model.eval()
+    report.seconds = time.perf_counter() - start
+    report.steps = len(plan)
+    head = [v for _, v in losses[:max(1, len(losses) // 20)]]
+    tail = losses[-max(1, len(losses) // 10):]
+    report.first_loss = sum(head) / len(head)
+    report.final_loss = sum(v for _, v in tail) / len(tail)
+    for kind in KINDS:
+        values = [v for k, v in tail if k == kind]
+        if values:
+            report.final_loss_by_kind[kind] = sum(values) / len(values)
+    mx.eval(model.parameters())
+    save_model(out, model)
+    return report
+
+
+def generate_batch(model, tokenizer, prompt_ids: list[list[int]], max_tokens: int,
+                   batch_size: int = 32) -> list[str]:
+    """Greedy answers to many prompts, decoded together through mlx-lm."""
+    from mlx_lm import batch_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    texts: list[str] = []
+    for i in range(0, len(prompt_ids), batch_size):
+        result = batch_generate(model, tokenizer, prompt_ids[i:i + batch_size],
+                                max_tokens=max_tokens, sampler=make_sampler(temp=0.0))
+        texts += [t.strip() for t in result.texts]
+    return texts
+
+
+def check_world_model(path: str | Path, settings: WorldModelSettings, n_questions: int = 200,
+                      rng: random.Random | None = None) -> dict:
+    """What the trained model can do, on held-out phrasings: read a world A document view and
+    a never-seen world's, answer world A closed-book, and write parseable generator JSON."""
+    import mlx_lm
+
+    from .metrics import exact_match
+    from .synthesize import parse_qa
+
+    rng = rng or random.Random(0)
+    model, tokenizer = mlx_lm.load(str(path))
+    world = world_a(settings)
+    max_tokens = settings.answer_tokens[0]
+
+    def in_context(w: World, text: str) -> tuple[float, int]:
+        doc = prompts.encode(tokenizer, text)
+        probe = question_prompt(tokenizer, _PLACEHOLDER, doc, settings.window, max_tokens)
+        inside = set(w.fact_offsets(tokenizer.decode(probe)))
+        qas = [q for q in w.questions("heldout") if (q.entity, q.attribute) in inside]
+        qas = rng.sample(qas, min(n_questions, len(qas)))
+        ids = [question_prompt(tokenizer, q.question, doc, settings.window, max_tokens)
+               for q in qas]
+        answers = generate_batch(model, tokenizer, ids, max_tokens)
+        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)]), len(qas)
+
+    def closed_book(phrasings: str) -> float:
+        qas = rng.sample(world.questions(phrasings), min(n_questions,
+                                                         len(world.questions(phrasings))))
+        ids = [prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, q.question))
+               for q in qas]
+        answers = generate_batch(model, tokenizer, ids, max_tokens)
+        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
+
+    fresh = fresh_world(random.Random(f"check:{settings.seed}"), settings)
+    seen_acc, seen_n = in_context(world, world.document(0))
+    fresh_acc, fresh_n = in_context(fresh, fresh.document())
+
+    windows = task_windows(fresh.document(), 2, settings.window_chars)[:32]
+    ids = [prompts.chat_ids(tokenizer, prompts.generator_body(tokenizer, w.preceding, w.target,
+                                                              w.n_sentences))
+           for w in windows]
+    outputs = generate_batch(model, tokenizer, ids, max_tokens=4 * max_tokens)
+    parsed = [parse_qa(o) for o in outputs]
+    pairs = [(p, w) for ps, w in zip(parsed, windows) for p in ps]
+    return {
+        "in_context_heldout_world_a": seen_acc, "in_context_questions_world_a": seen_n,
+        "in_context_heldout_fresh": fresh_acc, "in_context_questions_fresh": fresh_n,
+        "closed_book_heldout_world_a": closed_book("heldout"),
+        "closed_book_train_world_a": closed_book("train"),
+        "generator_parseable": _mean([bool(p) for p in parsed]),
+        "generator_pairs_answer_in_target": _mean(
+            [p.answer.strip() != "" and p.answer.strip() in w.target for p, w in pairs]),
+        "generator_example": outputs[0] if outputs else "",
+    }
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
