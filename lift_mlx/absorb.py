@@ -21,7 +21,14 @@ from .ingest import Document, read_document
 from .models import LoadedModel, load_model
 from .progress import Progress, timed
 from .prompts import encode
-from .samples import EpochScheduler, Sample, buckets_for, make_batch, qa_sample, recite_samples
+from .samples import (
+    EpochScheduler,
+    Sample,
+    fitted_buckets,
+    make_batch,
+    qa_sample,
+    recite_samples,
+)
 from .split import segment_starts
 from .synthesize import (
     QAPair,
@@ -248,6 +255,8 @@ class _QASource:
 
     def run(self) -> None:
         """Generate everything now (the sequential schedule)."""
+        if self.done:
+            return
         with self.progress.bar("tasks", self.windows, unit="tok") as update:
             while not self.done:
                 self.step()
@@ -268,7 +277,7 @@ def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
     t = settings.train
     tok = lm.tokenizer
     qa_bound = len(qa_sample(tok, "", "")) + settings.synth.max_tokens if source else 0
-    buckets = buckets_for(max([len(s) for s in recite] + [qa_bound, 2]) - 1)
+    buckets = fitted_buckets(max([len(s) for s in recite] + [qa_bound, 2]) - 1)
     sched = EpochScheduler(t.batch_size, t.epochs, buckets, random.Random(t.seed))
     sched.add(recite)
     expected_qa = 0

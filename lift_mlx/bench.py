@@ -171,7 +171,8 @@ def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: 
     from .absorb import absorb
     from .ingest import Document
 
-    doc = Document(text=text, sha256=f"bench-{len(text)}-{pipeline}", source="bench")
+    # A fresh hash: QA pairs cached by an earlier run (or arm) would skip the generation.
+    doc = Document(text=text, sha256=f"bench-{time.time_ns()}", source="bench")
     quiet = Progress(quiet=True, stream=io.StringIO())  # a random model's warnings are noise
     start = time.perf_counter()
     absorbed = absorb(doc, lm, reuse=False, out=out, pipeline=pipeline, preset_name="fast",

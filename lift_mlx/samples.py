@@ -105,6 +105,14 @@ def make_batch(samples: list[Sample], batch_size: int, length: int, pad_id: int)
     return Batch(inputs, targets, mask, n)
 
 
+def fitted_buckets(max_len: int, smallest: int = 64, multiple: int = 32) -> list[int]:
+    """Powers of two below `max_len`, then `max_len` rounded up to `multiple`: the longest
+    samples (recite segments, which all have about the same length) get a tight fit instead
+    of up to twice their length in padding."""
+    top = max(smallest, -(-max_len // multiple) * multiple)
+    return [b for b in buckets_for(top, smallest) if b < top] + [top]
+
+
 def bucket_of(n_tokens: int, buckets: list[int]) -> int:
     """The shortest padded length that holds a sample of `n_tokens` (inputs are one shorter)."""
     return next((b for b in buckets if b >= n_tokens - 1), buckets[-1])

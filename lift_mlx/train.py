@@ -16,7 +16,15 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
 from .config import TrainSettings
-from .samples import Batch, Sample, buckets_for, epoch_batches, make_batch, plan_epoch
+from .samples import (
+    Batch,
+    Sample,
+    buckets_for,
+    epoch_batches,
+    fitted_buckets,
+    make_batch,
+    plan_epoch,
+)
 
 
 def lora_config(settings: TrainSettings, num_layers: int) -> dict:
@@ -202,7 +210,7 @@ class TrainLoop:
 
 
 def steps_per_epoch(samples: list[Sample], batch_size: int) -> int:
-    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
     return len(plan_epoch(list(samples), batch_size, buckets, random.Random(0)))
 
 
@@ -220,7 +228,7 @@ def train(
     if not samples:
         raise ValueError("no training samples")
     rng = random.Random(settings.seed)
-    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
     total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
     loop = TrainLoop(model, settings, total, on_step)
     for _ in range(settings.epochs):

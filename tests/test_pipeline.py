@@ -14,7 +14,14 @@ from lift_mlx.answer import stream_answer
 from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
 from lift_mlx.models import load_model
-from lift_mlx.samples import EpochScheduler, Sample, buckets_for, make_batch, plan_epoch
+from lift_mlx.samples import (
+    EpochScheduler,
+    Sample,
+    buckets_for,
+    fitted_buckets,
+    make_batch,
+    plan_epoch,
+)
 from lift_mlx.synthesize import JsonEnd, QAPair
 from lift_mlx.train import TrainLoop, attach_lora, base_view
 
@@ -58,6 +65,12 @@ def test_all_samples_at_once_take_no_more_steps_than_epoch_passes():
     while sched.next_batch(final=True):
         steps += 1
     assert steps <= 3 * len(plan_epoch(samples, 4, buckets, random.Random(0)))
+
+
+def test_fitted_buckets_fit_the_longest_samples_tightly():
+    assert fitted_buckets(600) == [64, 128, 256, 512, 608]
+    assert fitted_buckets(1024) == [64, 128, 256, 512, 1024]
+    assert fitted_buckets(10) == [64]
 
 
 def test_json_end_stops_at_the_close_of_the_first_object():
@@ -186,3 +199,20 @@ def test_cli_ask_now_answers_then_stores_the_adapter(tiny_model_path, tmp_path, 
     r = CliRunner().invoke(cli, [a for a in args if a != "--now"])
     assert r.exit_code == 0 and "stored; no training needed" in r.stderr
 
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_cached_qa_pairs_train_in_both_schedules(tiny_lm, tmp_path, demo_text, pipeline):
+    from lift_mlx.config import preset
+    from lift_mlx.ingest import read_document
+    from lift_mlx.synthesize import cache_key
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    settings = preset("default", **FAST)
+    key = cache_key(read_document(doc).sha256, tiny_lm.fingerprint, settings.synth)
+    pairs = [{"question": f"Question {i}?", "answer": "Ada Korrin"} for i in range(6)]
+    store.write_atomic(store.qa_cache_path(key), json.dumps({"qa_pairs": pairs}))
+    r = absorb(doc, tiny_lm, settings=settings, pipeline=pipeline).report
+    assert r.synth.cached and r.qa_samples == 6
+    assert r.train.sample_views == r.recite_samples + 6

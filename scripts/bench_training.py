@@ -1,0 +1,115 @@
+"""lift-mlx's training loop vs mlx-lm's trainer (`mlx_lm.tuner.trainer.train`).
+
+    python scripts/bench_training.py [--model cpu-bench] [--steps 10]
+
+Same model, the same recite samples, LoRA rank, batch size and number of measured steps
+(after the same warm-up). Both are timed on real (unpadded) tokens per second: lift-mlx pads
+to fixed buckets and keeps one step in flight; mlx-lm pads each batch to a multiple of 32 and
+synchronises after every step. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from lift_mlx.bench import bench_document, bench_model, format_table, machine_info
+from lift_mlx.config import TrainSettings
+from lift_mlx.prompts import encode
+from lift_mlx.samples import fitted_buckets, make_batch, plan_epoch, recite_samples
+from lift_mlx.train import TrainLoop, attach_lora
+
+
+def lift_arm(model_name, samples, settings, warmup, steps):
+    lm = bench_model(model_name)
+    attach_lora(lm.model, settings)
+    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
+    rng = random.Random(0)
+    batches = []
+    while len(batches) < warmup + steps:
+        batches += plan_epoch(list(samples), settings.batch_size, buckets, rng)
+    loop = TrainLoop(lm.model, settings)
+    for length, chunk in batches[:warmup]:
+        loop(make_batch(chunk, settings.batch_size, length, 0))
+    loop.close()
+    loop = TrainLoop(lm.model, settings)
+    tokens = 0
+    start = time.perf_counter()
+    for length, chunk in batches[warmup : warmup + steps]:
+        batch = make_batch(chunk, settings.batch_size, length, 0)
+        tokens += batch.n_tokens
+        loop(batch)
+    loop.close()
+    return tokens, time.perf_counter() - start
+
+
+def mlx_lm_arm(model_name, samples, settings, warmup, steps):
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.callbacks import TrainingCallback
+    from mlx_lm.tuner.trainer import TrainingArgs, train
+
+    lm = bench_model(model_name)
+    attach_lora(lm.model, settings)
+    dataset = [(list(s.tokens), s.mask.index(1)) for s in samples]
+    stamps = {}
+
+    class Clock(TrainingCallback):
+        def on_train_loss_report(self, info):
+            stamps[info["iteration"]] = time.perf_counter()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArgs(batch_size=settings.batch_size, iters=warmup + steps,
+                            steps_per_report=warmup, steps_per_eval=10**9,
+                            steps_per_save=10**9, max_seq_length=10**6,
+                            adapter_file=str(Path(tmp) / "adapters.safetensors"),
+                            grad_checkpoint=settings.grad_checkpoint)
+        optimizer = optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
+        train(lm.model, optimizer, dataset, args=args, training_callback=Clock())
+    # Every batch of mlx-lm's loop holds batch_size samples; the dataset size is a multiple
+    # of it, so `steps` steps see each sample steps * batch_size / len(samples) times.
+    per_pass = sum(len(s) - 1 for s in samples)
+    tokens = per_pass * steps * settings.batch_size // len(samples)
+    return tokens, stamps[warmup + steps] - stamps[warmup]
+
+
+@click.command()
+@click.option("--model", default="cpu-bench", show_default=True)
+@click.option("--tokens", default=4096, show_default=True, help="Document length.")
+@click.option("--seg-len", default=384, show_default=True)
+@click.option("--rank", default=8, show_default=True)
+@click.option("--batch-size", default=4, show_default=True)
+@click.option("--warmup", default=2, show_default=True)
+@click.option("--steps", default=10, show_default=True)
+@click.option("--out", default="bench_training.json", show_default=True)
+def main(model, tokens, seg_len, rank, batch_size, warmup, steps, out):
+    lm = bench_model(model)
+    ids = encode(lm.tokenizer, bench_document(lm.tokenizer, tokens))
+    samples = recite_samples(lm.tokenizer, ids, seg_len, seg_len * 3 // 8, 128,
+                             random.Random(0))
+    samples = samples[: len(samples) // batch_size * batch_size]
+    # mlx-lm's loop is always compiled; lift-mlx's compiles on GPUs only (CPU: no faster).
+    settings = TrainSettings(rank=rank, batch_size=batch_size, grad_checkpoint=False)
+    records = []
+    for arm, fn in (("lift-mlx", lift_arm), ("mlx-lm trainer", mlx_lm_arm)):
+        n_tokens, seconds = fn(model, samples, settings, warmup, steps)
+        records.append({"arm": arm, "steps": steps, "tokens": n_tokens, "seconds": seconds,
+                        "tok_s": n_tokens / seconds})
+    ratio = records[0]["tok_s"] / records[1]["tok_s"]
+    columns = [("arm", "arm", "{}"), ("steps", "steps", "{}"), ("tokens", "tokens", "{:,}"),
+               ("seconds", "seconds", "{:.1f}"), ("tok/s", "tok_s", "{:,.0f}")]
+    click.echo(f"{len(samples)} recite samples of {len(samples[0])} tokens, rank {rank}, "
+               f"batch {batch_size}")
+    click.echo(format_table(records, columns))
+    click.echo(f"lift-mlx / mlx-lm: {ratio:.2f}x training tokens/s (target >= 1.0x, goal 1.2x)")
+    Path(out).write_text(json.dumps({"model": lm.name, "machine": machine_info(),
+                                     "records": records, "ratio": ratio}, indent=1))
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
