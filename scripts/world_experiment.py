@@ -40,6 +40,7 @@ from lift_mlx.world import world_for_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl")
+ORACLE_ARMS = ("lift (oracle tasks)", "lift+icl (oracle tasks)")
 REGIONS = ("inside", "outside", "all")
 MAX_TOKENS = 32  # answers are a word or a year; the rest of the window holds the document
 WORLD_B_SEED = 1000  # world A is seed 0; world B's entities are new
@@ -104,7 +105,7 @@ def summarize(rows: list[dict]) -> dict:
     out: dict = {}
     for size in sorted({r["size"] for r in rows}):
         out[size] = {}
-        for arm in ARMS:
+        for arm in [a for a in ARMS + ORACLE_ARMS if any(r["arm"] == a for r in rows)]:
             out[size][arm] = {}
             for region in REGIONS:
                 per_seed = []
@@ -144,13 +145,14 @@ def plot(summary: dict, path: Path) -> None:
 
     sizes = list(summary)
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 3.8), squeeze=False)
-    width = 0.2
+    width = 0.8 / max(len(arms) for arms in summary.values())
     for ax, size in zip(axes[0], sizes):
-        for i, arm in enumerate(ARMS):
+        for i, arm in enumerate(summary[size]):
             regions = summary[size][arm]
             means = [100 * regions.get(r, {}).get("mean", 0.0) for r in REGIONS]
             errs = [100 * regions.get(r, {}).get("stdev", 0.0) for r in REGIONS]
-            xs = [x + (i - 1.5) * width for x in range(len(REGIONS))]
+            xs = [x + (i - (len(summary[size]) - 1) / 2) * width
+                  for x in range(len(REGIONS))]
             ax.bar(xs, means, width, yerr=errs, label=arm, capsize=2)
         ax.set_xticks(range(len(REGIONS)))
         ax.set_xticklabels(["fact inside\ntruncated view", "fact outside", "all"])
@@ -160,6 +162,22 @@ def plot(summary: dict, path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def write_oracle_tasks(lm, world, doc: EvalDoc, settings, rng: random.Random) -> None:
+    """Put a perfect generator's QA pairs (one train-phrasing question per fact) in the QA
+    cache, so `lift` trains on them instead of the model's own: this tells a weak generator
+    apart from QA tasks that do not help."""
+    from lift_mlx.ingest import text_document
+    from lift_mlx.store import qa_cache_path
+    from lift_mlx.synthesize import QAPair, SynthReport, cache_key, save_cached
+    from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS
+
+    pairs = [QAPair(rng.choice(TEMPLATES[f.kind][f.attribute][1][:TRAIN_PHRASINGS])
+                    .format(e=f.entity), f.value) for f in world.facts]
+    sha = text_document(doc.document).sha256
+    path = qa_cache_path(cache_key(sha, lm.fingerprint, settings.synth))
+    save_cached(path, pairs, SynthReport(kept=len(pairs)))
 
 
 def run_one(lm, size: int, seed: int, args, settings, work: Path) -> list[dict]:
@@ -174,9 +192,17 @@ def run_one(lm, size: int, seed: int, args, settings, work: Path) -> list[dict]:
     print(f"== {size}x window, seed {seed}: {n_tokens} tokens, {len(world.facts)} facts, "
           f"{len(doc.questions)} questions", flush=True)
     t = time.perf_counter()
+    arms = ARMS
     folder = work / f"eval-{size}x-s{seed}-e{args.epochs}-lr{args.lr:g}"
-    records = run_eval([doc], lm, folder, arms=ARMS, settings=settings, max_tokens=MAX_TOKENS,
+    if args.oracle_tasks:
+        arms = ("lift", "lift+icl")
+        folder = folder.with_name("oracle-" + folder.name)
+        write_oracle_tasks(lm, world, doc, settings, random.Random(seed))
+    records = run_eval([doc], lm, folder, arms=arms, settings=settings, max_tokens=MAX_TOKENS,
                        progress=Progress(quiet=True))
+    if args.oracle_tasks:
+        for r in records:
+            r["arm"] += " (oracle tasks)"
     absorbs = [json.loads(line) for line in (folder / "absorbs.jsonl").read_text().splitlines()]
     rows = [{"size": size, "seed": seed, "arm": r["arm"], "region": r["meta"]["region"],
              "em": exact_match(r["prediction"] or "", r["references"])} for r in records]
@@ -204,6 +230,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "world_experiment"))
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "lift-world-exp"),
                         help="documents, adapters and per-question records (resumable)")
+    parser.add_argument("--oracle-tasks", action="store_true",
+                        help="lift arms only, trained on a perfect generator's QA pairs")
     parser.add_argument("--report-only", action="store_true",
                         help="no runs: report every finished run in --work (runs of several "
                              "processes started with different --sizes/--seeds)")
@@ -213,7 +241,9 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("LIFT_MLX_HOME", str(work / "lift-home"))
+    # The oracle run replaces QA caches and trains its own lift adapters: a store of its own.
+    home = "lift-home-oracle" if args.oracle_tasks else "lift-home"
+    os.environ.setdefault("LIFT_MLX_HOME", str(work / home))
     lm = load_model(args.model)
     settings = settings_for(args)
     start = time.perf_counter()
@@ -224,7 +254,7 @@ def main() -> None:
                 run_one(lm, size, seed, args, settings, work)
 
     done = [json.loads(p.read_text())
-            for p in sorted(work.glob(f"eval-*-e{args.epochs}-lr{args.lr:g}/rows.json"))]
+            for p in sorted(work.glob(f"*eval-*-e{args.epochs}-lr{args.lr:g}/rows.json"))]
     rows = [r for d in done for r in d["rows"]]
     summary = summarize(rows)
     table = format_table(summary)
