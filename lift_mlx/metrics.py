@@ -39,14 +39,18 @@ def _as_list(references: list[str] | str) -> list[str]:
     return [references] if isinstance(references, str) else list(references)
 
 
-def _f1(pred: list[str], ref: list[str]) -> float:
+def _f_measure(overlap: int, pred: list[str], ref: list[str]) -> float:
+    """F1 of an overlap count between two token lists (1.0 when both are empty)."""
     if not pred or not ref:
         return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
+    if overlap == 0:
         return 0.0
-    precision, recall = common / len(pred), common / len(ref)
+    precision, recall = overlap / len(pred), overlap / len(ref)
     return 2 * precision * recall / (precision + recall)
+
+
+def _f1(pred: list[str], ref: list[str]) -> float:
+    return _f_measure(sum((Counter(pred) & Counter(ref)).values()), pred, ref)
 
 
 def token_f1(prediction: str, references: list[str]) -> float:
@@ -77,13 +81,7 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
 
 
 def _rouge_l(pred: list[str], ref: list[str]) -> float:
-    if not pred or not ref:
-        return float(pred == ref)
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return _f_measure(_lcs_length(pred, ref) if pred and ref else 0, pred, ref)
 
 
 def rouge_l(prediction: str, references: list[str]) -> float:
