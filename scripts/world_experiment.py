@@ -105,7 +105,8 @@ def summarize(rows: list[dict]) -> dict:
     out: dict = {}
     for size in sorted({r["size"] for r in rows}):
         out[size] = {}
-        for arm in [a for a in ARMS + ORACLE_ARMS if any(r["arm"] == a for r in rows)]:
+        for arm in [a for a in ARMS + ORACLE_ARMS
+                    if any(r["arm"] == a and r["size"] == size for r in rows)]:
             out[size][arm] = {}
             for region in REGIONS:
                 per_seed = []
