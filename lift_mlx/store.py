@@ -110,11 +110,6 @@ def read_meta(path: Path) -> dict:
         raise LiftError(f"{path / META_FILE} is corrupt; absorb the document again") from None
 
 
-def find_adapter(key: str) -> Path | None:
-    path = adapters_dir() / key
-    return path if is_adapter_dir(path) else None
-
-
 def list_adapters() -> list[Path]:
     root = adapters_dir()
     return sorted(p for p in root.iterdir() if is_adapter_dir(p)) if root.is_dir() else []
