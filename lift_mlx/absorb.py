@@ -340,6 +340,8 @@ def _dumps(obj) -> str:
 
 
 def _drops(report: SynthReport) -> str:
+    if report.cached:
+        return "cached from an earlier run of the same generator on this document"
     dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.dropped.items()))
     return f"{report.requests} requests; dropped: {dropped or 'none'}"
 

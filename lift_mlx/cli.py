@@ -199,16 +199,18 @@ def _answer_options(f):
     return f
 
 
-def _stream(absorbed, question, no_context, max_tokens, temp) -> None:
+def _stream(absorbed, question, no_context, max_tokens, temp) -> tuple[float | None, str]:
+    """Print the answer as it streams; (seconds to the first token, the whole answer)."""
     start = time.perf_counter()
-    first = None
+    first, pieces = None, []
     for piece in absorbed.stream(question, context=not no_context, max_tokens=max_tokens,
                                  temp=temp):
         first = first or time.perf_counter() - start
+        pieces.append(piece)
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
-    return first
+    return first, "".join(pieces)
 
 
 @cli.command()
@@ -313,7 +315,10 @@ def demo(question, quiet):
     _print_summary(absorbed)
     click.echo(f"model load   {load_s:.1f}s")
     click.echo(f"question     {question}", err=True)
-    first = _stream(absorbed, question, False, 48, 0.0)
+    click.echo("answer       ", nl=False, err=True)  # the bundled model's answer is noise
+    first, answer = _stream(absorbed, question, False, 48, 0.0)
+    if not answer.strip():
+        click.echo("(only whitespace: the bundled model has random weights)", err=True)
     click.echo(f"first token  {first or 0:.2f}s after asking", err=True)
 
 
