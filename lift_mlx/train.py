@@ -242,8 +242,9 @@ def mean_nll(model: nn.Module, samples: list[Sample], pad_id: int, batch_size: i
     total, count = 0.0, 0.0
     buckets = buckets_for(max(len(s) for s in samples) - 1)
     for batch in epoch_batches(samples, batch_size, buckets, pad_id, random.Random(0)):
-        logits = model(mx.array(batch.inputs)).astype(mx.float32)
-        ce = nn.losses.cross_entropy(logits, mx.array(batch.targets)) * mx.array(batch.mask)
-        total += ce.sum().item()
-        count += float(batch.mask.sum())
+        n = float(batch.mask.sum())
+        loss = masked_loss(model, mx.array(batch.inputs), mx.array(batch.targets),
+                           mx.array(batch.mask))
+        total += loss.item() * n
+        count += n
     return total / max(count, 1.0)
