@@ -10,7 +10,16 @@ from pathlib import Path
 
 from .errors import LiftError
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+def _models_dir() -> Path:
+    """models/ of the source tree (editable installs, tests), else the copy an installed
+    package carries as lift_mlx/bundled_models."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "models"
+    return source if (source / "presets.json").is_file() else here / "bundled_models"
+
+
+MODELS_DIR = _models_dir()
 DEFAULT_WINDOW = 4096  # used when a config names no max_position_embeddings
 
 
@@ -19,8 +28,8 @@ def presets() -> dict:
     path = MODELS_DIR / "presets.json"
     if not path.is_file():
         raise LiftError(
-            f"the bundled models folder is missing ({MODELS_DIR}); install lift-mlx from its "
-            "source tree with `pip install -e .`"
+            f"the bundled models folder is missing ({MODELS_DIR}); reinstall lift-mlx "
+            "(`pip install .` from its source tree)"
         )
     return json.loads(path.read_text())
 

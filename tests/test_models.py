@@ -37,3 +37,28 @@ def test_presets_name_hub_ids_for_each_mac_size():
     sizes = {m["mac_memory"] for m in models.values()}
     assert {"8 GB", "16 GB", "32 GB+"} <= sizes
     assert all("hub_id" in m or (MODELS_DIR / m["path"]).is_dir() for m in models.values())
+
+
+def test_a_built_wheel_carries_the_bundled_models(tmp_path):
+    """A non-editable install (a wheel) finds the presets and tiny models without the source
+    tree: they install as lift_mlx/bundled_models."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation",
+                    "--no-deps", str(root), "-w", str(tmp_path / "wheel")], check=True)
+    wheel = next((tmp_path / "wheel").glob("lift_mlx-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--target", str(tmp_path / "site"), str(wheel)], check=True)
+    code = ("from lift_mlx.models import resolve_model, presets; "
+            "print(resolve_model('tiny')); print(presets()['default'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, text=True,
+                         capture_output=True, env={"PYTHONPATH": str(tmp_path / "site"),
+                                                   "PATH": "/usr/bin:/bin",
+                                                   "HF_HUB_OFFLINE": "1"}).stdout.split()
+    bundled = tmp_path / "site" / "lift_mlx" / "bundled_models"
+    assert out == [str(bundled / "tiny-llama"), presets()["default"]]
+    assert (bundled / "tiny-llama" / "model.safetensors").is_file()
+    assert (bundled / "world-tiny" / "model.safetensors").is_file()
