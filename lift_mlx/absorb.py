@@ -135,7 +135,7 @@ def absorb(
     all QA pairs are generated before training starts.
     """
     progress = progress or Progress(quiet=True)
-    report = AbsorbReport()
+    report = AbsorbReport(pipeline=pipeline)
     times = report.seconds
     with timed(times, "ingest"):
         doc = _as_document(document)
@@ -158,7 +158,6 @@ def absorb(
 
     reset_adapter(lm)
     tok = lm.tokenizer
-    report.pipeline = pipeline
     mx.reset_peak_memory()
     with timed(times, "split"):
         doc_tokens = encode(tok, doc.text)

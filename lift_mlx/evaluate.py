@@ -178,12 +178,14 @@ def run_eval(
     window: int | None = None,
     generator: LoadedModel | None = None,
     reuse: bool = True,
+    pipeline: bool = True,
     progress: Progress | None = None,
 ) -> list[dict]:
     """Answer every question of `docs` in every arm, appending records to out/records.jsonl.
 
     Records already in the folder are kept, not redone, so a rerun resumes. `window` caps the
-    prompt (default: the model's). Returns the records of `docs` x `arms`, old and new.
+    prompt (default: the model's). `pipeline` is absorb's: train while QA tasks are written,
+    or write them all first. Returns the records of `docs` x `arms`, old and new.
     """
     from .absorb import absorb, reset_adapter
     from .ingest import text_document
@@ -223,11 +225,13 @@ def run_eval(
                 else:
                     start = time.perf_counter()
                     absorbed = absorb(document, lm, settings=adapters[kind],
-                                      generator=generator, reuse=reuse, progress=progress)
+                                      generator=generator, reuse=reuse, pipeline=pipeline,
+                                      progress=progress)
                     report = absorbed.report
                     absorbs.write({
                         "doc_id": doc.id, "adapter": kind, "path": str(absorbed.adapter_path),
-                        "reused": report.reused, "train_steps": report.train.steps,
+                        "reused": report.reused, "pipeline": report.pipeline,
+                        "train_steps": report.train.steps,
                         "qa_pairs": report.qa_samples,
                         "seconds": round(time.perf_counter() - start, 3)})
                 # A bar per adapter: absorb draws its own bars and must not run inside one.
@@ -537,7 +541,8 @@ def eval_command() -> click.Command:
         out = out or _default_out(data, lm, identity)
         records = run_eval(chosen, lm, out, arms=arms, settings=settings,
                            max_tokens=max_tokens, window=window, generator=generator,
-                           reuse=not opts["force"], progress=progress)
+                           reuse=not opts["force"], pipeline=opts["pipeline"],
+                           progress=progress)
         judgements = []
         if judge:
             reset_adapter(lm)

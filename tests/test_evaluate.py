@@ -92,6 +92,7 @@ def test_adapter_arms_use_one_adapter_per_document(sample_run):
     absorbs = read_jsonl(out / "absorbs.jsonl")
     assert len(absorbs) == 2 * len(docs)  # lift and raw-ft, each made once per document
     assert not any(a["reused"] for a in absorbs) and all(a["train_steps"] > 0 for a in absorbs)
+    assert all(a["pipeline"] for a in absorbs)  # absorb's default
     for doc in docs:
         by_arm = {r["arm"]: r.get("adapter") for r in records if r["doc_id"] == doc.id}
         assert by_arm["icl-trunc"] is None and by_arm["icl-full"] is None
@@ -293,7 +294,7 @@ def test_cli_runs_resumes_and_summarises(tiny_model_path, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # the default results folder goes under ./eval-results
     runner = CliRunner()
     args = ["eval", str(SAMPLES / "native_sample.jsonl"), "--model", str(tiny_model_path),
-            "--limit", "1", *FAST_ARGS]
+            "--limit", "1", "--sequential", *FAST_ARGS]
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     (out,) = (tmp_path / "eval-results").iterdir()
@@ -304,7 +305,9 @@ def test_cli_runs_resumes_and_summarises(tiny_model_path, tmp_path, monkeypatch)
     assert saved["summary"] == summarize(records) and saved["window"] == WINDOW
     assert r.stdout == format_summary(saved["summary"]) + "\n"
     # --tasks recite: lift and raw-ft are the same adapter, made once and then reused.
-    assert [a["reused"] for a in read_jsonl(out / "absorbs.jsonl")] == [False, True] * 2
+    absorbs = read_jsonl(out / "absorbs.jsonl")
+    assert [a["reused"] for a in absorbs] == [False, True] * 2
+    assert not any(a["pipeline"] for a in absorbs)  # --sequential reaches absorb
 
     r = runner.invoke(cli, [*args, "--docs", "fenwick-survey", "--arms", "lift,icl-trunc"])
     assert r.exit_code == 0, r.output
