@@ -38,14 +38,7 @@ ARMS: dict[str, tuple[str | None, bool]] = {
 # LongBench's prompt template. Their records ask this instead.
 SUMMARY_QUESTION = "Write a one-page summary of the document."
 DEFAULT_MAX_TOKENS = 128  # LongBench's budget for QA subsets; its summaries use 512
-JUDGE_MAX_TOKENS = 8
-# LooGLE's GPT-4 judge prompt, reworded; the verdict is the first True/False in the reply.
-JUDGE_INSTRUCTION = (
-    "Given a question, a ground-truth answer and a predicted answer, decide whether the "
-    "predicted answer means the same as the ground truth. Reply with only True or False."
-)
 RECORDS_FILE = "records.jsonl"  # one line per (document, question, arm)
-JUDGEMENTS_FILE = "judgements.jsonl"  # one line per judged record
 ABSORBS_FILE = "absorbs.jsonl"  # one line per adapter made or reused
 SUMMARY_FILE = "summary.json"
 RUN_FILE = "run.json"  # model and settings the folder's records were made with
@@ -72,12 +65,12 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def _key(r: dict) -> tuple[str, str, str]:
+def record_key(r: dict) -> tuple[str, str, str]:
     """What a record answers: (document, question, arm)."""
     return r["doc_id"], r["question_id"], r["arm"]
 
 
-class _Log:
+class JsonlLog:
     """An append-only JSONL file; each record is flushed to disk as soon as it is written."""
 
     def __init__(self, path: Path):
@@ -204,9 +197,9 @@ def run_eval(
                      "max_tokens": max_tokens, "window": window,
                      "generator": generator.fingerprint if generator else "self"})
     progress = progress or Progress(quiet=True)
-    records = _Log(out / RECORDS_FILE)
-    absorbs = _Log(out / ABSORBS_FILE)
-    done = {_key(r) for r in read_jsonl(records.path)}
+    records = JsonlLog(out / RECORDS_FILE)
+    absorbs = JsonlLog(out / ABSORBS_FILE)
+    done = {record_key(r) for r in read_jsonl(records.path)}
     try:
         for i, doc in enumerate(docs, start=1):
             todo = [(q, arm) for q in doc.questions for arm in arms
@@ -248,61 +241,7 @@ def run_eval(
         absorbs.close()
         reset_adapter(lm)  # hand the caller back the plain base
     wanted = {(d.id, q.id, a) for d in docs for q in d.questions for a in arms}
-    return [r for r in read_jsonl(records.path) if _key(r) in wanted]
-
-
-# --- the judge ----------------------------------------------------------------------------------
-
-
-def judge_prompt(tokenizer, question: str, references: Sequence[str], prediction: str
-                 ) -> list[int]:
-    """Prompt ids asking whether `prediction` matches the references, LooGLE-style."""
-    text = (f"{JUDGE_INSTRUCTION}\n\nQuestion: {question.strip()}\n"
-            f"Ground truth: {' | '.join(r.strip() for r in references)}\n"
-            f"Predicted answer: {prediction.strip()}")
-    return prompts.chat_ids(tokenizer, prompts.encode(tokenizer, text))
-
-
-def verdict_score(reply: str) -> float:
-    """1.0 when the judge's first True/False is True; anything else counts as False."""
-    m = re.search(r"\b(true|false)\b", reply, flags=re.IGNORECASE)
-    return float(bool(m) and m.group(1).lower() == "true")
-
-
-def judge_records(records: Sequence[dict], judge: LoadedModel, out: str | Path,
-                  progress: Progress | None = None) -> list[dict]:
-    """Have `judge` rate every answered record with references; resumable like run_eval.
-
-    Returns the judgements of `records`, old and new. The judge must be the plain model: the
-    caller resets any adapter first.
-    """
-    path = Path(out) / JUDGEMENTS_FILE
-    log = _Log(path)
-    old = read_jsonl(path)
-    others = {j["judge"] for j in old if j["judge_fingerprint"] != judge.fingerprint}
-    if others:
-        raise LiftError(f"{out} was judged by {sorted(others)[0]!r}; pass that --judge, "
-                        "or another --out to judge with a second model")
-    done = {_key(j) for j in old}
-    todo = [r for r in records
-            if r["prediction"] is not None and r["references"] and _key(r) not in done]
-    progress = progress or Progress(quiet=True)
-    try:
-        with progress.bar("judge", len(todo), unit="verdicts") as update:
-            for n, r in enumerate(todo, start=1):
-                ids = judge_prompt(judge.tokenizer, r["question"], r["references"],
-                                   r["prediction"])
-                reply = "".join(stream_answer(judge.model, judge.tokenizer, ids,
-                                              JUDGE_MAX_TOKENS, temp=0.0))
-                log.write({"doc_id": r["doc_id"], "question_id": r["question_id"],
-                           "arm": r["arm"], "judge": judge.name,
-                           "judge_fingerprint": judge.fingerprint, "reply": reply,
-                           "score": verdict_score(reply)})
-                update(n)
-    finally:
-        log.close()
-    keys = {_key(r) for r in records}
-    return [j for j in read_jsonl(path) if _key(j) in keys]
+    return [r for r in read_jsonl(records.path) if record_key(r) in wanted]
 
 
 # --- summary ------------------------------------------------------------------------------------
@@ -322,7 +261,7 @@ def _row(records: list[dict], verdicts: dict) -> dict:
            "seconds": _mean([r["seconds"] for r in answered]) if answered else None,
            "scores": {name: _mean(v) for name, v in metrics.items()},
            "counts": {name: len(v) for name, v in metrics.items()}}
-    judged = [verdicts[k] for k in map(_key, answered) if k in verdicts]
+    judged = [verdicts[k] for k in map(record_key, answered) if k in verdicts]
     if judged:  # kept apart from "scores": a judge's verdict is not an offline metric
         row["judge"] = _mean(judged)
         row["judged"] = len(judged)
@@ -333,7 +272,7 @@ def summarize(records: Sequence[dict], judgements: Sequence[dict] = ()) -> dict:
     """{arm: {question type: row, "all": row}}; a row holds the answered count, the skipped
     count, mean seconds, the mean of each metric over the questions it applies to, and the
     judge's mean verdict when there is one."""
-    verdicts = {_key(j): j["score"] for j in judgements}
+    verdicts = {record_key(j): j["score"] for j in judgements}
     summary: dict[str, dict] = {}
     for arm in [a for a in ARMS if any(r["arm"] == a for r in records)]:
         mine = [r for r in records if r["arm"] == arm]
@@ -522,6 +461,7 @@ def eval_command() -> click.Command:
         """
         from .absorb import reset_adapter
         from .config import preset
+        from .judge import judge_records
         from .models import load_model, resolve_model
 
         overrides = {name: opts.pop(name) for name in _SETTING_NAMES}

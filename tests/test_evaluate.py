@@ -14,18 +14,17 @@ from lift_mlx.datasets import Question, load_eval_set
 from lift_mlx.errors import LiftError
 from lift_mlx.evaluate import (
     ARMS,
-    JUDGEMENTS_FILE,
     RECORDS_FILE,
     format_summary,
-    judge_records,
     parse_depths,
     parse_lengths,
     read_jsonl,
+    record_key as key,
     run_eval,
     select,
     summarize,
-    verdict_score,
 )
+from lift_mlx.judge import JUDGEMENTS_FILE, judge_records, verdict_score
 from lift_mlx.metrics import score
 from lift_mlx.progress import Progress
 
@@ -39,10 +38,6 @@ SETTINGS = preset("default", **FAST, max_tokens=16, sentences_per_task=8)
 FAST_ARGS = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--rank", "4",
              "--epochs", "1", "--no-grad-checkpoint", "--qa-per-sentence", "1", "--tasks",
              "recite", "--max-tokens", str(MAX_TOKENS), "--window", str(WINDOW), "-q"]
-
-
-def key(r):
-    return r["doc_id"], r["question_id"], r["arm"]
 
 
 def as_question(r) -> Question:
