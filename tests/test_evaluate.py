@@ -19,10 +19,12 @@ from lift_mlx.evaluate import (
     parse_depths,
     parse_lengths,
     read_jsonl,
-    record_key as key,
     run_eval,
     select,
     summarize,
+)
+from lift_mlx.evaluate import (
+    record_key as key,
 )
 from lift_mlx.judge import JUDGEMENTS_FILE, judge_records, verdict_score
 from lift_mlx.metrics import score
