@@ -50,6 +50,16 @@ def other_model_path(tmp_path_factory) -> Path:
                             seed=1)
 
 
+@pytest.fixture(scope="session")
+def world_model(tmp_path_factory):
+    """The knowledge-world base model's fast variant (2 layers, hidden 64, 60k tokens) and
+    its training report."""
+    from lift_mlx.world_model import tiny_settings, train_world_model
+
+    out = tmp_path_factory.mktemp("models") / "world-tiny"
+    return out, train_world_model(out, tiny_settings())
+
+
 @pytest.fixture
 def tiny_lm(tiny_model_path):
     from lift_mlx.models import load_model

@@ -22,7 +22,6 @@ from lift_mlx.world_model import (
     reading_sample,
     tiny_settings,
     tokenizer_corpus,
-    train_world_model,
     world_a,
 )
 
@@ -177,9 +176,8 @@ def test_lr_warms_up_then_decays():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "world-tiny"
-    return out, train_world_model(out, SETTINGS)
+def trained(world_model):
+    return world_model
 
 
 def test_tiny_variant_trains_and_loss_drops(trained):
