@@ -396,6 +396,12 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     fresh = fresh_world(random.Random(f"check:{settings.seed}"), settings)
     seen_acc, seen_n = in_context(world, world.document(0))
     fresh_acc, fresh_n = in_context(fresh, fresh.document())
+    # Reading in its simplest form: the context is the one sentence that states the fact.
+    qas = rng.sample(fresh.questions("heldout"), min(n_questions, len(fresh.questions("heldout"))))
+    ids = [question_prompt(tokenizer, q.question, prompts.encode(tokenizer, statement(fresh, q)),
+                           settings.window, max_tokens) for q in qas]
+    answers = generate_batch(model, tokenizer, ids, max_tokens)
+    one_sentence = _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
 
     windows = task_windows(fresh.document(), 2, settings.window_chars)[:32]
     ids = [prompts.chat_ids(tokenizer, prompts.generator_body(tokenizer, w.preceding, w.target,
@@ -407,6 +413,9 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     return {
         "in_context_heldout_world_a": seen_acc, "in_context_questions_world_a": seen_n,
         "in_context_heldout_fresh": fresh_acc, "in_context_questions_fresh": fresh_n,
+        "in_context_heldout_one_sentence": one_sentence,
+        "copy_nll": copy_nll(model, len(tokenizer), rng),
+        "copy_nll_chance": math.log(len(tokenizer)),
         "closed_book_heldout_world_a": closed_book("heldout"),
         "closed_book_train_world_a": closed_book("train"),
         "generator_parseable": _mean([bool(p) for p in parsed]),
@@ -414,6 +423,26 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
             [p.answer.strip() != "" and p.answer.strip() in w.target for p, w in pairs]),
         "generator_example": outputs[0] if outputs else "",
     }
+
+
+def statement(world: World, qa) -> str:
+    """The first statement phrasing of the fact a question asks about."""
+    fact = next(f for f in world.facts if f.key == (qa.entity, qa.attribute))
+    return TEMPLATES[fact.kind][fact.attribute][0][0].format(e=fact.entity, v=fact.value)
+
+
+def copy_nll(model, vocab_size: int, rng: random.Random, length: int = 40, rows: int = 16
+             ) -> float:
+    """Mean NLL of the second copy of a repeated random token sequence (its first token
+    left out: nothing announces the repeat). Near log(vocab) means the model cannot copy
+    from its context, the skill that reading a document rests on (induction heads)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    seqs = mx.array([[rng.randrange(3, vocab_size) for _ in range(length)] * 2
+                     for _ in range(rows)])
+    losses = nn.losses.cross_entropy(model(seqs[:, :-1]), seqs[:, 1:])
+    return losses[:, length:].mean().item()
 
 
 def _mean(values) -> float:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 
@@ -15,7 +16,9 @@ from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS
 from lift_mlx.world_model import (
     KINDS,
     build_corpus,
+    check_world_model,
     closed_book_samples,
+    copy_nll,
     fresh_world,
     generator_samples,
     lr_at,
@@ -205,3 +208,29 @@ def test_saved_model_loads_offline_with_its_training(trained, tok, tmp_path):
     pad = tokenizer.pad_token_id
     # The saved weights are the trained ones: world A's answers are far more likely under them.
     assert mean_nll(model, held, pad) < mean_nll(untrained, held, pad) / 2
+
+
+def test_copy_nll_scores_the_second_copy_after_its_first_token(trained):
+    import mlx_lm
+
+    from lift_mlx.samples import Sample
+
+    model, tokenizer = mlx_lm.load(str(trained[0]))
+    vocab = len(tokenizer)
+    got = copy_nll(model, vocab, random.Random(3), length=10, rows=4)
+    rng = random.Random(3)
+    seqs = [[rng.randrange(3, vocab) for _ in range(10)] * 2 for _ in range(4)]
+    samples = [Sample(tuple(s), (0,) * 11 + (1,) * 9, "copy") for s in seqs]
+    assert got == pytest.approx(mean_nll(model, samples, tokenizer.pad_token_id), rel=1e-4)
+
+
+def test_check_reports_every_skill(trained):
+    checks = check_world_model(trained[0], SETTINGS, n_questions=8, rng=random.Random(0))
+    rates = [k for k in checks if k.startswith(("in_context_heldout", "closed_book",
+                                                "generator_pa"))]
+    assert len(rates) == 7
+    # NaN only where the check had nothing to ask (no fact of world A in the tiny view).
+    assert all(0.0 <= checks[k] <= 1.0 or math.isnan(checks[k]) for k in rates), checks
+    assert not math.isnan(checks["in_context_heldout_one_sentence"] + checks["copy_nll"])
+    assert checks["copy_nll_chance"] == pytest.approx(math.log(SETTINGS.vocab_size))
+    assert 0.0 < checks["copy_nll"] < 3 * checks["copy_nll_chance"]
