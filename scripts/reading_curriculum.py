@@ -96,18 +96,18 @@ def main() -> None:
     rng = random.Random(f"curriculum:{args.seed}")
     stages = [tuple(int(x) for x in part.split(":")) for part in args.schedule.split(",")]
 
-    def check(step: int, max_sentences: int, loss: float) -> dict:
+    def check(step: int, max_sentences: int, loss: float | None) -> dict:
         eval_rng = random.Random(f"check:{args.seed}")  # the same questions at every check
         row = {"step": step, "max_sentences": max_sentences, "loss": loss}
         for k in EVAL_SENTENCES:
             row[f"acc_{k}"] = accuracy(model, tokenizer, k, args.questions, eval_rng, settings)
-        print(f"{step:>6} {max_sentences:>6} {loss:>7.3f} "
+        print(f"{step:>6} {max_sentences:>6} {'-' if loss is None else f'{loss:.3f}':>7} "
               + " ".join(f"{100 * row[f'acc_{k}']:>6.1f}" for k in EVAL_SENTENCES), flush=True)
         return row
 
     print(f"{'step':>6} {'sent.':>6} {'loss':>7} " + " ".join(f"{'k=' + str(k):>6}"
                                                          for k in EVAL_SENTENCES))
-    rows = [check(0, 0, float("nan"))]
+    rows = [check(0, 0, None)]
     step, start = 0, time.perf_counter()
     for steps, max_sentences in stages:
         losses = []
