@@ -14,6 +14,17 @@ import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
 from lift_mlx.tiny import build_tiny_model  # noqa: E402
 
 DEMO_DOC = Path(lift_mlx.__file__).parent / "data" / "demo.md"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name: str):
+    """A script of scripts/ imported as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS
 from lift_mlx.world_model import WorldModelSettings
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "reading_curriculum.py"
-
 
 @pytest.fixture(scope="module")
 def curriculum():
-    spec = importlib.util.spec_from_file_location("reading_curriculum", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("reading_curriculum")
 
 
 def _matches(question: str, phrasings: str) -> bool:

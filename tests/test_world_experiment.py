@@ -3,26 +3,20 @@ knowledge-world model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 from lift_mlx import prompts
 from lift_mlx.answer import question_prompt
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "world_experiment.py"
-
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("world_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("world_experiment")
 
 
 def test_summary_is_the_mean_and_spread_of_per_seed_accuracies(experiment):
