@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "world-tiny"))
     parser.add_argument("--sizes", default="8,32", help="document lengths in model windows")
     parser.add_argument("--seeds", default="0,1,2", help="world B seeds, per size")
-    parser.add_argument("--seeds-large", default="0", help="seeds for sizes above 8")
+    parser.add_argument("--seeds-large", default="0,1,2", help="seeds for sizes above 8")
     parser.add_argument("--questions", type=int, default=60, help="per region and document")
     parser.add_argument("--epochs", type=int, default=SETTINGS["epochs"])
     parser.add_argument("--lr", type=float, default=SETTINGS["lr"])
