@@ -374,34 +374,34 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     world = world_a(settings)
     max_tokens = settings.answer_tokens[0]
 
+    def accuracy(qas: list, prompt) -> float:
+        """Exact match of greedy answers to `qas`, each asked with `prompt(qa)`."""
+        answers = generate_batch(model, tokenizer, [prompt(q) for q in qas], max_tokens)
+        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
+
     def in_context(w: World, text: str) -> tuple[float, int]:
         doc = prompts.encode(tokenizer, text)
         probe = question_prompt(tokenizer, _PLACEHOLDER, doc, settings.window, max_tokens)
         inside = set(w.fact_offsets(tokenizer.decode(probe)))
         qas = [q for q in w.questions("heldout") if (q.entity, q.attribute) in inside]
         qas = rng.sample(qas, min(n_questions, len(qas)))
-        ids = [question_prompt(tokenizer, q.question, doc, settings.window, max_tokens)
-               for q in qas]
-        answers = generate_batch(model, tokenizer, ids, max_tokens)
-        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)]), len(qas)
+        return accuracy(qas, lambda q: question_prompt(tokenizer, q.question, doc,
+                                                       settings.window, max_tokens)), len(qas)
 
     def closed_book(phrasings: str) -> float:
         qas = rng.sample(world.questions(phrasings), min(n_questions,
                                                          len(world.questions(phrasings))))
-        ids = [prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, q.question))
-               for q in qas]
-        answers = generate_batch(model, tokenizer, ids, max_tokens)
-        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
+        return accuracy(qas, lambda q: prompts.chat_ids(
+            tokenizer, prompts.question_body(tokenizer, q.question)))
 
     fresh = fresh_world(random.Random(f"check:{settings.seed}"), settings)
     seen_acc, seen_n = in_context(world, world.document(0))
     fresh_acc, fresh_n = in_context(fresh, fresh.document())
     # Reading in its simplest form: the context is the one sentence that states the fact.
     qas = rng.sample(fresh.questions("heldout"), min(n_questions, len(fresh.questions("heldout"))))
-    ids = [question_prompt(tokenizer, q.question, prompts.encode(tokenizer, statement(fresh, q)),
-                           settings.window, max_tokens) for q in qas]
-    answers = generate_batch(model, tokenizer, ids, max_tokens)
-    one_sentence = _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
+    one_sentence = accuracy(qas, lambda q: question_prompt(
+        tokenizer, q.question, prompts.encode(tokenizer, statement(fresh, q)), settings.window,
+        max_tokens))
 
     windows = task_windows(fresh.document(), 2, settings.window_chars)[:32]
     ids = [prompts.chat_ids(tokenizer, prompts.generator_body(tokenizer, w.preceding, w.target,
