@@ -28,7 +28,6 @@ from lift_mlx import prompts  # noqa: E402
 from lift_mlx.answer import question_prompt  # noqa: E402
 from lift_mlx.metrics import exact_match  # noqa: E402
 from lift_mlx.samples import Sample, end_of_turn, make_batch  # noqa: E402
-from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS  # noqa: E402
 from lift_mlx.world_model import WorldModelSettings, fresh_world, generate_batch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +49,10 @@ def reading_example(tokenizer, rng: random.Random, sentences: int, phrasings: st
     if not shown:
         return None
     key = rng.choice(shown)
-    fact = next(f for f in world.facts if f.key == key)
-    questions = TEMPLATES[fact.kind][fact.attribute][1]
-    questions = questions[:TRAIN_PHRASINGS] if phrasings == "train" else questions[TRAIN_PHRASINGS:]
-    question = rng.choice(questions).format(e=fact.entity)
-    prompt = question_prompt(tokenizer, question, prompts.encode(tokenizer, context),
+    qa = rng.choice([q for q in world.questions(phrasings) if (q.entity, q.attribute) == key])
+    prompt = question_prompt(tokenizer, qa.question, prompts.encode(tokenizer, context),
                              settings.window, MAX_TOKENS)
-    return prompt, fact.value
+    return prompt, qa.answer
 
 
 def accuracy(model, tokenizer, sentences: int, n: int, rng: random.Random,
