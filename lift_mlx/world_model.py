@@ -346,6 +346,176 @@ def train_world_model(
     return report
 
 
+@dataclass
+class ReadingSettings:
+    """The reading stage that follows the corpus. Full document views do not teach a model
+    this small to answer from its prompt; contexts that grow stage by stage do. Each step asks
+    `batch_size` questions about never-seen worlds, each with a context of 1 to the stage's
+    maximum number of consecutive sentences (the fact's own among them); every
+    `rehearse_every`-th step instead trains on world A closed-book questions or generator
+    demonstrations, in turn, so that those skills are kept."""
+    schedule: tuple[tuple[int, int], ...] = (
+        (250, 1), (250, 2), (250, 4), (250, 8), (250, 12), (250, 16))  # (steps, max sentences)
+    batch_size: int = 32
+    lr: float = 1e-3
+    rehearse_every: int = 4  # 0: reading only
+    max_tokens: int = 32  # the answer budget `ask` leaves in the window
+    check_sentences: tuple[int, ...] = (1, 4, 16)  # context sizes measured after each stage
+    check_questions: int = 40
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reading_example(tokenizer, world: World, rng: random.Random, sentences: int,
+                    phrasings: str, settings: WorldModelSettings, max_tokens: int = 32
+                    ) -> tuple[list[int], str]:
+    """(prompt ids, answer): `sentences` consecutive sentences of `world`'s document as the
+    context of `ask`'s prompt, and a question about a fact stated in one of them."""
+    text, sentences_at = world.layout(rng.randrange(1000))
+    start = rng.randint(0, max(0, len(sentences_at) - sentences))
+    shown = sentences_at[start:start + sentences]
+    end = shown[-1][0] + len(shown[-1][1])
+    fact = rng.choice(shown)[2]
+    qa = rng.choice([q for q in world.questions(phrasings) if (q.entity, q.attribute) == fact.key])
+    prompt = question_prompt(tokenizer, qa.question,
+                             prompts.encode(tokenizer, text[shown[0][0]:end]),
+                             settings.window, max_tokens)
+    return prompt, qa.answer
+
+
+def reading_accuracy(model, tokenizer, sentences: int, n: int, rng: random.Random,
+                     settings: WorldModelSettings, max_tokens: int = 32) -> float:
+    """Exact match on `n` held-out-phrasing questions about fresh worlds, each asked with a
+    context of `sentences` consecutive sentences that states its fact."""
+    from .metrics import exact_match
+
+    examples = [reading_example(tokenizer, fresh_world(rng, settings), rng, sentences,
+                                "heldout", settings, max_tokens) for _ in range(n)]
+    answers = generate_batch(model, tokenizer, [p for p, _ in examples], 12)
+    return _mean(exact_match(a, [v]) for a, (_, v) in zip(answers, examples))
+
+
+class ReadingBatches:
+    """The reading stage's batches: `next(step, max_sentences)` gives reading questions about
+    fresh worlds, or, every `rehearse_every`-th step, world A closed-book questions and
+    generator demonstrations in turn."""
+
+    def __init__(self, tokenizer, settings: WorldModelSettings, reading: ReadingSettings,
+                 rng: random.Random):
+        self.tokenizer, self.settings, self.reading, self.rng = tokenizer, settings, reading, rng
+        self.world = world_a(settings)
+        self.closed = closed_book_samples(tokenizer, self.world)
+        self.rehearsals = 0
+
+    def next(self, step: int, max_sentences: int) -> list[Sample]:
+        if self.reading.rehearse_every and step % self.reading.rehearse_every == 0:
+            self.rehearsals += 1
+            return self.rehearsal(self.rehearsals % 2 == 1)
+        return self.questions(max_sentences)
+
+    def questions(self, max_sentences: int) -> list[Sample]:
+        tok, rng, settings = self.tokenizer, self.rng, self.settings
+        batch = []
+        for _ in range(self.reading.batch_size):
+            prompt, answer = reading_example(tok, fresh_world(rng, settings), rng,
+                                             rng.randint(1, max_sentences), "train", settings,
+                                             self.reading.max_tokens)
+            batch.append(_answer_sample(prompt, prompts.encode(tok, answer) + end_of_turn(tok),
+                                        "read"))
+        return batch
+
+    def rehearsal(self, closed_book: bool) -> list[Sample]:
+        rng = self.rng
+        if closed_book:
+            return rng.sample(self.closed, min(self.reading.batch_size, len(self.closed)))
+        batch: list[Sample] = []
+        while not batch:  # a few windows of a document, world A's or a fresh world's
+            source = self.world if rng.random() < 0.5 else fresh_world(rng, self.settings)
+            samples = generator_samples(self.tokenizer, source,
+                                        rng.randrange(self.settings.renderings), rng,
+                                        self.settings)
+            batch = rng.sample(samples, min(4, len(samples)))
+        return batch
+
+
+def train_reading(
+    model_path: str | Path,
+    out: str | Path,
+    settings: WorldModelSettings,
+    reading: ReadingSettings | None = None,
+    log: Callable[[str], None] | None = None,
+    seed: int = 0,
+    on_stage: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Continue the model at `model_path` through the reading stage and save it to `out`
+    (after every stage, so an interrupted run keeps its last finished stage). Returns one row
+    per check: step, stage maximum, mean loss of the stage's last quarter, held-out reading
+    accuracy at each `check_sentences` and closed-book accuracy on world A. `on_stage(rows)`
+    is called after each stage's model is saved."""
+    import shutil
+
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.utils import save_model
+
+    from .config import TrainSettings
+    from .metrics import exact_match
+    from .train import Trainer
+
+    reading = reading or ReadingSettings()
+    log = log or (lambda _: None)
+    model_path, out = Path(model_path), Path(out)
+    model, tokenizer = mlx_lm.load(str(model_path))
+    if out.resolve() != model_path.resolve():
+        shutil.copytree(model_path, out, dirs_exist_ok=True)
+    trainer = Trainer(model, TrainSettings(lr=reading.lr, grad_checkpoint=False, compile=False,
+                                           seed=seed))
+    batches = ReadingBatches(tokenizer, settings, reading, random.Random(f"reading:{seed}"))
+    world = world_a(settings)
+    closed_check = random.Random(f"check:{seed}").sample(
+        world.questions("train"), min(reading.check_questions, len(world.questions("train"))))
+    pad = tokenizer.pad_token_id
+
+    def check(step: int, max_sentences: int, loss: float) -> dict:
+        check_rng = random.Random(f"check:{seed}")  # the same questions at every check
+        row = {"step": step, "max_sentences": max_sentences, "loss": loss}
+        for k in reading.check_sentences:
+            row[f"reading_{k}"] = reading_accuracy(model, tokenizer, k, reading.check_questions,
+                                                   check_rng, settings, reading.max_tokens)
+        answers = generate_batch(model, tokenizer, [
+            prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, q.question))
+            for q in closed_check], 12)
+        row["closed_book_train"] = _mean(exact_match(a, [q.answer])
+                                         for a, q in zip(answers, closed_check))
+        log(f"step {step}  max sentences {max_sentences}  loss {loss:.3f}  reading "
+            + " / ".join(f"{100 * row[f'reading_{k}']:.1f}" for k in reading.check_sentences)
+            + f" %  closed-book {100 * row['closed_book_train']:.1f} %")
+        return row
+
+    rows = [check(0, 0, math.nan)]
+    step, start = 0, time.perf_counter()
+    for steps, max_sentences in reading.schedule:
+        losses = []
+        for _ in range(steps):
+            step += 1
+            batch = batches.next(step, max_sentences)
+            model.train()
+            loss = trainer.step(make_batch(batch, len(batch), max(len(s) for s in batch) - 1,
+                                           pad)).item()
+            model.eval()
+            if batch[0].kind == "read":
+                losses.append(loss)
+        tail = losses[-max(1, len(losses) // 4):]
+        rows.append(check(step, max_sentences, _mean(tail)))
+        rows[-1]["seconds"] = time.perf_counter() - start
+        mx.eval(model.parameters())
+        save_model(out, model)
+        if on_stage:
+            on_stage(rows)
+    return rows
+
+
 def generate_batch(model, tokenizer, prompt_ids: list[list[int]], max_tokens: int,
                    batch_size: int = 32) -> list[str]:
     """Greedy answers to many prompts, decoded together through mlx-lm."""
