@@ -355,10 +355,11 @@ class ReadingSettings:
     `rehearse_every`-th step instead trains on world A closed-book questions or generator
     demonstrations, in turn, so that those skills are kept."""
     schedule: tuple[tuple[int, int], ...] = (
-        (250, 1), (250, 2), (250, 4), (250, 8), (250, 12), (250, 16))  # (steps, max sentences)
+        (250, 1), (250, 2), (250, 4), (250, 8))  # (steps, max sentences) of each stage
     batch_size: int = 32
     lr: float = 1e-3
     rehearse_every: int = 4  # 0: reading only
+    generator_rows: int = 4  # generator demonstrations per rehearsal batch
     max_tokens: int = 32  # the answer budget `ask` leaves in the window
     check_sentences: tuple[int, ...] = (1, 4, 16)  # context sizes measured after each stage
     check_questions: int = 40
@@ -435,7 +436,7 @@ class ReadingBatches:
             samples = generator_samples(self.tokenizer, source,
                                         rng.randrange(self.settings.renderings), rng,
                                         self.settings)
-            batch = rng.sample(samples, min(4, len(samples)))
+            batch = rng.sample(samples, min(self.reading.generator_rows, len(samples)))
         return batch
 
 

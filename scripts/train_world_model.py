@@ -2,14 +2,17 @@
 
     python scripts/train_world_model.py                 # models/world-tiny: corpus, then reading
     python scripts/train_world_model.py OUT --tiny      # the seconds-long variant used in tests
-    python scripts/train_world_model.py OUT --reading-from models/world-tiny --schedule 300:1,300:4
+    python scripts/train_world_model.py OUT --reading-from OUT --schedule 150:4,150:4 \
+        --rehearse-every 2 --generator-rows 8           # a second reading run, as world-tiny's
 
 Two stages. The corpus stage trains a fresh model on world A's prose, reading, closed-book and
-generator samples (~25 min on 2 cores). The reading stage then continues it on questions about
-never-seen worlds with contexts that grow from 1 sentence to 16 (`--schedule`), rehearsing
-closed-book answers and generator demonstrations as it goes, and prints held-out reading and
-closed-book accuracy after each of its stages. `--reading-from MODEL` runs the reading stage
-alone, from an existing model; `--no-reading` stops after the corpus.
+generator samples (~23 min on 2 cores). The reading stage then continues it on questions about
+never-seen worlds with contexts that grow from 1 sentence to 8 (`--schedule`, ~18 min),
+rehearsing closed-book answers and generator demonstrations as it goes, and prints held-out
+reading and closed-book accuracy after each of its stages. `--reading-from MODEL` runs the
+reading stage alone, from an existing model (OUT itself continues it); `--no-reading` stops
+after the corpus. `models/world-tiny` is the first command followed by the second (~8 min);
+its world_model.json lists both reading runs.
 
 Last, it measures on held-out question phrasings: in-context accuracy on a world A document
 view and a never-seen world's, one-sentence reading, copying, closed-book accuracy on world A,
@@ -68,6 +71,8 @@ def main() -> None:
     parser.add_argument("--rehearse-every", type=int,
                         help="every n-th reading step rehearses closed-book and generator "
                              "samples (0: reading only)")
+    parser.add_argument("--generator-rows", type=int,
+                        help="generator demonstrations per rehearsal batch")
     parser.add_argument("--reading-lr", type=float)
     args = parser.parse_args()
 
@@ -78,7 +83,7 @@ def main() -> None:
                 else WorldModelSettings(**overrides))
     reading = ReadingSettings(**(TINY_READING if args.tiny else {}))
     for name, value in (("schedule", args.schedule), ("rehearse_every", args.rehearse_every),
-                        ("lr", args.reading_lr)):
+                        ("generator_rows", args.generator_rows), ("lr", args.reading_lr)):
         if value is not None:
             setattr(reading, name, value)
     out = Path(args.out)
@@ -90,12 +95,13 @@ def main() -> None:
         result["wall_seconds"] = time.perf_counter() - start
         (out / "world_model.json").write_text(json.dumps(result, indent=1))
 
+    runs: list[dict] = []
     if args.reading_from:
         source = Path(args.reading_from) / "world_model.json"
         if source.exists():  # keep the record of how the starting model was trained
             previous = json.loads(source.read_text())
             result["settings"], result["report"] = previous["settings"], previous.get("report")
-        result["reading_from"] = str(args.reading_from)
+            runs = previous.get("reading_runs", [])
     else:
         report = train_world_model(out, settings, log=log)
         print(f"trained {report.steps} steps, {report.tokens:,} tokens in "
@@ -104,10 +110,12 @@ def main() -> None:
               + ", ".join(f"{k} {v:.3f}" for k, v in report.final_loss_by_kind.items()))
         result["report"] = report.__dict__
     if not args.no_reading:
-        result["reading"] = reading.to_dict()
+        run = {"from": str(args.reading_from or "corpus stage"), "settings": reading.to_dict(),
+               "rows": []}
+        result["reading_runs"] = runs + [run]
 
         def stage_done(rows: list[dict]) -> None:
-            result["reading_rows"] = rows
+            run["rows"] = rows
             write()
 
         train_reading(args.reading_from or out, out, settings, reading, log=log, seed=args.seed,

@@ -65,7 +65,7 @@ def test_example_asks_about_a_fact_in_a_context_of_k_sentences(tokenizer, senten
 
 
 def test_batches_grow_with_the_stage_and_rehearse_in_turn(tokenizer):
-    reading = ReadingSettings(batch_size=6, rehearse_every=3)
+    reading = ReadingSettings(batch_size=6, rehearse_every=3, generator_rows=2)
     batches = ReadingBatches(tokenizer, SETTINGS, reading, random.Random(0))
     kinds = []
     for step in range(1, 13):
@@ -78,6 +78,7 @@ def test_batches_grow_with_the_stage_and_rehearse_in_turn(tokenizer):
                 context, _ = _context_and_question(tokenizer, list(s.tokens[:n]))
                 assert 1 <= context.count(".") <= 2
     assert kinds == [{"read"}, {"read"}, {"closed"}, {"read"}, {"read"}, {"gen"}] * 2
+    assert all(len(batches.rehearsal(closed_book=False)) <= 2 for _ in range(5))
     # Rehearsal keeps world A: closed-book questions are about its entities.
     names = {f.entity for f in world_a(SETTINGS).facts}
     closed = batches.rehearsal(closed_book=True)
@@ -124,8 +125,19 @@ def test_script_runs_the_reading_stage_from_a_model(world_model, tmp_path, monke
         "--schedule", "2:1,2:3", "--questions", "4"])
     script.main()
     result = json.loads((out / "world_model.json").read_text())
-    assert result["reading_from"] == str(world_model[0])
-    assert result["reading"]["schedule"] == [[2, 1], [2, 3]]
-    assert [r["step"] for r in result["reading_rows"]] == [0, 2, 4]
+    [run] = result["reading_runs"]
+    assert run["from"] == str(world_model[0])
+    assert run["settings"]["schedule"] == [[2, 1], [2, 3]]
+    assert [r["step"] for r in run["rows"]] == [0, 2, 4]
     assert 0.0 <= result["checks"]["in_context_heldout_fresh"] <= 1.0
     assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    # A second run continues the model in place and adds to its record.
+    monkeypatch.setattr(sys, "argv", [
+        "train_world_model.py", str(out), "--tiny", "--reading-from", str(out),
+        "--schedule", "2:2", "--rehearse-every", "1", "--generator-rows", "2",
+        "--questions", "4"])
+    script.main()
+    runs = json.loads((out / "world_model.json").read_text())["reading_runs"]
+    assert [r["from"] for r in runs] == [str(world_model[0]), str(out)]
+    assert runs[1]["settings"]["generator_rows"] == 2
+    assert runs[0]["rows"] == run["rows"]
