@@ -10,7 +10,9 @@ lift-mlx's generator prompt. The training corpus mixes four kinds of sample:
   the views come from fresh worlds (facts the model cannot know, so it must read) and from
   world A (where a fact outside the view is answered from memory, as in lift+icl);
 - `closed`: a question about world A answered with no context;
-- `gen`: the generator prompt of `synthesize` answered by the QA JSON about its target.
+- `gen`: the generator prompt of `synthesize` answered by the QA JSON about its target;
+- `copy` (no share by default): random tokens, a random sequence, more random tokens and the
+  sequence again, loss on its repeat only: copying from the context, at no fixed distance.
 
 Only train phrasings of the questions are used; held-out phrasings are left for evaluation.
 Loss is on the answers only, except for `doc` samples.
@@ -31,7 +33,7 @@ from .samples import Sample, buckets_for, end_of_turn, make_batch, qa_sample
 from .synthesize import task_windows
 from .world import TEMPLATES, TRAIN_PHRASINGS, World
 
-KINDS = ("doc", "read", "closed", "gen")
+KINDS = ("doc", "read", "closed", "gen", "copy")
 _PLACEHOLDER = "Which of the many long names written in this document is the one " * 2
 
 
@@ -172,6 +174,19 @@ def generator_samples(tokenizer, world: World, doc_seed: int, rng: random.Random
     return out
 
 
+def copy_sample(rng: random.Random, vocab_size: int, window: int) -> Sample:
+    """A random sequence repeated after random filler: only looking back at the first copy
+    predicts the second, wherever the two sit (no positional shortcut)."""
+    length = rng.randint(4, 48)
+    pick = lambda n: [rng.randrange(3, vocab_size) for _ in range(n)]  # noqa: E731
+    sequence = pick(length)
+    head = pick(rng.randint(0, 32)) + sequence + pick(rng.randint(0, 64))
+    tokens = (head + sequence)[:window]
+    # The repeat's first token is unpredictable: nothing announces it.
+    mask = [0] * (len(head) + 1) + [1] * (len(tokens) - len(head) - 1)
+    return Sample(tuple(tokens), tuple(mask), "copy")
+
+
 def _tokens(samples: list[Sample]) -> int:
     return sum(len(s) for s in samples)
 
@@ -231,7 +246,11 @@ def build_corpus(tokenizer, settings: WorldModelSettings) -> dict[str, list[Samp
                                      settings)
         return generator_samples(tokenizer, fresh_world(rng, settings), 0, rng, settings)
 
-    for kind, make in (("doc", docs), ("read", reads), ("closed", closeds), ("gen", gens)):
+    def copies() -> list[Sample]:
+        return [copy_sample(rng, len(tokenizer), settings.window)]
+
+    for kind, make in (("doc", docs), ("read", reads), ("closed", closeds), ("gen", gens),
+                       ("copy", copies)):
         fill(kind, make)
     return corpus
 

@@ -19,6 +19,7 @@ from lift_mlx.world_model import (
     check_world_model,
     closed_book_samples,
     copy_nll,
+    copy_sample,
     fresh_world,
     generator_samples,
     lr_at,
@@ -67,13 +68,34 @@ def _asked(tok, sample) -> list[str]:
     return [user.split("Question: ")[-1]]
 
 
-def test_corpus_fills_every_kind_in_proportion(corpus):
+@pytest.mark.parametrize("mix", [None, {"doc": 0.1, "read": 0.4, "closed": 0.15, "gen": 0.15,
+                                         "copy": 0.2}])
+def test_corpus_fills_every_kind_in_proportion(tok, corpus, mix):
+    settings = SETTINGS if mix is None else tiny_settings(mix=mix)
+    corpus = corpus if mix is None else build_corpus(tok, settings)
     tokens = {k: sum(len(s) for s in corpus[k]) for k in KINDS}
     total = sum(tokens.values())
     for kind in KINDS:
-        assert tokens[kind] >= SETTINGS.mix[kind] * SETTINGS.train_tokens
-        assert tokens[kind] / total == pytest.approx(SETTINGS.mix[kind], abs=0.08)
+        share = settings.mix.get(kind, 0.0)  # no share given: no samples
+        assert tokens[kind] >= share * settings.train_tokens
+        assert tokens[kind] / total == pytest.approx(share, abs=0.08)
         assert all(s.kind == kind for s in corpus[kind])
+    assert (tokens["copy"] > 0) == (mix is not None)
+
+
+def test_copy_samples_repeat_a_sequence_at_varied_distances():
+    rng = random.Random(0)
+    distances = set()
+    for _ in range(50):
+        s = copy_sample(rng, 512, 512)
+        n = s.n_targets + 1  # the repeat, its unscored first token included
+        repeat = s.tokens[-n:]
+        assert s.mask == (0,) * (len(s) - n + 1) + (1,) * (n - 1)
+        assert 4 <= n <= 48 and all(3 <= t < 512 for t in s.tokens)
+        first = [i for i in range(len(s) - 2 * n + 1) if s.tokens[i:i + n] == repeat]
+        assert first  # the sequence occurs earlier, in full
+        distances.add(len(s) - n - first[0])
+    assert len(distances) > 30  # no fixed offset to learn instead of copying
 
 
 def test_corpus_asks_train_phrasings_only(tok, corpus):
