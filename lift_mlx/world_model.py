@@ -174,17 +174,15 @@ def generator_samples(tokenizer, world: World, doc_seed: int, rng: random.Random
     return out
 
 
-def copy_sample(rng: random.Random, vocab_size: int, window: int) -> Sample:
+def copy_sample(rng: random.Random, vocab_size: int) -> Sample:
     """A random sequence repeated after random filler: only looking back at the first copy
-    predicts the second, wherever the two sit (no positional shortcut)."""
-    length = rng.randint(4, 48)
+    predicts the second, wherever the two sit (no positional shortcut). At most 192 tokens."""
     pick = lambda n: [rng.randrange(3, vocab_size) for _ in range(n)]  # noqa: E731
-    sequence = pick(length)
+    sequence = pick(rng.randint(4, 48))
     head = pick(rng.randint(0, 32)) + sequence + pick(rng.randint(0, 64))
-    tokens = (head + sequence)[:window]
     # The repeat's first token is unpredictable: nothing announces it.
-    mask = [0] * (len(head) + 1) + [1] * (len(tokens) - len(head) - 1)
-    return Sample(tuple(tokens), tuple(mask), "copy")
+    mask = [0] * (len(head) + 1) + [1] * (len(sequence) - 1)
+    return Sample(tuple(head + sequence), tuple(mask), "copy")
 
 
 def _tokens(samples: list[Sample]) -> int:
@@ -247,7 +245,7 @@ def build_corpus(tokenizer, settings: WorldModelSettings) -> dict[str, list[Samp
         return generator_samples(tokenizer, fresh_world(rng, settings), 0, rng, settings)
 
     def copies() -> list[Sample]:
-        return [copy_sample(rng, len(tokenizer), settings.window)]
+        return [copy_sample(rng, len(tokenizer))]
 
     for kind, make in (("doc", docs), ("read", reads), ("closed", closeds), ("gen", gens),
                        ("copy", copies)):
@@ -404,16 +402,23 @@ def reading_example(tokenizer, world: World, rng: random.Random, sentences: int,
     return prompt, qa.answer
 
 
+def answer_accuracy(model, tokenizer, prompt_ids: list[list[int]], answers: list[str],
+                    max_tokens: int) -> float:
+    """Exact match of the model's greedy answers to `prompt_ids` against `answers`."""
+    from .metrics import exact_match
+
+    got = generate_batch(model, tokenizer, prompt_ids, max_tokens)
+    return _mean(exact_match(g, [a]) for g, a in zip(got, answers))
+
+
 def reading_accuracy(model, tokenizer, sentences: int, n: int, rng: random.Random,
                      settings: WorldModelSettings, max_tokens: int = 32) -> float:
     """Exact match on `n` held-out-phrasing questions about fresh worlds, each asked with a
     context of `sentences` consecutive sentences that states its fact."""
-    from .metrics import exact_match
-
     examples = [reading_example(tokenizer, fresh_world(rng, settings), rng, sentences,
                                 "heldout", settings, max_tokens) for _ in range(n)]
-    answers = generate_batch(model, tokenizer, [p for p, _ in examples], 12)
-    return _mean(exact_match(a, [v]) for a, (_, v) in zip(answers, examples))
+    return answer_accuracy(model, tokenizer, [p for p, _ in examples],
+                           [v for _, v in examples], 12)
 
 
 class ReadingBatches:
@@ -480,7 +485,6 @@ def train_reading(
     from mlx_lm.utils import save_model
 
     from .config import TrainSettings
-    from .metrics import exact_match
     from .train import Trainer
 
     reading = reading or ReadingSettings()
@@ -492,9 +496,11 @@ def train_reading(
     trainer = Trainer(model, TrainSettings(lr=reading.lr, grad_checkpoint=False, compile=False,
                                            seed=seed))
     batches = ReadingBatches(tokenizer, settings, reading, random.Random(f"reading:{seed}"))
-    world = world_a(settings)
+    train_qas = batches.world.questions("train")
     closed_check = random.Random(f"check:{seed}").sample(
-        world.questions("train"), min(reading.check_questions, len(world.questions("train"))))
+        train_qas, min(reading.check_questions, len(train_qas)))
+    closed_ids = [question_prompt(tokenizer, q.question, None, settings.window,
+                                  reading.max_tokens) for q in closed_check]
     pad = tokenizer.pad_token_id
 
     def check(step: int, max_sentences: int, loss: float) -> dict:
@@ -503,11 +509,8 @@ def train_reading(
         for k in reading.check_sentences:
             row[f"reading_{k}"] = reading_accuracy(model, tokenizer, k, reading.check_questions,
                                                    check_rng, settings, reading.max_tokens)
-        answers = generate_batch(model, tokenizer, [
-            prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, q.question))
-            for q in closed_check], 12)
-        row["closed_book_train"] = _mean(exact_match(a, [q.answer])
-                                         for a, q in zip(answers, closed_check))
+        row["closed_book_train"] = answer_accuracy(model, tokenizer, closed_ids,
+                                                   [q.answer for q in closed_check], 12)
         log(f"step {step}  max sentences {max_sentences}  loss {loss:.3f}  reading "
             + " / ".join(f"{100 * row[f'reading_{k}']:.1f}" for k in reading.check_sentences)
             + f" %  closed-book {100 * row['closed_book_train']:.1f} %")
@@ -556,7 +559,6 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     a never-seen world's, answer world A closed-book, and write parseable generator JSON."""
     import mlx_lm
 
-    from .metrics import exact_match
     from .synthesize import parse_qa
 
     rng = rng or random.Random(0)
@@ -566,8 +568,8 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
 
     def accuracy(qas: list, prompt) -> float:
         """Exact match of greedy answers to `qas`, each asked with `prompt(qa)`."""
-        answers = generate_batch(model, tokenizer, [prompt(q) for q in qas], max_tokens)
-        return _mean([exact_match(a, [q.answer]) for a, q in zip(answers, qas)])
+        return answer_accuracy(model, tokenizer, [prompt(q) for q in qas],
+                               [q.answer for q in qas], max_tokens)
 
     def in_context(w: World, text: str) -> tuple[float, int]:
         doc = prompts.encode(tokenizer, text)
@@ -581,8 +583,8 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     def closed_book(phrasings: str) -> float:
         qas = rng.sample(world.questions(phrasings), min(n_questions,
                                                          len(world.questions(phrasings))))
-        return accuracy(qas, lambda q: prompts.chat_ids(
-            tokenizer, prompts.question_body(tokenizer, q.question)))
+        return accuracy(qas, lambda q: question_prompt(tokenizer, q.question, None,
+                                                       settings.window, max_tokens))
 
     fresh = fresh_world(random.Random(f"check:{settings.seed}"), settings)
     seen_acc, seen_n = in_context(world, world.document(0))

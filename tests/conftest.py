@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
 from lift_mlx.tiny import build_tiny_model  # noqa: E402
+from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS  # noqa: E402
 
 DEMO_DOC = Path(lift_mlx.__file__).parent / "data" / "demo.md"
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def question_pattern(template: str) -> re.Pattern:
+    """A knowledge-world question phrasing as a regex: any entity in place of "{e}"."""
+    return re.compile(re.escape(template).replace(re.escape("{e}"), ".+"))
+
+
+TRAIN_QUESTIONS = [question_pattern(q) for attrs in TEMPLATES.values()
+                   for _, qs in attrs.values() for q in qs[:TRAIN_PHRASINGS]]
+HELDOUT_QUESTIONS = [question_pattern(q) for attrs in TEMPLATES.values()
+                     for _, qs in attrs.values() for q in qs[TRAIN_PHRASINGS:]]
 
 
 def load_script(name: str):

@@ -3,16 +3,16 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 
 import pytest
+from conftest import HELDOUT_QUESTIONS, TRAIN_QUESTIONS, question_pattern
 
 from lift_mlx import prompts
 from lift_mlx.answer import question_prompt
 from lift_mlx.synthesize import parse_qa, task_windows
 from lift_mlx.tiny import build_tiny_model, train_tokenizer
 from lift_mlx.train import mean_nll
-from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS
+from lift_mlx.world import TEMPLATES
 from lift_mlx.world_model import (
     KINDS,
     build_corpus,
@@ -30,16 +30,6 @@ from lift_mlx.world_model import (
 )
 
 SETTINGS = tiny_settings()
-
-
-def _pattern(template: str) -> re.Pattern:
-    return re.compile(re.escape(template).replace(re.escape("{e}"), ".+"))
-
-
-TRAIN_QUESTIONS = [_pattern(q) for attrs in TEMPLATES.values() for _, qs in attrs.values()
-                   for q in qs[:TRAIN_PHRASINGS]]
-HELDOUT_QUESTIONS = [_pattern(q) for attrs in TEMPLATES.values() for _, qs in attrs.values()
-                     for q in qs[TRAIN_PHRASINGS:]]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +77,7 @@ def test_copy_samples_repeat_a_sequence_at_varied_distances():
     rng = random.Random(0)
     distances = set()
     for _ in range(50):
-        s = copy_sample(rng, 512, 512)
+        s = copy_sample(rng, 512)
         n = s.n_targets + 1  # the repeat, its unscored first token included
         repeat = s.tokens[-n:]
         assert s.mask == (0,) * (len(s) - n + 1) + (1,) * (n - 1)
@@ -166,7 +156,7 @@ def test_reading_prompt_is_the_ask_prompt_and_holds_the_fact(tok):
         # The fact asked about is in the view, so it can be read off.
         inside = world.fact_offsets(tok.decode(prompt))
         fact = next(f for f in world.facts if f.key in inside and f.value == answer
-                    and any(_pattern(t).fullmatch(question)
+                    and any(question_pattern(t).fullmatch(question)
                             for t in TEMPLATES[f.kind][f.attribute][1]))
         assert fact.value in tok.decode(prompt)
     assert made >= 10
