@@ -44,20 +44,30 @@ def _is_hub_id(name: str) -> bool:
 
 
 def resolve_model(name: str) -> Path:
-    """The local directory of a model given as an alias, a path or a hub id."""
+    """The local mlx-lm directory of a model given as an alias, a folder, a GGUF file, an
+    `ollama:NAME[:TAG]` or a hub id (GGUF models are imported on first use)."""
+    from . import gguf_import, sources
+
     entry = presets()["models"].get(name)
     if entry:
         if "path" in entry:
             return _check_dir(MODELS_DIR / entry["path"], name)
+        if "wheel" in entry:
+            return sources.from_wheel(entry["wheel"])
         name = entry["hub_id"]
+    if name.startswith("ollama:"):
+        blob = sources.ollama_blob(name[len("ollama:"):])
+        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"))
     path = Path(name).expanduser()
+    if path.is_file():
+        return gguf_import.import_gguf(path, sha256=sources.cached_sha256(path))
     if path.exists():
         return _check_dir(path, name)
     if not _is_hub_id(name):
         raise LiftError(
-            f"model {name!r} is neither an existing directory nor a Hugging Face id "
-            "(owner/name); give a local model folder or an id such as "
-            "mlx-community/Qwen2.5-1.5B-Instruct-4bit"
+            f"model {name!r} is neither an existing directory or .gguf file nor a Hugging "
+            "Face id (owner/name); give a local model folder, a GGUF file, ollama:NAME or an id "
+            "such as mlx-community/Qwen2.5-1.5B-Instruct-4bit"
         )
     return _from_hub(name)
 

@@ -1,0 +1,485 @@
+"""GGUF files (llama.cpp, Ollama, LM Studio) imported as mlx-lm model folders.
+
+mlx-lm cannot load GGUF, so a file is converted once into an ordinary mlx-lm folder
+(`config.json`, safetensors, tokenizer files with the chat template) under
+`$LIFT_MLX_HOME/models/`, keyed by the file's sha256; `mlx_lm.load` opens the result and every
+command works on it. The weights are put back in the Hugging Face layout (llama.cpp permutes
+the q/k rows of llama models for its rotary kernel), so an adapter trained on an import also
+fits the original model. Q4_0, Q4_1 and Q8_0 blocks map exactly onto MLX's affine
+quantization (groups of 32 with a scale and a bias each) and are kept packed where quantized
+matmuls are fast (Metal); on the CPU, and for every other type, weights are dequantized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LiftError
+
+ARCHITECTURES = ("llama", "qwen2")
+GGUF_MAGIC = b"GGUF"
+GROUP_SIZE = 32  # the block size of Q4_0, Q4_1 and Q8_0
+QUANTIZED_ENV = "LIFT_MLX_GGUF_QUANTIZED"  # 1: keep 4/8-bit blocks, 0: dequantize to fp32
+
+# GGUF tensor name -> mlx-lm name (per block: blk.N.<key>)
+_BLOCK_NAMES = {
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
+              "output": "lm_head"}
+# Tensors llama.cpp derives from the config and mlx-lm recomputes itself.
+_SKIPPED = ("rope_freqs",)
+
+# Byte-level BPE pre-tokenizers, by llama.cpp's `tokenizer.ggml.pre` name.
+_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
+_PRE_TOKENIZERS = {
+    "default": "gpt2", "gpt-2": "gpt2", "gpt2": "gpt2",
+    "smollm": "digits+gpt2", "starcoder": "digits+gpt2", "refact": "digits+gpt2",
+    "llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT,
+}
+_CONTROL, _USER_DEFINED, _UNKNOWN, _BYTE = 3, 4, 2, 6  # llama.cpp token types
+
+
+@dataclass
+class _Tensor:
+    name: str  # mlx-lm name
+    type_name: str
+    data: np.ndarray  # raw: float for F32/F16/BF16, uint8 blocks otherwise
+    shape: tuple[int, ...]  # numpy order (rows, columns)
+
+
+def default_quantized() -> bool:
+    """Keep 4/8-bit blocks packed only where MLX's quantized matmuls are fast (Metal)."""
+    choice = os.environ.get(QUANTIZED_ENV)
+    if choice in ("0", "1"):
+        return choice == "1"
+    import mlx.core as mx
+
+    return mx.default_device().type == mx.DeviceType.gpu
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def models_dir() -> Path:
+    from .store import home
+
+    return home() / "models"
+
+
+def imported_path(sha256: str, quantized: bool) -> Path:
+    """Where the import of the GGUF with this hash lives (complete once config.json exists)."""
+    return models_dir() / f"gguf-{sha256[:20]}-{'q' if quantized else 'f32'}"
+
+
+def import_gguf(path: str | Path, *, quantized: bool | None = None, sha256: str | None = None,
+                quiet: bool = False) -> Path:
+    """The mlx-lm folder of GGUF file `path`, converting it on first use.
+
+    `quantized` keeps Q4_0/Q4_1/Q8_0 packed (default: on Metal only); `sha256`, when the
+    caller already knows the file's hash, saves hashing it again.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LiftError(f"no such GGUF file: {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise LiftError(f"{path} is not a GGUF file (it does not start with 'GGUF')")
+    quantized = default_quantized() if quantized is None else quantized
+    sha256 = sha256 or file_sha256(path)
+    out = imported_path(sha256, quantized)
+    if (out / "config.json").is_file():
+        return out
+    reader = _open(path)
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise LiftError(f"{path.name}: architecture {arch!r} is not supported (lift-mlx imports "
+                        f"{', '.join(ARCHITECTURES)} GGUF models)")
+    config = model_config(reader, arch)
+    tensors = _tensors(reader, path)
+    kept = sorted({t.type_name for t in tensors if quantized and t.type_name in _AFFINE})
+    if not quiet:
+        how = (f"keeping {', '.join(kept)} blocks quantized" if kept
+               else "dequantizing to fp32")
+        print(f"Importing {path.name} ({arch}, {len(tensors)} tensors): {how}; set "
+              f"{QUANTIZED_ENV}={0 if kept else 1} to change", file=sys.stderr)
+    weights, quantization = convert_weights(tensors, config, quantized)
+    if quantization:
+        config["quantization"] = config["quantization_config"] = quantization
+    config["lift_mlx_source"] = {"gguf": path.name, "sha256": sha256}
+    tokenizer = build_tokenizer(reader)
+    _write_folder(out, config, weights, tokenizer)
+    return out
+
+
+def _open(path: Path):
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, IndexError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LiftError(f"{path.name} is truncated or damaged ({reason}); download it again") \
+            from None
+
+
+def _field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    value = field.contents()
+    return value.item() if hasattr(value, "item") else value
+
+
+def model_config(reader, arch: str) -> dict:
+    """An mlx-lm / Hugging Face config.json for the model the GGUF metadata describes."""
+    def get(key, default=None):
+        return _field(reader, f"{arch}.{key}", default)
+
+    heads = int(get("attention.head_count"))
+    hidden = int(get("embedding_length"))
+    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    names = {t.name for t in reader.tensors}
+    config = {
+        "model_type": arch,
+        "architectures": ["LlamaForCausalLM" if arch == "llama" else "Qwen2ForCausalLM"],
+        "hidden_size": hidden,
+        "num_hidden_layers": int(get("block_count")),
+        "intermediate_size": int(get("feed_forward_length")),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(get("attention.head_count_kv", heads)),
+        "head_dim": int(get("attention.key_length", hidden // heads)),
+        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(get("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(get("context_length", 4096)),
+        "vocab_size": int(get("vocab_size", len(tokens))),
+        "tie_word_embeddings": "output.weight" not in names,
+        "torch_dtype": "float32",
+    }
+    if arch == "qwen2":
+        config["attention_bias"] = True
+    for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
+        value = _field(reader, f"tokenizer.ggml.{key}")
+        if value is not None:
+            config[key.replace("padding", "pad")] = int(value)
+    scaling = get("rope.scaling.type")
+    if scaling == "linear":
+        config["rope_scaling"] = {"type": "linear", "factor": float(get("rope.scaling.factor"))}
+    elif scaling not in (None, "none"):
+        raise LiftError(f"rope scaling {scaling!r} is not supported in GGUF imports")
+    if "rope_freqs.weight" in names:
+        config["rope_scaling"] = _llama3_rope(reader, config)
+    return config
+
+
+def _llama3_rope(reader, config: dict) -> dict:
+    """Llama 3.1-style rope scaling: llama.cpp stores the per-frequency factors as a tensor;
+    mlx-lm computes them from four numbers, so find the numbers that give the same factors."""
+    factors = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data
+    dims, base = config["head_dim"], config["rope_theta"]
+    freqs = base ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+    for factor, low, high, original in ((8.0, 1.0, 4.0, 8192), (32.0, 1.0, 4.0, 8192)):
+        low_len, high_len = original / low, original / high
+        wavelen = 2 * np.pi * freqs
+        smooth = (original / wavelen - low) / (high - low)
+        expected = np.where(wavelen < high_len, 1.0,
+                            np.where(wavelen > low_len, factor, 1 / ((1 - smooth) / factor
+                                                                     + smooth)))
+        if np.allclose(expected, np.asarray(factors, np.float64), rtol=1e-3):
+            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                    "high_freq_factor": high, "original_max_position_embeddings": original}
+    raise LiftError("this GGUF's rope frequency factors match no known Llama 3 scaling; "
+                    "it cannot be imported faithfully")
+
+
+def _mlx_name(gguf_name: str) -> str | None:
+    base, _, suffix = gguf_name.rpartition(".")
+    if base.split(".")[0] in _SKIPPED:
+        return None
+    if base in _TOP_NAMES:
+        return f"{_TOP_NAMES[base]}.{suffix}"
+    parts = base.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _BLOCK_NAMES:
+        return f"model.layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.{suffix}"
+    raise LiftError(f"unexpected tensor {gguf_name!r} in the GGUF file; it cannot be imported "
+                    "faithfully")
+
+
+def _tensors(reader, path: Path) -> list[_Tensor]:
+    out = []
+    for t in reader.tensors:
+        name = _mlx_name(t.name)
+        if name is None:
+            continue
+        type_name = t.tensor_type.name
+        if type_name not in _AFFINE and type_name not in _FLOAT and not _dequantizable(t):
+            raise LiftError(f"{path.name}: tensor type {type_name} ({t.name}) is not supported")
+        shape = tuple(int(n) for n in reversed(t.shape))
+        out.append(_Tensor(name, type_name, t.data, shape))
+    return out
+
+
+_FLOAT = ("F32", "F16", "BF16")
+
+
+def _dequantizable(tensor) -> bool:
+    import gguf
+
+    try:
+        gguf.quants.dequantize(tensor.data[:1], tensor.tensor_type)
+    except (NotImplementedError, ValueError, KeyError):
+        return False
+    return True
+
+
+def _affine_q8_0(blocks: np.ndarray):
+    d = blocks[..., :2].copy().view(np.float16)[..., 0]
+    q = (blocks[..., 2:].view(np.int8).astype(np.int16) + 128).astype(np.uint8)
+    return q, d, (-128 * d.astype(np.float32)).astype(np.float16), 8
+
+
+def _affine_q4(blocks: np.ndarray, with_min: bool):
+    d = blocks[..., :2].copy().view(np.float16)[..., 0]
+    if with_min:
+        bias, packed = blocks[..., 2:4].copy().view(np.float16)[..., 0], blocks[..., 4:]
+    else:  # Q4_0 stores q - 8
+        bias, packed = (-8 * d.astype(np.float32)).astype(np.float16), blocks[..., 2:]
+    # A block's low nibbles are its elements 0-15, the high nibbles 16-31.
+    q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
+    return q, d, bias, 4
+
+
+_AFFINE = {
+    "Q8_0": (34, _affine_q8_0),
+    "Q4_0": (18, lambda b: _affine_q4(b, with_min=False)),
+    "Q4_1": (20, lambda b: _affine_q4(b, with_min=True)),
+}
+
+
+def affine_blocks(tensor: _Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A Q4_0/Q4_1/Q8_0 tensor as MLX affine-quantized arrays: (packed uint32 weights,
+    scales, biases, bits), exactly the values the blocks hold."""
+    rows, cols = tensor.shape
+    block_bytes, convert = _AFFINE[tensor.type_name]
+    blocks = np.ascontiguousarray(tensor.data).reshape(rows, cols // GROUP_SIZE, block_bytes)
+    q, scales, biases, bits = convert(blocks)
+    q = q.reshape(rows, cols)
+    if bits == 4:  # MLX packs element k of each 8 at bits 4k of a uint32
+        q = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+    return np.ascontiguousarray(q).view(np.uint32), scales, biases, bits
+
+
+def dequantized(tensor: _Tensor) -> np.ndarray:
+    """The tensor's values as float32, in numpy order."""
+    if tensor.type_name in _FLOAT:
+        return np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    if tensor.type_name in _AFFINE:
+        q, scales, biases, bits = affine_blocks(tensor)
+        values = _unpack(q, bits).reshape(*scales.shape, GROUP_SIZE).astype(np.float32)
+        values = values * scales[..., None].astype(np.float32) + biases[..., None]
+        return values.reshape(tensor.shape)
+    import gguf
+
+    return gguf.quants.dequantize(tensor.data, _gguf_type(tensor.type_name)).reshape(
+        tensor.shape).astype(np.float32)
+
+
+def _gguf_type(name: str):
+    import gguf
+
+    return gguf.GGMLQuantizationType[name]
+
+
+def _unpack(q: np.ndarray, bits: int) -> np.ndarray:
+    raw = q.view(np.uint8)
+    if bits == 8:
+        return raw
+    return np.stack([raw & 0x0F, raw >> 4], axis=-1).reshape(raw.shape[0], -1)
+
+
+def _same(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row order (rotary pairs interleaved) back to Hugging Face's."""
+    rows = w.shape[0]
+    return w.reshape(heads, rows // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def convert_weights(tensors: list[_Tensor], config: dict, quantized: bool):
+    """mlx-lm weights (name -> mx.array) and the config's per-layer quantization (or None)."""
+    import mlx.core as mx
+
+    heads = {"self_attn.q_proj": config["num_attention_heads"],
+             "self_attn.k_proj": config["num_key_value_heads"]}
+    permute = config["model_type"] == "llama"
+    weights, layers = {}, {}
+    for t in tensors:
+        module, _, suffix = t.name.rpartition(".")
+        n_heads = next((n for key, n in heads.items() if module.endswith(key)), None)
+        fix = partial(_unpermute, heads=n_heads) if permute and n_heads else _same
+        if quantized and t.type_name in _AFFINE and len(t.shape) == 2:
+            q, scales, biases, bits = affine_blocks(t)
+            weights[f"{module}.weight"] = mx.array(fix(q))
+            weights[f"{module}.scales"] = mx.array(fix(scales))
+            weights[f"{module}.biases"] = mx.array(fix(biases))
+            layers[module] = {"group_size": GROUP_SIZE, "bits": bits}
+        else:
+            weights[t.name] = mx.array(fix(dequantized(t)))
+    if not layers:
+        return weights, None
+    # Layers stored unquantized (other types) must not be quantized by mlx-lm's loader.
+    for name in weights:
+        module = name.rpartition(".")[0]
+        if name.endswith(".weight") and module not in layers and _linear_like(module):
+            layers[module] = False
+    bits = [v["bits"] for v in layers.values() if v]
+    common = max(set(bits), key=bits.count)
+    return weights, {"group_size": GROUP_SIZE, "bits": common, **layers}
+
+
+def _linear_like(module: str) -> bool:
+    return module.endswith(("_proj", "embed_tokens", "lm_head"))
+
+
+def build_tokenizer(reader):
+    """The GGUF's tokenizer rebuilt with `tokenizers`, as a transformers fast tokenizer."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Regex as TokRegex
+    from transformers import PreTrainedTokenizerFast
+
+    kind = _field(reader, "tokenizer.ggml.model")
+    tokens = list(_field(reader, "tokenizer.ggml.tokens") or [])
+    if not tokens:
+        raise LiftError("the GGUF file holds no tokenizer (no tokenizer.ggml.tokens)")
+    types = list(_field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens))
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+
+    def token(key):
+        i = _field(reader, f"tokenizer.ggml.{key}_token_id")
+        return tokens[int(i)] if i is not None and int(i) < len(tokens) else None
+
+    if kind == "gpt2":
+        pre = _field(reader, "tokenizer.ggml.pre", "default")
+        split = _PRE_TOKENIZERS.get(pre)
+        if split is None:
+            raise LiftError(f"GGUF tokenizer pre-processing {pre!r} is not supported")
+        merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges") or []]
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=split ==
+                                   _LLAMA3_SPLIT))
+        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        if split == "gpt2":
+            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        elif split == "digits+gpt2":
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        else:
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(TokRegex(split), behavior="isolated"), byte_level])
+        tok.decoder = decoders.ByteLevel()
+    elif kind == "llama":
+        scores = list(_field(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens))
+        unk = token("unknown") or "<unk>"
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=_spm_merges(tokens, scores, types),
+                                   unk_token=unk, fuse_unk=True, byte_fallback=True))
+        if _field(reader, "tokenizer.ggml.add_space_prefix", True):
+            tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                                   normalizers.Replace(" ", "\u2581")])
+            strip = [decoders.Strip(" ", 1, 0)]
+        else:
+            tok.normalizer = normalizers.Replace(" ", "\u2581")
+            strip = []
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
+                                         decoders.Fuse(), *strip])
+    else:
+        raise LiftError(f"GGUF tokenizer model {kind!r} is not supported (lift-mlx reads gpt2 "
+                        "byte-level BPE and llama SentencePiece vocabularies)")
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, kind_ in zip(tokens, types) if kind_ == _CONTROL])
+    tok.add_tokens([AddedToken(t, normalized=False)
+                    for t, kind_ in zip(tokens, types) if kind_ == _USER_DEFINED])
+    bos = token("bos")
+    if _field(reader, "tokenizer.ggml.add_bos_token", False) and bos:
+        from tokenizers import processors
+
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=token("eos"),
+        pad_token=token("padding"), unk_token=token("unknown"),
+        chat_template=_field(reader, "tokenizer.chat_template"),
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _spm_merges(tokens: list[str], scores: list[float], types: list[int]):
+    """BPE merges for a SentencePiece vocabulary, which GGUF stores as pieces with scores:
+    every split of a piece into two pieces is a merge, ranked by the merged piece's score."""
+    vocab = {t: i for i, (t, kind) in enumerate(zip(tokens, types)) if kind not in (_CONTROL,
+                                                                                    _BYTE)}
+    ranked = []
+    for piece, i in vocab.items():
+        for cut in range(1, len(piece)):
+            left, right = piece[:cut], piece[cut:]
+            if left in vocab and right in vocab:
+                ranked.append((-scores[i], vocab[left], vocab[right], left, right))
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+def _write_folder(out: Path, config: dict, weights: dict, tokenizer) -> None:
+    """Write the folder under a temporary name and rename it when complete."""
+    import mlx.core as mx
+    from mlx_lm.utils import make_shards
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        shards = make_shards(weights)
+        index = {}
+        for i, shard in enumerate(shards):
+            name = ("model.safetensors" if len(shards) == 1
+                    else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors")
+            mx.save_safetensors(str(tmp / name), shard, metadata={"format": "mlx"})
+            index.update(dict.fromkeys(shard, name))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": dict(sorted(index.items()))}, indent=2))
+        tokenizer.save_pretrained(tmp)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another process finished the same import first
+            if not (out / "config.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
