@@ -99,11 +99,12 @@ def imported_path(sha256: str, quantized: bool) -> Path:
 
 
 def import_gguf(path: str | Path, *, quantized: bool | None = None, sha256: str | None = None,
-                quiet: bool = False) -> Path:
+                quiet: bool = False, label: str | None = None) -> Path:
     """The mlx-lm folder of GGUF file `path`, converting it on first use.
 
     `quantized` keeps Q4_0/Q4_1/Q8_0 packed (default: on Metal only); `sha256`, when the
-    caller already knows the file's hash, saves hashing it again.
+    caller already knows the file's hash, saves hashing it again; `label` names the model in
+    messages (default: the file's name).
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -116,23 +117,24 @@ def import_gguf(path: str | Path, *, quantized: bool | None = None, sha256: str 
     out = imported_path(sha256, quantized)
     if (out / "config.json").is_file():
         return out
+    label = label or path.name
     reader = _open(path)
     arch = _field(reader, "general.architecture")
     if arch not in ARCHITECTURES:
-        raise LiftError(f"{path.name}: architecture {arch!r} is not supported (lift-mlx imports "
+        raise LiftError(f"{label}: architecture {arch!r} is not supported (lift-mlx imports "
                         f"{', '.join(ARCHITECTURES)} GGUF models)")
     config = model_config(reader, arch)
-    tensors = _tensors(reader, path)
+    tensors = _tensors(reader, label)
     kept = sorted({t.type_name for t in tensors if quantized and t.type_name in _AFFINE})
     if not quiet:
         how = (f"keeping {', '.join(kept)} blocks quantized" if kept
                else "dequantizing to fp32")
-        print(f"Importing {path.name} ({arch}, {len(tensors)} tensors): {how}; set "
+        print(f"Importing {label} ({arch}, {len(tensors)} tensors): {how}; set "
               f"{QUANTIZED_ENV}={0 if kept else 1} to change", file=sys.stderr)
     weights, quantization = convert_weights(tensors, config, quantized)
     if quantization:
         config["quantization"] = config["quantization_config"] = quantization
-    config["lift_mlx_source"] = {"gguf": path.name, "sha256": sha256}
+    config["lift_mlx_source"] = {"gguf": label, "sha256": sha256}
     tokenizer = build_tokenizer(reader)
     _write_folder(out, config, weights, tokenizer)
     return out
@@ -231,7 +233,7 @@ def _mlx_name(gguf_name: str) -> str | None:
                     "faithfully")
 
 
-def _tensors(reader, path: Path) -> list[_Tensor]:
+def _tensors(reader, label: str) -> list[_Tensor]:
     out = []
     for t in reader.tensors:
         name = _mlx_name(t.name)
@@ -239,7 +241,7 @@ def _tensors(reader, path: Path) -> list[_Tensor]:
             continue
         type_name = t.tensor_type.name
         if type_name not in _AFFINE and type_name not in _FLOAT and not _dequantizable(t):
-            raise LiftError(f"{path.name}: tensor type {type_name} ({t.name}) is not supported")
+            raise LiftError(f"{label}: tensor type {type_name} ({t.name}) is not supported")
         shape = tuple(int(n) for n in reversed(t.shape))
         out.append(_Tensor(name, type_name, t.data, shape))
     return out
@@ -474,6 +476,7 @@ def _write_folder(out: Path, config: dict, weights: dict, tokenizer) -> None:
             {"metadata": {}, "weight_map": dict(sorted(index.items()))}, indent=2))
         tokenizer.save_pretrained(tmp)
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is ordinary data
         try:
             os.replace(tmp, out)
         except OSError:  # another process finished the same import first

