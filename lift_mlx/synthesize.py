@@ -1,13 +1,15 @@
 """Question/answer tasks about the document, written by a local generator model.
 
-The generator sees a window of preceding text plus a few target sentences and writes JSON
-`{"qa_list": [{"question", "answer"}]}`. Many windows are decoded together through mlx-lm's
-batched generation. Malformed output is dropped and counted, never fatal.
+The generator sees a window of preceding text plus a few target sentences and writes pairs in
+the format of its style (`generator_styles`: JSON for instruct models, worked examples in a
+line format for small ones). Many requests are decoded together through mlx-lm's batched
+generation. Malformed output is dropped and counted, never fatal.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 import time
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from . import prompts
 from .config import SynthSettings
+from .generator_styles import GeneratorStyle, QAPair, resolve_style
 from .split import sentence_spans
 
 
@@ -31,12 +33,6 @@ class TaskWindow:
     @property
     def text(self) -> str:
         return f"{self.preceding} {self.target}"
-
-
-@dataclass(frozen=True)
-class QAPair:
-    question: str
-    answer: str
 
 
 @dataclass
@@ -68,51 +64,25 @@ def task_windows(text: str, sentences_per_task: int, window_chars: int) -> list[
     return out
 
 
-_FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
-_PAIR = re.compile(
-    r'"question"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"answer"\s*:\s*"((?:[^"\\]|\\.)*)"', re.DOTALL
-)
-
-
-def parse_qa(output: str) -> list[QAPair]:
-    """QA pairs from a generator's output: tolerant of code fences, text around the JSON,
-    a bare list, and output cut off mid-JSON (complete pairs are still recovered)."""
-    text = _FENCE.sub("", output)
-    decoder = json.JSONDecoder()
-    for start in [m.start() for m in re.finditer(r"[\[{]", text)]:
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        items = obj.get("qa_list", obj.get("qa_pairs")) if isinstance(obj, dict) else obj
-        if isinstance(items, list):
-            pairs = [
-                QAPair(str(it.get("question", "")), str(it.get("answer", "")))
-                for it in items
-                if isinstance(it, dict)
-            ]
-            if pairs:
-                return pairs
-    # Truncated or otherwise broken JSON: take every complete question/answer pair.
-    pairs = []
-    for q, a in _PAIR.findall(text):
-        try:
-            pairs.append(QAPair(json.loads(f'"{q}"'), json.loads(f'"{a}"')))
-        except json.JSONDecodeError:
-            continue
-    return pairs
-
-
 _WORD = re.compile(r"[\w']+")
 
 
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    """Lowercased words, possessives as their noun ("Vell's" -> "vell")."""
+    return [w.lower().removesuffix("'s") for w in _WORD.findall(text)]
+
+
+# Words that occur in almost any window: an answer like "the owl" or "in 1827" must not count
+# as grounded because "the" or "in" occurs there.
+_FUNCTION_WORDS = frozenset(
+    "a an the in on at of to by for from with and or is was are were it its this that".split())
 
 
 def grounded(answer: str, window: str, min_overlap: float) -> bool:
-    """True when at least `min_overlap` of the answer's words occur in the window."""
+    """True when at least `min_overlap` of the answer's words occur in the window (function
+    words aside, unless the answer has nothing else)."""
     words = _words(answer)
+    words = [w for w in words if w not in _FUNCTION_WORDS] or words
     if not words:
         return False
     source = set(_words(window))
@@ -122,7 +92,8 @@ def grounded(answer: str, window: str, min_overlap: float) -> bool:
 def filter_pairs(
     pairs: list[QAPair], window: str, min_overlap: float, seen: set[str], report: SynthReport
 ) -> list[QAPair]:
-    """Keep non-empty, new, grounded pairs; count the rest by reason. Updates `seen`."""
+    """Keep non-empty, new, grounded pairs whose answer is not given away by the question;
+    count the rest by reason. Updates `seen`."""
     kept = []
     for p in pairs:
         q, a = p.question.strip(), p.answer.strip()
@@ -133,15 +104,26 @@ def filter_pairs(
             report.drop("duplicate")
         elif not grounded(a, window, min_overlap):
             report.drop("ungrounded")
+        elif grounded(a, q, 1.0):  # "What is Marta Vell's name?" -> "Marta Vell" teaches nothing
+            report.drop("answer in question")
         else:
             seen.add(key)
             kept.append(QAPair(q, a))
     return kept
 
 
-def cache_key(doc_sha: str, generator_fingerprint: str, settings: SynthSettings) -> str:
+_FILTER_CODE = hashlib.sha256("".join(
+    [inspect.getsource(filter_pairs), inspect.getsource(grounded), *sorted(_FUNCTION_WORDS)]
+).encode()).hexdigest()[:16]
+
+
+def cache_key(doc_sha: str, generator_fingerprint: str, settings: SynthSettings,
+              style: GeneratorStyle) -> str:
+    """Cached pairs are keyed on the document, the generator, the settings, the style's own
+    wording and the filter's code (so editing a prompt or a filter rule can never serve pairs
+    written or kept under the old one)."""
     blob = json.dumps(
-        [doc_sha, generator_fingerprint, prompts.GENERATOR_PROMPT_VERSION, asdict(settings)],
+        [doc_sha, generator_fingerprint, style.fingerprint, asdict(settings), _FILTER_CODE],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -161,81 +143,47 @@ def save_cached(path: Path, pairs: list[QAPair], report: SynthReport) -> None:
     write_atomic(path, json.dumps(data, indent=1))
 
 
-class JsonEnd:
-    """Watches a generator's output and tells when its first JSON object (or list) is closed,
-    so a request stops there instead of running to its token budget."""
-
-    def __init__(self):
-        self.depth = 0
-        self.started = False
-        self.in_string = False
-        self.escaped = False
-
-    def feed(self, text: str) -> bool:
-        """Consume the next piece of output; True once the JSON value is complete."""
-        for ch in text:
-            if self.in_string:
-                if self.escaped:
-                    self.escaped = False
-                elif ch == "\\":
-                    self.escaped = True
-                elif ch == '"':
-                    self.in_string = False
-            elif ch == '"':
-                self.in_string = self.started
-            elif ch in "{[":
-                self.depth += 1
-                self.started = True
-            elif ch in "}]" and self.started:
-                self.depth -= 1
-                if self.depth == 0:
-                    return True
-        return False
+def generator_requests(windows: list[TaskWindow], settings: SynthSettings,
+                       style: GeneratorStyle) -> list[tuple[TaskWindow, int]]:
+    """(window, variant) of every request: one per window, or one per wanted pair for a
+    style that writes one pair per request."""
+    out = []
+    for w in windows:
+        n = settings.qa_per_sentence * w.n_sentences
+        out += [(w, k) for k in range(style.requests_per_window(n))]
+    return out
 
 
-def common_prefix(sequences: list[list[int]]) -> int:
-    """Length of the token prefix that all `sequences` share."""
-    n = min(len(s) for s in sequences)
-    first = sequences[0]
-    for i in range(n):
-        if any(s[i] != first[i] for s in sequences):
-            return i
-    return n
-
-
-def generator_prompts(tokenizer, windows: list[TaskWindow], settings: SynthSettings):
-    return [
-        prompts.chat_ids(
-            tokenizer,
-            prompts.generator_body(
-                tokenizer, w.preceding, w.target, settings.qa_per_sentence * w.n_sentences
-            ),
-        )
-        for w in windows
-    ]
+def generator_prompts(tokenizer, requests: list[tuple[TaskWindow, int]],
+                      settings: SynthSettings, style: GeneratorStyle) -> list[list[int]]:
+    return [style.prompt(tokenizer, w.preceding, w.target,
+                         settings.qa_per_sentence * w.n_sentences, k) for w, k in requests]
 
 
 class QAStream:
     """QA generation as a sequence of small steps, so that training can run between them.
 
-    All requests go through one mlx-lm `BatchGenerator`: up to `settings.batch_size` are
+    All requests go through one mlx-lm `BatchGenerator`: up to `settings.generator_batch_size` are
     decoded together and a finished request's slot is refilled at once (no batch waits for its
-    slowest member). The instructions that every request starts with are prefilled once; their
-    KV cache is handed to each request, which then prefills only its own passage. A request
-    stops at its token budget, at end-of-turn, or (with `json_stop`) as soon as its JSON
-    object is closed. `step()` runs one prefill chunk or one decode step for the whole batch.
+    slowest member). The part of the prompt that a group of requests shares (instructions or
+    worked examples) is prefilled once; its KV cache is handed to each request, which then
+    prefills only its own passage. A request stops at its token budget, at end-of-turn, or
+    (with `stop_early`) as soon as its style's stop rule sees the pairs complete. `step()` runs
+    one prefill chunk or one decode step for the whole batch.
     """
 
     def __init__(self, model, tokenizer, windows: list[TaskWindow], settings: SynthSettings,
-                 json_stop: bool = True, reuse_prefix: bool = True):
+                 style: GeneratorStyle | None = None, stop_early: bool = True,
+                 reuse_prefix: bool = True):
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler
 
         self.tokenizer = tokenizer
-        self.windows = windows
         self.settings = settings
-        self.json_stop = json_stop
-        self.report = SynthReport(requests=len(windows))
+        self.style = style or resolve_style(settings.style, model)
+        self.requests = generator_requests(windows, settings, self.style)
+        self.stop_early = stop_early
+        self.report = SynthReport(requests=len(self.requests))
         self.finished = 0
         self._seen: set[str] = set()
         self._pieces: dict[int, str] = {}  # token id -> its text, decoded once
@@ -244,30 +192,32 @@ class QAStream:
             max_tokens=settings.max_tokens,
             stop_tokens=[[t] for t in tokenizer.eos_token_ids],
             sampler=make_sampler(temp=settings.temp),
-            completion_batch_size=settings.batch_size,
-            prefill_batch_size=settings.batch_size,
+            completion_batch_size=settings.generator_batch_size,
+            prefill_batch_size=settings.generator_batch_size,
         )
-        ids = generator_prompts(tokenizer, windows, settings)
+        ids = generator_prompts(tokenizer, self.requests, settings, self.style)
         caches = self._prefix_caches(model, ids) if reuse_prefix else [None] * len(ids)
         suffixes = [p[_cached_len(c):] for p, c in zip(ids, caches)]
         self.report.prompt_tokens += sum(len(p) for p in suffixes)
-        uids = self._gen.insert(suffixes, caches=caches) if windows else []
-        self._window_of = dict(zip(uids, windows))
+        uids = self._gen.insert(suffixes, caches=caches) if ids else []
+        self._window_of = {u: w for u, (w, _) in zip(uids, self.requests)}
         self._tokens: dict[int, list[int]] = {u: [] for u in uids}
-        self._json = {u: JsonEnd() for u in uids}
+        self._stop = {u: self.style.stop() for u in uids}
         self._start = time.perf_counter()
 
     def _prefix_caches(self, model, ids: list[list[int]]) -> list:
-        """One prefilled KV cache per distinct instruction prefix (the instructions name the
-        number of pairs, so requests about fewer sentences have their own)."""
+        """One prefilled KV cache per group of requests with the same instructions or
+        examples (the number of pairs asked and the example order tell them apart)."""
         from mlx_lm.models.cache import make_prompt_cache
+        from mlx_lm.utils import common_prefix_len
 
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(self.windows):
-            groups.setdefault(w.n_sentences, []).append(i)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (w, variant) in enumerate(self.requests):
+            groups.setdefault((w.n_sentences, variant), []).append(i)
         caches: list = [None] * len(ids)
         for members in groups.values():
-            n = common_prefix([ids[i] for i in members])
+            first = ids[members[0]]
+            n = min(common_prefix_len(first, ids[i]) for i in members)
             n = min(n, min(len(ids[i]) for i in members) - 1)  # every request keeps a token
             if n < 1:
                 continue
@@ -282,7 +232,7 @@ class QAStream:
 
     @property
     def done(self) -> bool:
-        return self.finished == len(self.windows)
+        return self.finished == len(self.requests)
 
     def _piece(self, token: int) -> str:
         text = self._pieces.get(token)
@@ -303,7 +253,7 @@ class QAStream:
                 self._tokens[r.uid].append(r.token)
                 self.report.generated_tokens += 1
             ended = r.finish_reason is not None
-            if not ended and self.json_stop and self._json[r.uid].feed(self._piece(r.token)):
+            if not ended and self.stop_early and self._stop[r.uid](self._piece(r.token)):
                 closed.append(r.uid)
                 ended = True
             if ended:
@@ -317,7 +267,7 @@ class QAStream:
         window = self._window_of[uid]
         text = self.tokenizer.decode(self._tokens.pop(uid))
         s = self.settings
-        pairs = parse_qa(text)
+        pairs = self.style.parse(text)
         if not pairs:
             self.report.drop("unparsable output")
             return []
@@ -343,20 +293,21 @@ def generate_qa(
     settings: SynthSettings,
     on_batch: Callable[[int, int, int], None] | None = None,
 ) -> tuple[list[QAPair], SynthReport]:
-    """Ask the generator for QA pairs about every window, `settings.batch_size` decoded at a
-    time (see `QAStream`).
+    """Ask the generator for QA pairs about every window, `settings.generator_batch_size`
+    decoded at a time (see `QAStream`).
 
     `on_batch(done, total, generated_tokens)` reports progress each time another
-    `settings.batch_size` requests (or the last ones) have finished.
+    `settings.generator_batch_size` requests (or the last ones) have finished.
     """
     stream = QAStream(model, tokenizer, windows, settings)
+    total = len(stream.requests)
     kept: list[QAPair] = []
     reported = 0
     while not stream.done:
         kept += stream.step()
         while on_batch and reported < stream.finished and (
-            stream.finished - reported >= settings.batch_size or stream.done
+            stream.finished - reported >= settings.generator_batch_size or stream.done
         ):
-            reported = min(reported + settings.batch_size, len(windows))
-            on_batch(reported, len(windows), stream.report.generated_tokens)
+            reported = min(reported + settings.generator_batch_size, total)
+            on_batch(reported, total, stream.report.generated_tokens)
     return kept, stream.close()

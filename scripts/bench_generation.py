@@ -35,11 +35,12 @@ def main(model, tokens, requests, max_tokens, batch_size, out):
     lm = bench_model(model)
     text = bench_document(lm.tokenizer, tokens)
     windows = task_windows(text, 2, 2000)[:requests]
-    settings = SynthSettings(max_tokens=max_tokens, batch_size=batch_size, qa_per_sentence=1)
+    settings = SynthSettings(max_tokens=max_tokens, generator_batch_size=batch_size,
+                             qa_per_sentence=1)
     records = []
 
     start = time.perf_counter()
-    stream = QAStream(lm.model, lm.tokenizer, windows, settings, json_stop=False)
+    stream = QAStream(lm.model, lm.tokenizer, windows, settings, stop_early=False)
     while not stream.done:
         stream.step()
     report = stream.close()
@@ -49,7 +50,7 @@ def main(model, tokens, requests, max_tokens, batch_size, out):
 
     start = time.perf_counter()
     generated = prompt_tokens = 0
-    for ids in generator_prompts(lm.tokenizer, windows, settings):
+    for ids in generator_prompts(lm.tokenizer, stream.requests, settings, stream.style):
         prompt_tokens += len(ids)
         generated += sum(1 for _ in stream_generate(lm.model, lm.tokenizer, ids,
                                                     max_tokens=max_tokens))

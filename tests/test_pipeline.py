@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import random
 
@@ -7,12 +8,12 @@ from click.testing import CliRunner
 from conftest import FAST
 
 import lift_mlx.absorb as absorb_module
-import lift_mlx.synthesize as synthesize
 from lift_mlx import store
 from lift_mlx.absorb import Absorbing, absorb
 from lift_mlx.answer import stream_answer
 from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
+from lift_mlx.generator_styles import JSON, JsonEnd, QAPair
 from lift_mlx.models import load_model
 from lift_mlx.samples import (
     EpochScheduler,
@@ -22,7 +23,6 @@ from lift_mlx.samples import (
     make_batch,
     plan_epoch,
 )
-from lift_mlx.synthesize import JsonEnd, QAPair
 from lift_mlx.train import TrainLoop, attach_lora, base_view
 
 
@@ -129,7 +129,8 @@ def _absorb_recording(doc, lm, monkeypatch, **kwargs):
         return real_call(self, *args, **kw)
 
     with monkeypatch.context() as patch:
-        patch.setattr(synthesize, "parse_qa", _fake_parse)
+        fake = dataclasses.replace(JSON, parse=_fake_parse)
+        patch.setattr(absorb_module, "resolve_style", lambda name, model=None: fake)
         patch.setattr(absorb_module, "QAStream", Recorded)
         patch.setattr(TrainLoop, "__call__", call)
         result = absorb(doc, lm, reuse=False, min_overlap=0.0, **kwargs)
@@ -203,16 +204,16 @@ def test_cli_ask_now_answers_then_stores_the_adapter(tiny_model_path, tmp_path, 
 
 @pytest.mark.parametrize("pipeline", [True, False])
 def test_cached_qa_pairs_train_in_both_schedules(tiny_lm, tmp_path, demo_text, pipeline):
+    from lift_mlx.absorb import qa_cache_file
     from lift_mlx.config import preset
     from lift_mlx.ingest import read_document
-    from lift_mlx.synthesize import cache_key
 
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])
     settings = preset("default", **FAST)
-    key = cache_key(read_document(doc).sha256, tiny_lm.fingerprint, settings.synth)
+    path = qa_cache_file(read_document(doc).sha256, tiny_lm, settings)
     pairs = [{"question": f"Question {i}?", "answer": "Ada Korrin"} for i in range(6)]
-    store.write_atomic(store.qa_cache_path(key), json.dumps({"qa_pairs": pairs}))
+    store.write_atomic(path, json.dumps({"qa_pairs": pairs}))
     r = absorb(doc, tiny_lm, settings=settings, pipeline=pipeline).report
     assert r.synth.cached and r.qa_samples == 6
     assert r.train.sample_views == r.recite_samples + 6

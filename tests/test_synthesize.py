@@ -1,14 +1,11 @@
+import dataclasses
+
+import pytest
+
 from lift_mlx.config import SynthSettings
+from lift_mlx.generator_styles import QAPair, parse_qa
 from lift_mlx.split import split_sentences
-from lift_mlx.synthesize import (
-    QAPair,
-    SynthReport,
-    filter_pairs,
-    generate_qa,
-    grounded,
-    parse_qa,
-    task_windows,
-)
+from lift_mlx.synthesize import SynthReport, filter_pairs, generate_qa, grounded, task_windows
 
 GOOD = '{"qa_list": [{"question": "Who chaired it first?", "answer": "Ada Korrin"}]}'
 
@@ -42,13 +39,18 @@ def test_filter_counts_empty_duplicate_and_ungrounded():
         QAPair("", "seven"),
         QAPair("Who is the king?", "Olaf the Brave"),
         QAPair("Largest boat?", "the Grey Heron"),
+        QAPair("What is the Grey Heron's size?", "the Grey Heron"),  # given away
     ]
     report = SynthReport()
     kept = filter_pairs(pairs, window, 0.5, set(), report)
     assert kept == [pairs[0], pairs[4]]
-    assert report.dropped == {"duplicate": 1, "empty": 1, "ungrounded": 1}
+    assert report.dropped == {"duplicate": 1, "empty": 1, "ungrounded": 1,
+                              "answer in question": 1}
     assert grounded("seven big boats", window, 0.5)  # 2 of 3 words occur
     assert not grounded("seven red ducks", window, 0.5)  # 1 of 3
+    # function words do not ground an answer whose other words are all made up
+    assert not grounded("the owl", window, 0.5) and not grounded("in 1827", window, 0.5)
+    assert grounded("the largest", window, 0.5) and grounded("the", window, 0.5)
 
 
 def test_task_windows_cover_every_sentence_in_order(demo_text):
@@ -68,7 +70,7 @@ def test_task_windows_cover_every_sentence_in_order(demo_text):
 
 def test_batched_generation_on_a_tiny_model(tiny_lm, demo_text):
     windows = task_windows(demo_text, 1, 200)[:6]
-    settings = SynthSettings(batch_size=4, max_tokens=24)
+    settings = SynthSettings(generator_batch_size=4, max_tokens=24, style="json")
     seen = []
     pairs, report = generate_qa(tiny_lm.model, tiny_lm.tokenizer, windows, settings,
                                 on_batch=lambda done, total, toks: seen.append((done, total)))
@@ -78,3 +80,44 @@ def test_batched_generation_on_a_tiny_model(tiny_lm, demo_text):
     # a random model writes no JSON: every request is counted as dropped, nothing crashes
     assert pairs == [] and report.kept == 0
     assert sum(report.dropped.values()) >= 6 - len(pairs)
+
+
+def test_lines_style_prompt_parse_and_stop(tiny_lm):
+    from lift_mlx.generator_styles import LINES, LINES_EXAMPLES, parse_lines
+
+    tok = tiny_lm.tokenizer
+    ids = LINES.prompt(tok, "", "The tower has 142 steps.", 2, 1)
+    text = tok.decode(ids)
+    assert text.endswith("Sentence: The tower has 142 steps.\nQuestion:")
+    assert text.startswith(f"Sentence: {LINES_EXAMPLES[1][0]}")  # variant 1 rotates the examples
+    assert LINES.prompt(tok, "", "The tower has 142 steps.", 2, 0) != ids
+    out = " How many steps does the tower have?\nAnswer: 142\n\nSentence: Another one."
+    assert parse_lines(out) == [QAPair("How many steps does the tower have?", "142")]
+    assert parse_lines(" What?\n") == [] and parse_lines("") == []
+    stop = LINES.stop()
+    assert not stop(" How many?") and not stop("\nAnswer: 142") and stop("\n\n")
+    assert LINES.requests_per_window(3) == 3
+
+
+def test_style_choice_and_cache_keys(tiny_lm):
+    from lift_mlx.errors import LiftError
+    from lift_mlx.generator_styles import JSON, LINES, resolve_style
+    from lift_mlx.synthesize import cache_key
+
+    assert resolve_style("auto", tiny_lm.model) is LINES  # a tiny model: worked examples
+    assert resolve_style("json") is JSON and resolve_style("auto") is JSON
+    with pytest.raises(LiftError, match="unknown generator style"):
+        resolve_style("xml")
+    settings = SynthSettings()
+    keys = {cache_key("doc", "gen", settings, style) for style in (JSON, LINES)}
+    edited = dataclasses.replace(LINES, wording=LINES.wording[:-1] + ("Sentence: {s}\nQ:",))
+    keys.add(cache_key("doc", "gen", settings, edited))
+    assert len(keys) == 3  # the wording itself keys the cache
+
+
+def test_lines_generation_on_a_tiny_model(tiny_lm, demo_text):
+    windows = task_windows(demo_text, 1, 200)[:3]
+    settings = SynthSettings(generator_batch_size=4, max_tokens=12, qa_per_sentence=2)
+    pairs, report = generate_qa(tiny_lm.model, tiny_lm.tokenizer, windows, settings)
+    assert report.requests == 6  # one request per wanted pair
+    assert 0 < report.generated_tokens <= 6 * 12

@@ -9,7 +9,8 @@ from conftest import HELDOUT_QUESTIONS, TRAIN_QUESTIONS, question_pattern
 
 from lift_mlx import prompts
 from lift_mlx.answer import question_prompt
-from lift_mlx.synthesize import parse_qa, task_windows
+from lift_mlx.generator_styles import parse_qa
+from lift_mlx.synthesize import task_windows
 from lift_mlx.tiny import build_tiny_model, train_tokenizer
 from lift_mlx.train import mean_nll
 from lift_mlx.world import TEMPLATES
