@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -87,6 +87,22 @@ class Batch:
     targets: np.ndarray  # [B, L] int32: tokens[1:], padded
     mask: np.ndarray  # [B, L] float32: 1 where targets[i] is trained on
     n_tokens: int  # real (unpadded) tokens processed
+    rows: int = 0  # rows that hold a sample (the rest are padding)
+    longest: int = 0  # the longest row's real length
+
+    def trimmed(self) -> Batch:
+        """The batch without its padding rows and columns (for steps that are not compiled,
+        where a shape costs nothing and padding costs compute)."""
+        rows, cols = max(self.rows, 1), max(self.longest, 1)
+        return Batch(self.inputs[:rows, :cols], self.targets[:rows, :cols],
+                     self.mask[:rows, :cols], self.n_tokens, rows, cols)
+
+    def per_sample(self) -> Batch:
+        """The mask scaled so each row's targets sum to 1: a masked mean is then the mean of
+        the samples' own mean losses."""
+        counts = self.mask.sum(axis=1, keepdims=True)
+        mask = np.divide(self.mask, counts, out=np.zeros_like(self.mask), where=counts > 0)
+        return replace(self, mask=mask)
 
 
 def make_batch(samples: list[Sample], batch_size: int, length: int, pad_id: int) -> Batch:
@@ -102,7 +118,8 @@ def make_batch(samples: list[Sample], batch_size: int, length: int, pad_id: int)
         targets[row, :k] = t[1:]
         mask[row, :k] = np.asarray(s.mask[1 : k + 1], dtype=np.float32)
         n += k
-    return Batch(inputs, targets, mask, n)
+    longest = max((min(len(s), length + 1) - 1 for s in samples), default=0)
+    return Batch(inputs, targets, mask, n, len(samples), longest)
 
 
 def fitted_buckets(max_len: int, smallest: int = 64, multiple: int = 32) -> list[int]:

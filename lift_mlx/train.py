@@ -13,6 +13,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_flatten
 
 from .config import TrainSettings
@@ -68,6 +69,48 @@ def masked_loss(model: nn.Module, inputs, targets, mask) -> mx.array:
     logits = model(inputs)
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * mask
     return ce.sum() / mx.maximum(mask.sum(), 1.0)
+
+
+def output_layer(model: nn.Module):
+    """The model's hidden-states -> logits map, when it is split as mlx-lm's llama-like models
+    are (`model.model` then `lm_head` or the tied embedding), else None."""
+    body = getattr(model, "model", None)
+    if body is None or not hasattr(body, "embed_tokens"):
+        return None
+    head = getattr(model, "lm_head", None)
+    return head if head is not None else body.embed_tokens.as_linear
+
+
+def target_loss(model: nn.Module, inputs, index, target_ids, weights) -> mx.array:
+    """`masked_loss` with the output layer run only at the target positions (`index` into the
+    flattened batch). With a 49k-token vocabulary the logits of every position are most of a
+    small model's training memory."""
+    hidden = model.model(inputs)
+    hidden = mx.take(hidden.reshape(-1, hidden.shape[-1]), index, axis=0)
+    logits = output_layer(model)(hidden)
+    ce = nn.losses.cross_entropy(logits.astype(mx.float32), target_ids) * weights
+    return ce.sum() / mx.maximum(weights.sum(), 1.0)
+
+
+def _splits_like_its_call(model: nn.Module) -> bool:
+    """True when `model.model` + `output_layer` computes what `model(...)` does (checked on a
+    few tokens, so a model with extra steps, e.g. logit soft-capping, keeps the plain loss)."""
+    if output_layer(model) is None:
+        return False
+    probe = mx.array([[1, 2, 3, 4]])
+    try:
+        split = output_layer(model)(model.model(probe))
+        full = model(probe)
+    except Exception:  # an architecture whose pieces do not run alone
+        return False
+    return split.shape == full.shape and bool(mx.allclose(split, full, atol=1e-4, rtol=1e-3))
+
+
+def _target_index(mask: np.ndarray, targets: np.ndarray):
+    """Flat positions of the targets in a batch, their token ids and their weights (the
+    mask's values there)."""
+    flat = np.flatnonzero(mask.reshape(-1)).astype(np.int32)
+    return flat, targets.reshape(-1)[flat], mask.reshape(-1)[flat]
 
 
 def use_compile(settings: TrainSettings) -> bool:
@@ -134,25 +177,37 @@ class Trainer:
         # compiled function's inputs and force a second trace.
         self.optimizer.init(model.trainable_parameters())
         self.traces = 0
+        self.compiled = use_compile(settings)
+        # Eager steps only: a compiled step needs fixed shapes, and the number of targets
+        # varies from batch to batch.
+        self.split = not self.compiled and _splits_like_its_call(model)
         if settings.grad_checkpoint:
             enable_grad_checkpoint(model)
-        loss_and_grad = nn.value_and_grad(model, masked_loss)
+        loss_and_grad = nn.value_and_grad(model, target_loss if self.split else masked_loss)
 
-        def step(inputs, targets, mask):
+        def step(*batch):
             self.traces += 1  # Python side effect: runs once per trace, not per call
-            loss, grads = loss_and_grad(model, inputs, targets, mask)
+            loss, grads = loss_and_grad(model, *batch)
             grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
             self.optimizer.update(model, grads)
             return loss
 
-        if use_compile(settings):
+        if self.compiled:
             state = [model.state, self.optimizer.state]
             step = partial(mx.compile, inputs=state, outputs=state)(step)
         self._step = step
 
     def submit(self, batch: Batch) -> mx.array:
         """Start a step on the device and return its (not yet computed) loss."""
-        loss = self._step(mx.array(batch.inputs), mx.array(batch.targets), mx.array(batch.mask))
+        if not self.compiled:  # eager: padding is pure cost, any shape is free
+            batch = batch.trimmed()
+        if self.settings.loss_mean == "samples":
+            batch = batch.per_sample()
+        if self.split:
+            arrays = (batch.inputs, *_target_index(batch.mask, batch.targets))
+        else:
+            arrays = (batch.inputs, batch.targets, batch.mask)
+        loss = self._step(*(mx.array(a) for a in arrays))
         mx.async_eval(loss, self.model.state, self.optimizer.state)
         return loss
 

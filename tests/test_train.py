@@ -96,3 +96,68 @@ def _flat(tree):
     from mlx.utils import tree_flatten
 
     return dict(tree_flatten(tree))
+
+
+def test_target_only_loss_equals_the_full_loss_and_trims_padding(tiny_lm, demo_text):
+    """The output layer at the target positions alone, and a batch cut to its real rows and
+    columns, give the same loss and gradients as full logits over the padded batch."""
+    import mlx.nn as nn
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    from lift_mlx.samples import make_batch, qa_sample
+    from lift_mlx.train import _target_index, masked_loss, output_layer, target_loss
+
+    tok = tiny_lm.tokenizer
+    samples = [qa_sample(tok, "Who owns the lighthouse?", "the town"),
+               qa_sample(tok, "How much is the entry share?", "300 crowns")]
+    batch = make_batch(samples, 4, 64, tok.pad_token_id)  # 2 padding rows, padded columns
+    trimmed = batch.trimmed()
+    assert trimmed.inputs.shape == (2, max(len(s) for s in samples) - 1)
+    assert trimmed.n_tokens == batch.n_tokens and trimmed.mask.sum() == batch.mask.sum()
+    model = tiny_lm.model
+    attach_lora(model, TrainSettings(rank=4))
+    assert output_layer(model) is not None
+    full_fn = nn.value_and_grad(model, masked_loss)
+    part_fn = nn.value_and_grad(model, target_loss)
+    full, g_full = full_fn(model, *(mx.array(a) for a in (batch.inputs, batch.targets,
+                                                          batch.mask)))
+    index, ids, weights = _target_index(trimmed.mask, trimmed.targets)
+    assert len(index) == int(batch.mask.sum())
+    part, g_part = part_fn(model, mx.array(trimmed.inputs), mx.array(index), mx.array(ids),
+                           mx.array(weights))
+    assert abs(full.item() - part.item()) < 1e-5
+    for (name, a), (_, b) in zip(tree_flatten(g_full), tree_flatten(g_part)):
+        assert np.allclose(np.array(a), np.array(b), atol=1e-5), name
+
+
+def test_loss_mean_over_samples_weighs_each_sample_equally(tiny_lm, demo_text):
+    """With loss_mean="samples" a step's loss is the mean of each sample's own mean loss, so a
+    4-token answer counts as much as a 100-token segment (with "tokens" it counts 4/104)."""
+    from lift_mlx.samples import make_batch, qa_sample
+    from lift_mlx.train import masked_loss
+
+    tok = tiny_lm.tokenizer
+    ids = encode(tok, demo_text)
+    long = Sample(tuple(ids[:100]), (1,) * 100, "recite")
+    short = qa_sample(tok, "Who owns the lighthouse?", "the town")
+    batch = make_batch([long, short], 2, 128, tok.pad_token_id)
+    weighted = batch.per_sample()
+    assert weighted.mask.sum(axis=1).tolist() == pytest.approx([1.0, 1.0])
+
+    def loss_of(b):
+        return masked_loss(tiny_lm.model, mx.array(b.inputs), mx.array(b.targets),
+                           mx.array(b.mask)).item()
+
+    alone = [loss_of(make_batch([s], 1, 128, tok.pad_token_id)) for s in (long, short)]
+    assert loss_of(weighted) == pytest.approx(sum(alone) / 2, rel=1e-4)
+    n_long, n_short = long.n_targets - 1, short.n_targets  # the first token is never a target
+    by_tokens = (alone[0] * n_long + alone[1] * n_short) / (n_long + n_short)
+    assert loss_of(batch) == pytest.approx(by_tokens, rel=1e-4)
+    for mean in ("tokens", "samples"):  # and the trainer uses the weighting it is given
+        lm = load_model(str(tiny_lm.path))
+        settings = TrainSettings(rank=4, lr=1e-9, loss_mean=mean, grad_checkpoint=False)
+        attach_lora(lm.model, settings)
+        step_loss = Trainer(lm.model, settings).step(batch).item()
+        assert step_loss == pytest.approx(loss_of(weighted if mean == "samples" else batch),
+                                          rel=1e-3)
