@@ -22,6 +22,7 @@ import click
 
 from . import store
 from .answer import question_prompt, stream_answer
+from .errors import LiftError
 from .models import LoadedModel, load_model
 from .progress import Progress
 from .prompts import encode
@@ -133,9 +134,11 @@ def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
 
 
 def parameter_count(model) -> int:
-    from .tiny import parameter_count as count
+    """Parameters of the model as trained, counting each packed 4/8-bit weight as the values
+    it holds (mlx-lm's count), so FLOPs and MFU are right for quantized bases too."""
+    from mlx_lm.utils import get_total_parameters
 
-    return count(model)
+    return get_total_parameters(model)
 
 
 def weight_bytes(model) -> int:
@@ -245,12 +248,13 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
 def _lengths(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
+    from .evaluate import parse_lengths
+
     try:
-        out = [int(float(v[:-1]) * 1024) if v.lower().endswith("k") else int(v)
-               for v in value.split(",") if v.strip()]
-    except ValueError:
+        out = parse_lengths(value)
+    except LiftError:
         raise click.BadParameter("use numbers of tokens such as 1k,2k,4k or 512,1024") from None
-    if not out or min(out) < 16:
+    if min(out) < 16:
         raise click.BadParameter("give at least one length of 16 tokens or more")
     return out
 

@@ -25,10 +25,11 @@ class SplitSettings:
 @dataclass
 class SynthSettings:
     qa_per_sentence: int = 2  # paper: 5 or 10 (72B generator); 1 in its fast setting
+    style: str = "auto"  # generator prompt style (generator_styles); auto: by model size
     sentences_per_task: int = 2  # target sentences per generator request
     window_chars: int = 2000  # preceding text the generator sees (paper: ~2k characters)
     max_tokens: int = 256  # generation budget per request; JSON for a few pairs fits
-    batch_size: int = 16  # generator requests decoded together
+    generator_batch_size: int = 16  # generator requests decoded together
     min_overlap: float = 0.5  # share of answer words that must occur in the window
     temp: float = 0.0  # greedy, so a cached run reproduces
 
@@ -42,6 +43,10 @@ class TrainSettings:
     epochs: int = 3
     batch_size: int = 4  # paper: 4
     grad_clip: float = 1.0  # paper: 1.0
+    # "tokens": the loss is the mean over every target token of a batch (the paper, mlx-lm), so
+    # a 128-token recite segment outweighs a 4-token answer 32 to 1; "samples": each sample's
+    # own mean, averaged, so every QA pair counts as much as a segment.
+    loss_mean: str = "tokens"
     grad_checkpoint: bool = True  # activations of 4 x 1.5k tokens x 28 layers exceed 16 GB
     compile: bool | None = None  # None: on for Metal, off for the CPU (no faster there)
     seed: int = 0
@@ -63,7 +68,10 @@ class Settings:
         train = dict(d.get("train", {}))
         if "tasks" in train:
             train["tasks"] = tuple(train["tasks"])
-        return cls(SplitSettings(**d.get("split", {})), SynthSettings(**d.get("synth", {})),
+        synth = dict(d.get("synth", {}))
+        if "batch_size" in synth:  # its name in 0.1, where --batch-size set it by mistake
+            synth["generator_batch_size"] = synth.pop("batch_size")
+        return cls(SplitSettings(**d.get("split", {})), SynthSettings(**synth),
                    TrainSettings(**train))
 
     def replace(self, **overrides) -> Settings:
@@ -90,7 +98,7 @@ class Settings:
             (q.qa_per_sentence >= 1, "--qa-per-sentence must be at least 1"),
             (q.sentences_per_task >= 1, "sentences per task must be at least 1"),
             (q.max_tokens >= 16, "generator max tokens must be at least 16"),
-            (q.batch_size >= 1, "generator batch size must be at least 1"),
+            (q.generator_batch_size >= 1, "--generator-batch-size must be at least 1"),
             (0.0 <= q.min_overlap <= 1.0, "min overlap must be between 0 and 1"),
             (bool(t.tasks) and set(t.tasks) <= set(TASKS),
              f"--tasks must be a comma-separated subset of {','.join(TASKS)}"),
@@ -100,6 +108,7 @@ class Settings:
             (t.epochs >= 1, "--epochs must be at least 1"),
             (t.batch_size >= 1, "--batch-size must be at least 1"),
             (t.grad_clip > 0, "grad clip must be positive"),
+            (t.loss_mean in ("tokens", "samples"), "--loss-mean must be tokens or samples"),
         ]
         for ok, message in checks:
             if not ok:
@@ -117,8 +126,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def preset(name: str, **overrides) -> Settings:
-    """Settings of a named preset with flat overrides applied."""
+def preset(name: str, model_settings: dict | None = None, **overrides) -> Settings:
+    """Settings of a named preset with flat overrides applied, over the settings recommended
+    for the model (its entry in models/presets.json), which come first."""
     if name not in PRESETS:
         raise LiftError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return Settings().replace(**{**PRESETS[name], **overrides})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings().replace(**{**(model_settings or {}), **PRESETS[name], **given})
+
+
+def setting_sources(name: str, model_settings: dict | None = None, **overrides) -> dict:
+    """Where each value `preset` did not take from the defaults came from: "model", "preset
+    NAME" or "option" (the last one to set it)."""
+    sources = dict.fromkeys(model_settings or {}, "model")
+    sources.update(dict.fromkeys(PRESETS.get(name, {}), f"preset {name}"))
+    sources.update({k: "option" for k, v in overrides.items() if v is not None})
+    return sources

@@ -291,7 +291,7 @@ def format_summary(summary: dict) -> str:
     "all" row for arms with several types."""
     rows = [(arm, t, row) for arm, by_type in summary.items() for t, row in by_type.items()
             if t != "all" or len(by_type) > 2]
-    metrics = [m for m in ("f1", "em", "rouge_l", "keyword_match", "accuracy")
+    metrics = [m for m in ("f1", "em", "contains", "rouge_l", "keyword_match", "accuracy")
                if any(m in row["scores"] for _, _, row in rows)]
     judge = any("judge" in row for _, _, row in rows)
     type_width = max([len("type")] + [len(t) for _, t, _ in rows])
@@ -317,13 +317,14 @@ def format_summary(summary: dict) -> str:
 
 
 def parse_lengths(text: str) -> list[int]:
-    """'1k,2k,4096' -> [1024, 2048, 4096] (k = 1024 tokens)."""
+    """'1k,2k,4096' or '1.5k' -> token counts (k = 1024 tokens)."""
     lengths = []
     for part in filter(None, (p.strip().lower() for p in text.split(","))):
-        m = re.fullmatch(r"(\d+)(k?)", part)
-        if not m or int(m.group(1)) == 0:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)(k?)", part)
+        n = int(float(m.group(1)) * (1024 if m.group(2) else 1)) if m else 0
+        if n <= 0 or (not m.group(2) and "." in m.group(1)):
             raise LiftError(f"bad length {part!r}; use token counts like 1k,2k,4096")
-        lengths.append(int(m.group(1)) * (1024 if m.group(2) else 1))
+        lengths.append(n)
     if not lengths:
         raise LiftError("no lengths given; use e.g. --lengths 1k,2k,4k")
     return lengths
@@ -443,7 +444,7 @@ def eval_command() -> click.Command:
         \b
         The results folder holds:
           records.jsonl     one line per question and arm: prediction, references,
-                            scores (f1, em, rouge_l; keyword_match; accuracy), seconds
+                            scores (f1, em, contains, rouge_l; keyword_match; accuracy), seconds
           absorbs.jsonl     each adapter made or reused, with its training time
           judgements.jsonl  the --judge's replies and 0/1 verdicts
           summary.json      the table printed at the end
@@ -462,12 +463,12 @@ def eval_command() -> click.Command:
         from .absorb import reset_adapter
         from .config import preset
         from .judge import judge_records
-        from .models import load_model, resolve_model
+        from .models import load_model, recommended_settings, resolve_model
 
         overrides = {name: opts.pop(name) for name in _SETTING_NAMES}
-        settings = preset(opts["preset_name"], **overrides)
         progress = Progress(quiet=opts["quiet"])
         lm = load_model(model)
+        settings = preset(opts["preset_name"], recommended_settings(lm.name), **overrides)
         if data == "niah":
             all_docs = _niah_docs(lm, lengths, depths)
         else:

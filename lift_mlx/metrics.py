@@ -1,4 +1,5 @@
-"""Offline answer metrics: token F1, exact match, ROUGE-L, keyword match, choice accuracy.
+"""Offline answer metrics: token F1, exact match, answer containment, ROUGE-L, keyword match,
+choice accuracy.
 
 Every metric is a pure function of strings that returns a float in [0, 1], so an evaluation
 can be re-scored from saved predictions without a model. Text is compared after the usual
@@ -63,6 +64,18 @@ def exact_match(prediction: str, references: list[str]) -> float:
     """1.0 when the normalized prediction equals a normalized reference, else 0.0."""
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(r) for r in _as_list(references)))
+
+
+def answer_contains(prediction: str, references: list[str] | str) -> float:
+    """1.0 when a normalized reference occurs, as whole words, in the normalized first
+    sentence of the prediction: a right answer said in a sentence counts, a long recitation
+    that happens to pass the answer later does not."""
+    from .split import split_sentences
+
+    first = (split_sentences(prediction) or [""])[0]
+    pred = f" {normalize_answer(first)} "
+    refs = [normalize_answer(r) for r in _as_list(references)]
+    return float(any(r and f" {r} " in pred for r in refs))
 
 
 def _lcs_length(a: list[str], b: list[str]) -> int:
@@ -151,11 +164,12 @@ def choice_accuracy(prediction: str, answer: str, choices: list[str]) -> float:
 
 
 def score(prediction: str, question: Question) -> dict[str, float]:
-    """All metrics that fit the question: f1/em/rouge_l, keyword_match, accuracy."""
+    """All metrics that fit the question: f1/em/contains/rouge_l, keyword_match, accuracy."""
     scores: dict[str, float] = {}
     if question.answers:
         scores["f1"] = token_f1(prediction, question.answers)
         scores["em"] = exact_match(prediction, question.answers)
+        scores["contains"] = answer_contains(prediction, question.answers)
         scores["rouge_l"] = rouge_l(prediction, question.answers)
     if question.keywords:
         scores["keyword_match"] = keyword_match(prediction, question.keywords)

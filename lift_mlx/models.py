@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import LiftError
@@ -34,6 +35,12 @@ def presets() -> dict:
     return json.loads(path.read_text())
 
 
+def recommended_settings(name: str) -> dict:
+    """The settings models/presets.json recommends for model alias `name` (none for others)."""
+    entry = presets()["models"].get(name)
+    return dict(entry.get("settings", {})) if entry else {}
+
+
 def default_model() -> str:
     return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
 
@@ -57,7 +64,8 @@ def resolve_model(name: str) -> Path:
         name = entry["hub_id"]
     if name.startswith("ollama:"):
         blob = sources.ollama_blob(name[len("ollama:"):])
-        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"))
+        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"),
+                                       label=name)
     path = Path(name).expanduser()
     if path.is_file():
         return gguf_import.import_gguf(path, sha256=sources.cached_sha256(path))
@@ -111,7 +119,7 @@ class LoadedModel:
     path: Path
     config: dict
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return model_fingerprint(self.path)
 
@@ -125,8 +133,22 @@ class LoadedModel:
 
 
 def model_fingerprint(path: Path) -> str:
-    """Identity of a base model: a hash of its config.json, the same for an alias, a path or
-    a hub id that name the same weights."""
+    """Identity of a base model: a hash of its config.json and of its weights' content, so a
+    model retrained (or re-imported) under an unchanged config is a different model; the
+    same for an alias, a path or a hub id that name the same files."""
+    from .sources import cached_sha256
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    # An import's weights are a pure function of the GGUF its config names by hash.
+    source = config.get("lift_mlx_source", {}).get("sha256")
+    weights = [source] if source else [cached_sha256(f) for f in sorted(path.glob("*.safetensors"))]
+    blob = json.dumps([config, weights], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def config_fingerprint(path: Path) -> str:
+    """The identity adapters written before weights were hashed carry: config.json alone."""
     config = json.loads((Path(path) / "config.json").read_text())
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import mlx.core as mx
-from mlx.utils import tree_flatten
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -50,7 +49,9 @@ def default_corpus() -> list[str]:
     from . import prompts
 
     data = Path(__file__).parent / "data"
-    texts = [p.read_text(encoding="utf-8") for p in sorted(data.glob("*.md"))]
+    # demo.md alone: the tokenizer (and so every tiny model's weights) must not change when
+    # another document is bundled.
+    texts = [(data / "demo.md").read_text(encoding="utf-8")]
     texts += [prompts.RECITE_INSTRUCTION, prompts.CONTEXT_HEADER, prompts.QUESTION_HEADER,
               prompts.GENERATOR_INSTRUCTIONS, prompts.qa_json([("What is it?", "A test.")])]
     return texts
@@ -113,7 +114,3 @@ def build_tiny_model(
     save_model(out, model)
     save_config(config, out / "config.json")
     return out
-
-
-def parameter_count(model) -> int:
-    return sum(v.size for _, v in tree_flatten(model.parameters()))

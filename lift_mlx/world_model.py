@@ -201,7 +201,7 @@ def build_corpus(tokenizer, settings: WorldModelSettings) -> dict[str, list[Samp
         while total < budget[kind]:
             for sample in make():
                 corpus[kind].append(sample)
-                total += len(sample)
+                total += len(sample) - 1  # tokens trained on: every one but the first
                 if total >= budget[kind]:
                     break
 
@@ -301,10 +301,10 @@ def train_world_model(
     """Train a fresh llama on world A's corpus (full-parameter) and save it for mlx_lm.load."""
     import mlx.core as mx
     import mlx_lm
-    from mlx_lm.utils import save_model
+    from mlx_lm.utils import get_total_parameters, save_model
 
     from .config import TrainSettings
-    from .tiny import build_tiny_model, parameter_count, train_tokenizer
+    from .tiny import build_tiny_model, train_tokenizer
     from .train import Trainer
 
     settings = settings or WorldModelSettings()
@@ -318,7 +318,7 @@ def train_world_model(
     )
     model, tokenizer = mlx_lm.load(str(out))
     corpus = build_corpus(tokenizer, settings)
-    report = WorldModelReport(str(out), parameter_count(model))
+    report = WorldModelReport(str(out), get_total_parameters(model))
     report.corpus = {k: {"samples": len(v), "tokens": _tokens(v)} for k, v in corpus.items()}
     log(f"model: {report.parameters:,} parameters, vocab {len(tokenizer)}, "
         f"window {settings.window}")
@@ -559,7 +559,7 @@ def check_world_model(path: str | Path, settings: WorldModelSettings, n_question
     a never-seen world's, answer world A closed-book, and write parseable generator JSON."""
     import mlx_lm
 
-    from .synthesize import parse_qa
+    from .generator_styles import parse_qa
 
     rng = rng or random.Random(0)
     model, tokenizer = mlx_lm.load(str(path))

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import click
+from mlx_lm.utils import get_total_parameters
 
-from lift_mlx.tiny import build_tiny_model, parameter_count
+from lift_mlx.tiny import build_tiny_model
 
 
 @click.command()
@@ -33,7 +34,7 @@ def main(out, arch, bits, hidden_size, layers, heads, vocab_size, window, seed):
     from mlx_lm import load
 
     model, _ = load(str(path))
-    click.echo(f"{path}: {arch}, {parameter_count(model):,} parameters")
+    click.echo(f"{path}: {arch}, {get_total_parameters(model):,} parameters")
 
 
 if __name__ == "__main__":

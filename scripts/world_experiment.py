@@ -52,8 +52,8 @@ SETTINGS = dict(
     context_len=128,  # head+tail prefix of recite samples
     qa_per_sentence=1, sentences_per_task=2,
     window_chars=400,  # generator's preceding text: what the base model was taught to read
-    max_tokens=160, batch_size=32,  # generator budget and batch
-    rank=16, lr=1e-3, epochs=5, batch_size_train=8,
+    max_tokens=160, generator_batch_size=32,  # generator budget and batch
+    rank=16, lr=1e-3, epochs=5, batch_size=8,
     grad_checkpoint=False, compile=False,
 )
 
@@ -62,10 +62,7 @@ def settings_for(args) -> object:
     s = dict(SETTINGS)
     s["epochs"] = args.epochs
     s["lr"] = args.lr
-    train_batch = s.pop("batch_size_train")
-    settings = preset("default", **s)
-    settings.train.batch_size = train_batch
-    return settings
+    return preset("default", **s)
 
 
 def chars_per_token(tokenizer) -> float:
@@ -171,15 +168,16 @@ def write_oracle_tasks(lm, world, doc: EvalDoc, settings, rng: random.Random) ->
     """Put a perfect generator's QA pairs (one train-phrasing question per fact) in the QA
     cache, so `lift` trains on them instead of the model's own: this tells a weak generator
     apart from QA tasks that do not help."""
+    from lift_mlx.absorb import qa_cache_file
+    from lift_mlx.generator_styles import QAPair
     from lift_mlx.ingest import text_document
-    from lift_mlx.store import qa_cache_path
-    from lift_mlx.synthesize import QAPair, SynthReport, cache_key, save_cached
+    from lift_mlx.synthesize import SynthReport, save_cached
     from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS
 
     pairs = [QAPair(rng.choice(TEMPLATES[f.kind][f.attribute][1][:TRAIN_PHRASINGS])
                     .format(e=f.entity), f.value) for f in world.facts]
     sha = text_document(doc.document).sha256
-    path = qa_cache_path(cache_key(sha, lm.fingerprint, settings.synth))
+    path = qa_cache_file(sha, lm, settings)
     save_cached(path, pairs, SynthReport(kept=len(pairs)))
 
 

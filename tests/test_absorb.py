@@ -7,12 +7,11 @@ import pytest
 from conftest import FAST
 
 from lift_mlx import store
-from lift_mlx.absorb import absorb, load_absorbed
+from lift_mlx.absorb import absorb, load_absorbed, qa_cache_file
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model
 from lift_mlx.progress import Progress
-from lift_mlx.synthesize import cache_key
 
 
 def test_adapter_loads_in_plain_mlx_lm_with_identical_logits(tiny_model_path, tiny_lm, tmp_path,
@@ -53,10 +52,10 @@ def test_qa_pairs_from_the_cache_become_training_samples(tiny_lm, tmp_path, demo
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])
     settings = preset("default", tasks=("recite", "qa"), **FAST)
-    key = cache_key(read_document(doc).sha256, tiny_lm.fingerprint, settings.synth)
+    path = qa_cache_file(read_document(doc).sha256, tiny_lm, settings)
     pairs = [{"question": "Who was the first chair?", "answer": "Ada Korrin"},
              {"question": "When was the charter adopted?", "answer": "14 March 1921"}]
-    store.write_atomic(store.qa_cache_path(key), json.dumps({"qa_pairs": pairs}))
+    store.write_atomic(path, json.dumps({"qa_pairs": pairs}))
     absorbed = absorb(doc, tiny_lm, settings=settings)
     assert absorbed.report.synth.cached and absorbed.report.qa_samples == 2
     assert absorbed.meta["report"]["qa_samples"] == 2
@@ -170,3 +169,34 @@ def test_answers_stream_and_are_greedy_by_default(tiny_lm, tmp_path, demo_text):
     bare = absorbed.prompt("Who owns the lighthouse?", context=False)
     full = absorbed.prompt("Who owns the lighthouse?", max_tokens=100)
     assert len(bare) < len(full) <= tiny_lm.window - 100
+
+
+def test_a_models_recommended_settings_apply_under_the_preset_and_options(tmp_path,
+                                                                          demo_text):
+    """models/presets.json's settings for an alias are used wherever the alias is: a named
+    preset goes over them and the user's options over both; info says where each came from."""
+    from click.testing import CliRunner
+
+    from lift_mlx.cli import cli
+    from lift_mlx.models import load_model, recommended_settings
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1200])
+    tiny = recommended_settings("tiny")
+    assert tiny["rank"] == 8 and tiny["lr"] == 1e-3
+    lm = load_model("tiny")
+    one = absorb(doc, lm, tasks=("recite",), epochs=1, grad_checkpoint=False)
+    train, split = one.meta["settings"]["train"], one.meta["settings"]["split"]
+    assert (train["rank"], train["lr"], split["seg_len"]) == (8, 1e-3, tiny["seg_len"])
+    assert one.meta["settings_from"]["rank"] == "model"
+    two = absorb(doc, lm, preset_name="fast", tasks=("recite",), rank=4,
+                 grad_checkpoint=False)
+    train = two.meta["settings"]["train"]
+    assert (train["rank"], train["lr"], train["epochs"]) == (4, 3e-4, 1)  # option, preset
+    assert two.meta["settings"]["split"]["seg_len"] == tiny["seg_len"]  # still the model's
+    sources = two.meta["settings_from"]
+    assert (sources["rank"], sources["lr"], sources["seg_len"]) == ("option", "preset fast",
+                                                                    "model")
+    out = CliRunner().invoke(cli, ["info", str(two.adapter_path)]).stdout
+    assert "rank=4 (option)" in out and "lr=0.0003 (preset fast)" in out
+    assert f"seg_len={tiny['seg_len']} (model)" in out

@@ -41,3 +41,14 @@ def test_lengths_and_table():
     assert _lengths(None, None, None) is None
     table = format_table([{"doc_tokens": 1024, "arm": "now", "ttft_s": 0.5}])
     assert "1,024" in table and "0.50" in table and "-" in table.splitlines()[1]
+
+
+def test_parameter_count_unpacks_quantized_weights(tiny_model_path, tiny_q4_path):
+    """A 4-bit base has as many parameters as its fp32 original (not its packed words)."""
+    import mlx_lm
+
+    from lift_mlx.bench import parameter_count
+
+    fp32, _ = mlx_lm.load(str(tiny_model_path))
+    q4, _ = mlx_lm.load(str(tiny_q4_path))
+    assert parameter_count(q4) == parameter_count(fp32) > 0

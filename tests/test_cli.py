@@ -113,13 +113,6 @@ def test_help_of_absorb_documents_every_setting(runner):
         assert flag in out, flag
 
 
-def test_demo_runs_offline_and_times_each_stage(runner):
-    r = runner.invoke(cli, ["demo", "--quiet"])
-    assert r.exit_code == 0, r.output
-    for stage in ("train", "model load", "first token", "adapter"):
-        assert stage in r.output
-
-
 def test_recite_absorb_cuts_the_document_nll_and_loads_in_mlx_lm(runner, small_model_path):
     """The acceptance check: a ~1000-word document, recite only, rank 16, lr 1e-3, 10 epochs,
     256/96 segments (other settings at their defaults) on a tiny fp32 llama."""
@@ -142,3 +135,31 @@ def test_recite_absorb_cuts_the_document_nll_and_loads_in_mlx_lm(runner, small_m
            for i in range(0, len(ids), 256)]  # the document as plain text, every token
     before, after = mean_nll(base, doc, tok.pad_token_id), mean_nll(adapted, doc, tok.pad_token_id)
     assert after <= 0.65 * before, (before, after)
+
+
+def test_every_setting_option_lands_in_the_field_it_names(runner, doc, tiny_model_path):
+    """Each option, given a value other than its default, is stored in its own stage's field;
+    `--batch-size` once set the generator's batch (the first stage with that name won)."""
+    given = {"--seg-len": ("split", "seg_len", 96), "--stride": ("split", "stride", 40),
+             "--context-len": ("split", "context_len", 16),
+             "--qa-per-sentence": ("synth", "qa_per_sentence", 3),
+             "--generator-style": ("synth", "style", "json"),
+             "--generator-batch-size": ("synth", "generator_batch_size", 3),
+             "--rank": ("train", "rank", 3), "--scale": ("train", "scale", 1.5),
+             "--lr": ("train", "lr", 3e-3), "--epochs": ("train", "epochs", 2),
+             "--batch-size": ("train", "batch_size", 1), "--seed": ("train", "seed", 7),
+             "--loss-mean": ("train", "loss_mean", "samples"),
+             "--tasks": ("train", "tasks", ["recite"])}
+    args = ["absorb", str(doc), "--model", str(tiny_model_path), "--quiet",
+            "--no-grad-checkpoint", "--no-compile"]
+    for flag, (_, _, value) in given.items():
+        args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    meta = json.loads((store.Path(r.stdout.strip()) / "lift_meta.json").read_text())
+    for flag, (stage, name, value) in given.items():
+        assert meta["settings"][stage][name] == value, flag
+    assert meta["settings"]["train"]["grad_checkpoint"] is False
+    assert meta["settings"]["train"]["compile"] is False
+    segments = meta["report"]["segments"]
+    assert meta["report"]["train"]["steps"] == 2 * segments  # batch 1: one step per sample

@@ -81,7 +81,7 @@ def test_every_question_gets_one_scored_record_per_arm(sample_run):
         assert r["seconds"] > 0 and r["prompt_tokens"] <= WINDOW - MAX_TOKENS
         assert r["scores"] == score(r["prediction"], as_question(r))
     kinds = {m for r in records for m in r["scores"]}
-    assert kinds == {"f1", "em", "rouge_l", "keyword_match", "accuracy"}  # native has both
+    assert kinds == {"f1", "em", "contains", "rouge_l", "keyword_match", "accuracy"}
 
 
 def test_adapter_arms_use_one_adapter_per_document(sample_run):
@@ -279,8 +279,9 @@ def test_verdicts(reply, verdict):
 
 def test_lengths_and_depths():
     assert parse_lengths("1k, 2K,4096") == [1024, 2048, 4096]
+    assert parse_lengths("1.5k,0.5k") == [1536, 512]  # the bench's lengths parse here too
     assert parse_depths("0,0.5,1") == parse_depths("0%,50%,100%") == [0.0, 0.5, 1.0]
-    for bad in ("1m", "0", ","):
+    for bad in ("1m", "0", ",", "1.5", "k"):
         with pytest.raises(LiftError):
             parse_lengths(bad)
     with pytest.raises(LiftError, match="bad depth"):

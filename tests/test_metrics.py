@@ -2,6 +2,7 @@ import pytest
 
 from lift_mlx.datasets import Question
 from lift_mlx.metrics import (
+    answer_contains,
     choice_accuracy,
     exact_match,
     keyword_match,
@@ -115,11 +116,13 @@ def test_choice_accuracy_without_choice_texts_compares_letters():
 
 def test_score_applies_the_metrics_that_fit():
     plain = Question("q1", "Who?", ["Maud Ellery"])
-    assert score("maud ellery", plain) == {"f1": 1.0, "em": 1.0, "rouge_l": 1.0}
+    assert score("maud ellery", plain) == {"f1": 1.0, "em": 1.0, "contains": 1.0,
+                                           "rouge_l": 1.0}
 
     needle = Question("q2", "What?", ["It is smoked cardamom."], keywords=["smoked cardamom"])
     s = score("Smoked cardamom.", needle)
-    assert set(s) == {"f1", "em", "rouge_l", "keyword_match"} and s["keyword_match"] == 1.0
+    assert set(s) == {"f1", "em", "contains", "rouge_l", "keyword_match"}
+    assert s["keyword_match"] == 1.0
 
     mc = Question("q3", "Which?", ["B"], choices=CHOICES)
     s = score("Paris", mc)
@@ -129,7 +132,17 @@ def test_score_applies_the_metrics_that_fit():
     assert score("a heron", keywords_only) == {"keyword_match": 1.0}
 
 
-@pytest.mark.parametrize("metric", [token_f1, exact_match, rouge_l, keyword_match])
+def test_answer_contains_looks_in_the_first_sentence_only():
+    assert answer_contains("The tower has 142 steps.", ["142"]) == 1.0
+    assert answer_contains("It was Tobias Wren, the first keeper.", ["tobias wren"]) == 1.0
+    assert answer_contains("The keeper was Tom. Later came Tobias Wren.", ["Tobias Wren"]) == 0.0
+    assert answer_contains("It costs 1420 pounds.", ["142"]) == 0.0  # whole words only
+    assert answer_contains("", ["142"]) == 0.0 and answer_contains("142", [""]) == 0.0
+    assert answer_contains("Four pounds!", "four pounds") == 1.0
+
+
+@pytest.mark.parametrize("metric", [token_f1, exact_match, answer_contains, rouge_l,
+                                    keyword_match])
 def test_metrics_stay_in_unit_interval(metric):
     for pred, refs in [("", [""]), ("a", ["the"]), ("x y z", ["x"]), ("x", ["x y z"])]:
         assert 0.0 <= metric(pred, refs) <= 1.0

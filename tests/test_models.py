@@ -63,3 +63,42 @@ def test_a_built_wheel_carries_the_bundled_models(tmp_path):
     assert out == [str(bundled / "tiny-llama"), presets()["default"]]
     assert (bundled / "tiny-llama" / "model.safetensors").is_file()
     assert (bundled / "world-tiny" / "model.safetensors").is_file()
+
+
+def test_identity_follows_the_weights_not_only_the_config(tmp_path, tiny_model_path):
+    """A model retrained under the same config is another model (stale adapters and QA
+    caches must not match it); the same files in another folder are the same model."""
+    import json
+    import shutil
+
+    from lift_mlx.models import config_fingerprint
+    from lift_mlx.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "retrained", seed=5)
+    same_config = (json.loads((other / "config.json").read_text())
+                   == json.loads((tiny_model_path / "config.json").read_text()))
+    assert same_config and config_fingerprint(other) == config_fingerprint(tiny_model_path)
+    assert model_fingerprint(other) != model_fingerprint(tiny_model_path)
+    copy = shutil.copytree(tiny_model_path, tmp_path / "copy")
+    assert model_fingerprint(copy) == model_fingerprint(tiny_model_path)
+
+
+def test_an_adapter_stored_under_the_old_config_identity_still_loads(tmp_path, tiny_lm,
+                                                                      demo_text):
+    import json
+
+    from lift_mlx import store
+    from lift_mlx.absorb import absorb, load_absorbed
+    from lift_mlx.models import config_fingerprint
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:800])
+    made = absorb(doc, tiny_lm, tasks=("recite",), seg_len=128, stride=64, rank=4, epochs=1,
+                  grad_checkpoint=False)
+    meta_path = made.adapter_path / store.META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["model"]["fingerprint"] = config_fingerprint(tiny_lm.path)  # as 0.1 wrote it
+    meta_path.write_text(json.dumps(meta))
+    again = load_absorbed(made.adapter_path, tiny_lm)
+    assert again.ask("Who owns the lighthouse?", max_tokens=4) == made.ask(
+        "Who owns the lighthouse?", max_tokens=4)
