@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,10 +17,11 @@ import mlx.core as mx
 
 from . import __version__, store
 from .answer import question_prompt, stream_answer
-from .config import Settings, preset
+from .config import Settings, preset, setting_sources
 from .errors import LiftError
+from .generator_styles import QAPair, resolve_style
 from .ingest import Document, read_document
-from .models import LoadedModel, load_model
+from .models import LoadedModel, config_fingerprint, load_model, recommended_settings
 from .progress import Progress, timed
 from .prompts import encode
 from .samples import (
@@ -31,7 +34,6 @@ from .samples import (
 )
 from .split import segment_starts
 from .synthesize import (
-    QAPair,
     QAStream,
     SynthReport,
     cache_key,
@@ -139,23 +141,40 @@ def absorb(
     times = report.seconds
     with timed(times, "ingest"):
         doc = _as_document(document)
-    settings = settings or preset(preset_name, **overrides)
-    settings.validate()
     with timed(times, "load"):
         lm = _as_model(model)
+    recommended = recommended_settings(lm.name)
+    sources = {} if settings else setting_sources(preset_name, recommended, **overrides)
+    settings = settings or preset(preset_name, recommended, **overrides)
+    settings.validate()
     gen = None
     if generator is not None and "qa" in settings.train.tasks:
         gen = _as_model(generator)
     gen_id = gen.fingerprint if gen else "self"
-    key = store.adapter_key(doc.sha256, lm.fingerprint, {**settings.to_dict(), "gen": gen_id})
+    style = resolve_style(settings.synth.style, (gen or lm).model).fingerprint
+    key = store.adapter_key(doc.sha256, lm.fingerprint,
+                            {**settings.to_dict(), "gen": gen_id, "style": style})
     target = Path(out) if out else store.adapters_dir() / key
-    if reuse and store.is_adapter_dir(target) and store.read_meta(target).get("key") == key:
-        progress.log(f"Reusing the stored adapter {target}")
-        absorbed = load_absorbed(target, lm)
-        report.reused = True
-        absorbed.report = report
-        return absorbed
+    # One absorb per key at a time: a second one (another process or thread) waits for the
+    # first, then finds its adapter and reuses it.
+    with _interruptible(progress, doc, gen or lm, settings, report), store.lock(
+            key, on_wait=lambda holder: progress.log(
+                f"Waiting for another absorb of this document to finish ({holder})")):
+        if reuse and _stored(target, key, progress):
+            progress.log(f"Reusing the stored adapter {target}")
+            absorbed = load_absorbed(target, lm)
+            report.reused = True
+            absorbed.report = report
+            return absorbed
+        return _train_and_store(doc, lm, gen, settings, key, target, report, progress,
+                                pipeline, sources)
 
+
+def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
+                     settings: Settings, key: str, target: Path, report: AbsorbReport,
+                     progress: Progress, pipeline: bool, sources: dict) -> Absorbed:
+    """Train the adapter of `doc` and store it at `target` (the caller holds the key's lock)."""
+    times = report.seconds
     reset_adapter(lm)
     tok = lm.tokenizer
     mx.reset_peak_memory()
@@ -195,6 +214,7 @@ def absorb(
         "model": {"name": lm.name, "path": str(lm.path), "fingerprint": lm.fingerprint},
         "generator": {"name": gen.name, "fingerprint": gen.fingerprint} if gen else "self",
         "settings": settings.to_dict(),
+        "settings_from": sources,
         "report": report.to_dict(),
     }
     with timed(times, "save"):
@@ -208,9 +228,65 @@ def absorb(
     return absorbed
 
 
+def _stored(target: Path, key: str, progress: Progress) -> bool:
+    """Whether `target` holds the whole adapter of `key`; a damaged one is trained again."""
+    if not (target / store.META_FILE).is_file():
+        return False
+    try:
+        return store.verify(target).get("key") == key
+    except store.Damaged as e:
+        progress.warn(f"the stored adapter {target} is damaged ({e.reason}); absorbing the "
+                      "document again to replace it")
+    except LiftError as e:  # a newer lift-mlx wrote it
+        progress.warn(f"{e}; absorbing it again with this one")
+    return False
+
+
+@contextmanager
+def _interruptible(progress: Progress, doc: Document, gen: LoadedModel, settings: Settings,
+                   report: AbsorbReport) -> Iterator[None]:
+    """SIGTERM stops an absorb as Ctrl-C does (the partial work is removed on the way out);
+    either way the absorb says what it had done."""
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        progress.warn(_interrupted_note(doc, gen, settings, report))
+        raise
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _interrupted_note(doc: Document, gen: LoadedModel, settings: Settings,
+                      report: AbsorbReport) -> str:
+    done = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in report.seconds.items())
+    note = f"absorb of {doc.source} interrupted after {done}: no adapter was stored."
+    if "qa" in settings.train.tasks:
+        try:
+            cached = load_cached(qa_cache_file(doc.sha256, gen, settings))
+        except (OSError, ValueError, KeyError):
+            cached = None
+        note += (f" Its {len(cached)} QA pairs are cached; the same command again reuses them."
+                 if cached is not None else " No QA pairs were cached yet.")
+    return note
+
+
 def _phase_peak(report: AbsorbReport, phase: str) -> None:
     report.peak_memory[phase] = mx.get_peak_memory() / 1e9
     mx.reset_peak_memory()
+
+
+def qa_cache_file(doc_sha: str, gen: LoadedModel, settings: Settings) -> Path:
+    """Where the QA pairs that generator `gen` writes about a document are cached."""
+    style = resolve_style(settings.synth.style, gen.model)
+    return store.qa_cache_path(cache_key(doc_sha, gen.fingerprint, settings.synth, style))
 
 
 class _QASource:
@@ -220,7 +296,8 @@ class _QASource:
                  progress: Progress):
         self.settings = settings
         self.progress = progress
-        self.path = store.qa_cache_path(cache_key(doc.sha256, gen.fingerprint, settings.synth))
+        self.style = resolve_style(settings.synth.style, gen.model)
+        self.path = qa_cache_file(doc.sha256, gen, settings)
         self.pairs: list[QAPair] = []
         self.fresh: list[QAPair] = []  # pairs not yet handed to training
         self.stream = None
@@ -233,7 +310,8 @@ class _QASource:
         windows = task_windows(doc.text, settings.synth.sentences_per_task,
                                settings.synth.window_chars)
         self.windows = len(windows)
-        self.stream = QAStream(view or gen.model, gen.tokenizer, windows, settings.synth)
+        self.stream = QAStream(view or gen.model, gen.tokenizer, windows, settings.synth,
+                               self.style)
         self.report = self.stream.report
 
     @property
@@ -256,7 +334,7 @@ class _QASource:
         """Generate everything now (the sequential schedule)."""
         if self.done:
             return
-        with self.progress.bar("tasks", self.windows, unit="tok") as update:
+        with self.progress.bar("tasks", len(self.stream.requests), unit="tok") as update:
             while not self.done:
                 self.step()
                 update(self.stream.finished, self.stream.report.generated_tokens)
@@ -412,10 +490,10 @@ def load_absorbed(adapter_dir: str | Path, model: str | LoadedModel | None = Non
     from mlx_lm.tuner.utils import load_adapters
 
     adapter_dir = Path(adapter_dir)
-    meta = store.read_meta(adapter_dir)
+    meta = store.verify(adapter_dir)  # a damaged entry is refused, never loaded
     lm = _as_model(model or meta["model"]["name"])
     made_for = meta["model"]["fingerprint"]
-    if lm.fingerprint != made_for:
+    if made_for not in (lm.fingerprint, config_fingerprint(lm.path)):  # the latter: older entries
         raise LiftError(
             f"adapter {adapter_dir} was made for base model {meta['model']['name']!r}, "
             f"not {lm.name!r}; pass --model {meta['model']['name']} or absorb again"

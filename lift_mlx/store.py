@@ -4,7 +4,9 @@ An adapter directory holds `adapters.safetensors` and `adapter_config.json` (so
 `mlx_lm.load(model, adapter_path=DIR)` and `mlx_lm.generate --adapter-path DIR` work on it),
 `lift_meta.json` (document hash, base model, settings, counts, timings) and `document.txt`
 (the absorbed text, for answer-time context). A directory only gets its final name once every
-file is written, so an interrupted absorb leaves nothing that looks complete.
+file is written, so an interrupted absorb leaves nothing that looks complete. The metadata holds
+the sha256 of the other three files, checked before an entry is used (`verify`), and the store
+format it was written in. `lock` keeps two processes from absorbing one document at once.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LiftError
@@ -22,7 +28,9 @@ ADAPTER_FILE = "adapters.safetensors"
 CONFIG_FILE = "adapter_config.json"
 META_FILE = "lift_meta.json"
 DOCUMENT_FILE = "document.txt"
-FORMAT_VERSION = 1
+DATA_FILES = (ADAPTER_FILE, CONFIG_FILE, DOCUMENT_FILE)  # the files the checksums cover
+FORMAT_VERSION = 1  # the store's layout; entries of a newer format are refused, not guessed at
+KEY_PATTERN = re.compile(r"[0-9a-f]{20}")  # what adapter_key makes
 
 
 def home() -> Path:
@@ -35,6 +43,10 @@ def home() -> Path:
 
 def adapters_dir() -> Path:
     return home() / "adapters"
+
+
+def locks_dir() -> Path:
+    return home() / "locks"
 
 
 def qa_cache_path(key: str) -> Path:
@@ -67,11 +79,15 @@ def is_adapter_dir(path: Path) -> bool:
 def save_adapter(
     out: Path, weights: dict, adapter_config: dict, meta: dict, document_text: str
 ) -> Path:
-    """Write a complete adapter directory at `out`, replacing any adapter already there."""
+    """Write a complete adapter directory at `out`, replacing any adapter already there.
+
+    Adds the store format and the files' checksums to `meta` (the caller's dict, so a later
+    rewrite of the metadata keeps them) and keeps the library name of the entry it replaces.
+    """
     import mlx.core as mx
 
     out = Path(out)
-    if out.exists() and not is_adapter_dir(out) and any(out.iterdir()):
+    if out.exists() and not _replaceable(out):
         raise LiftError(f"{out} exists and is not an adapter directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
@@ -79,18 +95,55 @@ def save_adapter(
         mx.save_safetensors(str(tmp / ADAPTER_FILE), weights)
         (tmp / CONFIG_FILE).write_text(json.dumps(adapter_config, indent=2))
         (tmp / DOCUMENT_FILE).write_text(document_text, encoding="utf-8")
+        meta["format"] = FORMAT_VERSION
+        meta["checksums"] = checksums(tmp)
+        meta["saved_at"] = time.time()  # orders entries made within one second
+        if "name" not in meta and (old_name := _old_name(out)):
+            meta["name"] = old_name
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks completeness
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _replaceable(path: Path) -> bool:
+    """An adapter directory, an empty one, or any entry of the store (a damaged one too)."""
+    in_store = path.parent.resolve() == adapters_dir().resolve()
+    return is_adapter_dir(path) or in_store or not any(path.iterdir())
+
+
+def _old_name(path: Path) -> str | None:
+    try:
+        return json.loads((path / META_FILE).read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the complete directory `tmp` to `out` (same filesystem), replacing `out`."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksums(path: Path) -> dict[str, str]:
+    """The sha256 of each data file of an adapter directory."""
+    return {name: file_sha256(Path(path) / name) for name in DATA_FILES}
 
 
 def read_meta(path: Path) -> dict:
@@ -110,10 +163,136 @@ def read_meta(path: Path) -> dict:
         raise LiftError(f"{path / META_FILE} is corrupt; absorb the document again") from None
 
 
+class Damaged(LiftError):
+    """An entry that must not be loaded; `reason` says what is wrong with it."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def damaged(path: Path, reason: str) -> Damaged:
+    """The error for an entry that must not be loaded, saying what to do about it."""
+    path = Path(path)
+    if path.parent.resolve() == adapters_dir().resolve():
+        return Damaged(f"the stored document {path.name} is damaged ({reason}); remove it with "
+                       f"`lift-mlx docs rm {path.name}` and absorb the document again", reason)
+    return Damaged(f"the adapter {path} is damaged ({reason}); delete it and absorb the "
+                   "document again", reason)
+
+
+def check_format(meta: dict, where: str) -> None:
+    """Refuse metadata of a store format this lift-mlx does not know (a newer lift-mlx)."""
+    from . import __version__
+
+    found = meta.get("format", FORMAT_VERSION)  # entries from before checksums have none
+    if not isinstance(found, int) or found > FORMAT_VERSION:
+        by = meta.get("lift_mlx_version", "another version")
+        raise LiftError(
+            f"{where} was written by lift-mlx {by} in store format {found}; this is lift-mlx "
+            f"{__version__}, which reads format {FORMAT_VERSION}: upgrade lift-mlx "
+            "(pip install -U lift-mlx) or absorb the document again with this one"
+        )
+
+
+_REQUIRED = {"key": str, "document": dict, "model": dict, "settings": dict}
+
+
+def verify(path: Path) -> dict:
+    """The metadata of an adapter directory after checking that it is whole: readable
+    metadata of a known format, every file present and matching its checksum."""
+    path = Path(path)
+    if not (path / META_FILE).is_file():
+        return read_meta(path)  # says why this is not an adapter directory at all
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise damaged(path, f"{META_FILE} is unreadable") from None
+    bad = [k for k, kind in _REQUIRED.items()
+           if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
+    if bad:
+        raise damaged(path, f"{META_FILE} lacks {', '.join(bad)}")
+    check_format(meta, str(path))
+    missing = [name for name in DATA_FILES if not (path / name).is_file()]
+    if missing:
+        raise damaged(path, f"{', '.join(missing)} missing")
+    for name, digest in (meta.get("checksums") or {}).items():
+        if name in DATA_FILES and file_sha256(path / name) != digest:
+            raise damaged(path, f"{name} does not match its checksum")
+    return meta
+
+
 def list_adapters() -> list[Path]:
     root = adapters_dir()
     return sorted(p for p in root.iterdir() if is_adapter_dir(p)) if root.is_dir() else []
 
 
+def entry_dirs() -> list[Path]:
+    """Every entry of the store, damaged ones included (not the hidden work directories)."""
+    root = adapters_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+
+
+@contextmanager
+def lock(name: str, *, timeout: float | None = None,
+         on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the store's lock `name` (an adapter key: one absorb of a document at a time, across
+    processes and threads). A second holder waits; `on_wait` hears who holds it first.
+
+    The lock is an flock(2) on a file under locks/, which the system drops when its holder
+    exits, however it exits: a killed absorb leaves a file but never a stale lock.
+    """
+    locks_dir().mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks_dir() / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_flock(fd):
+            if on_wait is not None:
+                on_wait(os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not _try_flock(fd):  # polling keeps Ctrl-C and the timeout responsive
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LiftError(f"another lift-mlx is still working on {name}; "
+                                    "try again when it is done")
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_flock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a filesystem without flock (some network mounts): work unlocked
+        pass
+    return True
+
+
+def clean_partials() -> list[Path]:
+    """Remove the work directories that absorbs killed while saving left behind (an absorb
+    still writing holds its key's lock, so its directory is kept)."""
+    root, removed = adapters_dir(), []
+    if not root.is_dir():
+        return removed
+    for tmp in root.glob(".*"):
+        key = tmp.name[1:].split(".")[0]
+        if not (tmp.is_dir() and (".partial" in tmp.name or ".old-" in tmp.name)):
+            continue
+        try:
+            with lock(key, timeout=0):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+        except LiftError:
+            continue  # being written right now
+    return removed

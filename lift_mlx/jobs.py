@@ -1,0 +1,166 @@
+"""Absorb jobs started over HTTP: a queue worked by one background thread on the served base
+model, each job's status, stage and progress as the server reports them, and cancelling.
+
+A cancel takes effect at the next progress update of the running stage; nothing partial is kept.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from . import library
+from .errors import LiftError
+from .progress import Progress
+
+MAX_QUEUED_JOBS = 16
+KEPT_JOBS = 100  # finished absorb jobs still reported by GET /v1/documents/ID
+
+
+class QueueFull(Exception):
+    """Too many jobs are waiting already; the message says to try again later."""
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    """An absorb started over HTTP."""
+
+    id: str
+    source: str
+    name: str | None
+    document: object = field(repr=False)
+    settings: object = field(repr=False)
+    status: str = "queued"  # queued, running, ready, failed, cancelled
+    stage: str = "queued"
+    done: int = 0
+    total: int = 0
+    note: str = ""
+    model: str | None = None
+    error: str | None = None
+    reused: bool = False
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    cancelled: bool = False
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "object": "document.absorb", "status": self.status,
+                "stage": self.stage, "progress": {"done": self.done, "total": self.total},
+                "source": self.source, "model": self.model, "reused": self.reused,
+                "note": self.note, "error": self.error, "created": int(self.created),
+                "finished": None if self.finished is None else int(self.finished)}
+
+
+class _JobProgress(Progress):
+    """Progress that a job's status reports, and the place where a cancel takes effect."""
+
+    def __init__(self, job: Job):
+        super().__init__(quiet=True)
+        self.job = job
+
+    def log(self, message: str) -> None:
+        self.job.note = message
+
+    def warn(self, message: str) -> None:
+        self.job.note = f"warning: {message}"
+
+    @contextmanager
+    def bar(self, label: str, total: int, unit: str = "tok"):
+        job = self.job
+        job.stage, job.done, job.total = label, 0, total
+
+        def update(done: int, units: int = 0, note: str = "") -> None:
+            if job.cancelled:
+                raise JobCancelled
+            job.done = done
+
+        yield update
+        job.stage = "saving" if label == "train" else job.stage
+
+
+class Absorber:
+    """Absorb jobs, one at a time in a background thread, on the server's base model."""
+
+    def __init__(self, lm, log):
+        self.lm, self.log = lm, log
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()  # handler threads add and read jobs at once
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="lift-absorb", daemon=True)
+        self._thread.start()
+
+    def submit(self, document, settings, name: str | None) -> Job:
+        """Queue an absorb of `document` (QueueFull when MAX_QUEUED_JOBS already wait)."""
+        with self._lock:
+            if sum(j.status == "queued" for j in self._jobs.values()) >= MAX_QUEUED_JOBS:
+                raise QueueFull(f"{MAX_QUEUED_JOBS} absorb jobs are already waiting; try "
+                                "again when one is done")
+            job = Job(f"absorb-{uuid.uuid4().hex[:16]}", document.source, name, document,
+                      settings)
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.finished is not None]
+            for old in finished[:max(0, len(finished) - KEPT_JOBS)]:
+                del self._jobs[old.id]
+        self._queue.put(job)
+        return job
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def get(self, ident: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(ident)
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
+        if job.status == "queued":
+            job.status, job.stage, job.finished = "cancelled", "cancelled", time.time()
+
+    def stop(self, wait: float = 10.0) -> None:
+        for job in self.jobs():
+            if job.finished is None:
+                self.cancel(job)
+        self._queue.put(None)
+        self._thread.join(wait)
+
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if not job.cancelled:
+                self._run(job)
+
+    def _run(self, job: Job) -> None:
+        from .absorb import absorb
+
+        job.status, job.stage = "running", "preparing"
+        try:
+            absorbed = absorb(job.document, self.lm, settings=job.settings,
+                              progress=_JobProgress(job))
+            key = absorbed.adapter_path.name
+            job.reused = absorbed.report.reused
+            if job.name:
+                try:
+                    library.rename(key, job.name)
+                except LiftError as e:  # taken meanwhile: the document keeps its own name
+                    job.note = f"not renamed: {e}"
+            job.model = library.find(key).name
+            job.status, job.stage = "ready", "done"
+        except JobCancelled:
+            job.status, job.stage = "cancelled", "cancelled"
+        except LiftError as e:
+            job.status, job.error = "failed", str(e)
+        except Exception as e:  # a bug: the job fails, the server goes on
+            job.status, job.error = "failed", f"internal error ({type(e).__name__}: {e})"
+            self.log(traceback.format_exc())
+        finally:
+            job.finished = time.time()
+            job.document = None  # the text is in the store now, or not wanted

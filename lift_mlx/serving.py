@@ -1,0 +1,185 @@
+"""The served base model: one document's adapter at a time on a view of its weights, the lock
+that generation holds, and answers generated as `lift-mlx ask` prompts them.
+
+Adapters are swapped on a view of the base's weights (absorb jobs train on the model itself
+meanwhile) and the last few are kept in memory; generation holds one lock, so two requests
+never share the model, its adapter or a KV cache. From mlx-lm it uses the generation loop
+(`stream_generate`), the sampling options (`make_sampler`, `make_logits_processors`) and the
+LoRA layers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import library, store
+from .errors import LiftError
+
+
+class DocumentGone(LiftError):
+    """The document was removed after the request found it."""
+
+
+class PromptRefused(LiftError):
+    """Messages that make no prompt for the served model; `code` names why."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class _Adapter:
+    """A document's adapter in memory, with its tokens for the head+tail view."""
+
+    key: str
+    checksum: str
+    config: dict
+    weights: dict
+    doc_tokens: list[int]
+
+
+class ServedModel:
+    """The base model every request uses, with one document's adapter on it at a time."""
+
+    def __init__(self, lm, kept: int = 4):
+        from .absorb import reset_adapter
+        from .train import base_view
+
+        reset_adapter(lm)  # the view must start as the plain base
+        self.lm = lm
+        self.fingerprint = lm.fingerprint
+        self.model = base_view(lm.model)  # absorb jobs put their own LoRA on lm.model
+        self.lock = threading.Lock()
+        self.kept = kept
+        self._cache: OrderedDict[str, _Adapter] = OrderedDict()
+        self._active: _Adapter | None = None
+        self._lora_config: dict | None = None
+
+    def adapter(self, entry: library.Entry) -> _Adapter:
+        """The entry's adapter, from memory or from the store after checking it (hold the
+        lock); DocumentGone if it was just removed, a LiftError if it is damaged."""
+        import mlx.core as mx
+
+        from .prompts import encode
+
+        checksum = str(entry.field("checksums", store.ADAPTER_FILE, default=entry.field("created")))
+        cached = self._cache.get(entry.key)
+        if cached is not None and cached.checksum == checksum:
+            self._cache.move_to_end(entry.key)
+            return cached
+        if not entry.path.is_dir():  # removed since the request found it
+            raise DocumentGone(f"the document {entry.name!r} was just removed")
+        try:
+            store.verify(entry.path)
+            config = json.loads((entry.path / store.CONFIG_FILE).read_text())
+            weights = mx.load(str(entry.path / store.ADAPTER_FILE))
+            mx.eval(weights)  # MLX streams are per thread: later requests run in others
+            text = (entry.path / store.DOCUMENT_FILE).read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            raise store.damaged(entry.path, f"unreadable: {e}") from None
+        loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text))
+        self._cache[entry.key] = loaded
+        while len(self._cache) > self.kept:
+            self._cache.popitem(last=False)
+        return loaded
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self._cache.pop(key, None)
+
+    def activate(self, adapter: _Adapter | None) -> None:
+        """Put `adapter` (None: none) on the served model (hold the lock)."""
+        from mlx_lm.tuner.utils import linear_to_lora_layers, remove_lora_layers
+
+        if adapter is self._active:
+            return
+        lora = None if adapter is None else {k: adapter.config.get(k) for k in (
+            "num_layers", "lora_parameters", "fine_tune_type")}
+        if lora != self._lora_config:  # new LoRA layers only when their shape changes
+            remove_lora_layers(self.model)
+            if lora is not None:
+                _own_random_state()  # the layers start random (then get the adapter's weights)
+                linear_to_lora_layers(self.model, lora["num_layers"], lora["lora_parameters"],
+                                      use_dora=lora["fine_tune_type"] == "dora")
+            self._lora_config = lora
+        if adapter is not None:
+            self.model.load_weights(list(adapter.weights.items()), strict=False)
+        self.model.eval()
+        self._active = adapter
+
+
+def _own_random_state(seed: int | None = None) -> None:
+    """Seed MLX's global random state here, evaluated: arrays are computed on the stream of
+    the thread that made them, and the last user of the state may be another thread (an
+    absorb job, or the handler of an earlier request) whose stream this one cannot use."""
+    import os
+
+    import mlx.core as mx
+
+    mx.random.seed(int.from_bytes(os.urandom(7), "little") if seed is None else seed)
+    mx.eval(mx.random.state)
+
+
+def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | None, *,
+                context: bool, max_tokens: int) -> list[int]:
+    """Prompt ids for `messages`: with a document's adapter, the prompt of `lift-mlx ask` for
+    the last user message (with the head+tail view if `context`); without, the chat template.
+    PromptRefused when there is no question or no room for `max_tokens` in the window."""
+    from .answer import question_prompt
+
+    tok, window = served.lm.tokenizer, served.lm.window
+    if adapter is not None:
+        questions = [m["content"] for m in messages if m["role"] == "user"]
+        if not questions or not questions[-1].strip():
+            raise PromptRefused("the last user message (the question) is empty",
+                                "empty_question")
+        tokens = adapter.doc_tokens if context else None
+        prompt = question_prompt(tok, questions[-1], tokens, window, max_tokens)
+    else:
+        try:
+            prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))
+        except Exception as e:  # the template's own complaint (roles, order)
+            raise PromptRefused(f"the chat template refused the messages: {e}",
+                                "invalid_messages") from None
+    if len(prompt) + max_tokens > window:
+        raise PromptRefused(f"the prompt ({len(prompt)} tokens) and max_tokens exceed the "
+                            f"model's window of {window}", "context_length_exceeded")
+    return prompt
+
+
+def generate(served: ServedModel, prompt: list[int], *, max_tokens: int, temperature: float,
+             top_p: float, top_k: int, min_p: float, repetition_penalty: float,
+             presence_penalty: float, frequency_penalty: float, seed: int | None,
+             stops: list[str], logit_bias: dict[int, float] | None) -> Iterator[tuple]:
+    """(text, finish_reason, completion tokens) as mlx-lm generates them, cut at a stop
+    string (hold the lock)."""
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+    if seed is not None or temperature > 0:
+        _own_random_state(seed)
+    sampler = make_sampler(temperature, top_p=top_p, top_k=top_k, min_p=min_p)
+    processors = make_logits_processors(logit_bias, repetition_penalty, 20,
+                                        presence_penalty, 20, frequency_penalty, 20)
+    held, count = "", 0  # held: text that may be the start of a stop string
+    for r in stream_generate(served.model, served.lm.tokenizer, prompt,
+                             max_tokens=max_tokens, sampler=sampler,
+                             logits_processors=processors or None):
+        count = r.generation_tokens
+        held += r.text
+        cuts = [i for i in (held.find(s) for s in stops) if i >= 0]
+        if cuts:
+            yield held[:min(cuts)], "stop", count
+            return
+        keep = max([k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])],
+                   default=0)
+        text, held = held[:len(held) - keep], held[len(held) - keep:]
+        if r.finish_reason is not None:
+            yield text + held, r.finish_reason, count
+            return
+        yield text, None, count

@@ -1,0 +1,438 @@
+"""`lift-mlx serve`: a real HTTP server on a free loopback port, driven by the official openai
+client and by raw HTTP for the error cases."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import openai
+import pytest
+from click.testing import CliRunner
+from conftest import FAST
+
+from lift_mlx import library, store
+from lift_mlx.absorb import absorb, load_absorbed
+from lift_mlx.cli import cli
+from lift_mlx.models import load_model
+from lift_mlx.server import LiftServer, _is_loopback
+
+QUESTION = "Who owns the lighthouse?"
+# lr 1e-2: each document's adapter pulls the tiny model's greedy answer somewhere else, so
+# an answer shows which adapter made it.
+SETTINGS = dict(tasks=("recite",), **{**FAST, "lr": 1e-2})
+HTTP_SETTINGS = {"tasks": ["recite"], "seg_len": 128, "stride": 64, "context_len": 32,
+                 "rank": 4, "epochs": 1, "grad_checkpoint": False, "lr": 1e-2}
+TOKENS = 12
+
+
+@contextmanager
+def running(lm, **options):
+    """A LiftServer on a free loopback port, serving in a thread; its log in `.log_stream`."""
+    server = LiftServer(lm, "127.0.0.1", 0, quiet=True, log_stream=io.StringIO(), **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    except BaseException:
+        print(server.log_stream.getvalue())
+        raise
+    finally:
+        server.close()
+        thread.join(10)
+    assert "Traceback" not in server.log_stream.getvalue(), server.log_stream.getvalue()
+
+
+def client(server, **kwargs) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url, api_key=kwargs.pop("api_key", "unused"),
+                         max_retries=0, timeout=60, **kwargs)
+
+
+def ask(c: openai.OpenAI, model: str, stream: bool = False, **kwargs) -> str:
+    messages = [{"role": "user", "content": QUESTION}]
+    if not stream:
+        reply = c.chat.completions.create(model=model, messages=messages, max_tokens=TOKENS,
+                                          **kwargs)
+        return reply.choices[0].message.content
+    chunks = c.chat.completions.create(model=model, messages=messages, max_tokens=TOKENS,
+                                       stream=True, **kwargs)
+    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+
+def raw(server, method: str, path: str, body=None, headers=None) -> tuple[int, dict | None]:
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if body is not None:
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, json.loads(data) if data else None
+
+
+def wait_for(server, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, job = raw(server, "GET", f"/v1/documents/{job_id}")
+        assert status == 200, job
+        if job["status"] not in ("queued", "running"):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def documents(tiny_lm, tmp_path, demo_text) -> dict:
+    """Two absorbed documents and the answers `Absorbed.ask` gives about each."""
+    expected = {}
+    for name, text in (("charter", demo_text[:1500]), ("bylaws", demo_text[1500:3000])):
+        path = tmp_path / f"{name}.md"
+        path.write_text(text)
+        absorbed = absorb(path, tiny_lm, **SETTINGS)
+        expected[name] = {ctx: absorbed.ask(QUESTION, context=ctx, max_tokens=TOKENS)
+                          for ctx in (True, False)}
+    assert expected["charter"][True] != expected["bylaws"][True]  # or cross-talk would hide
+    return expected
+
+
+def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):
+    with running(tiny_lm) as server:
+        c = client(server)
+        assert [m.id for m in c.models.list().data] == ["tiny-llama", "charter", "bylaws"]
+        assert c.models.retrieve("bylaws").id == "bylaws"
+        for name, answers in documents.items():
+            assert ask(c, name) == answers[True]
+            assert ask(c, name, extra_body={"context": False}) == answers[False]
+            assert ask(c, name, stream=True) == answers[True]
+        base = ask(c, "tiny-llama")
+        assert base and base not in (documents["charter"][True], documents["bylaws"][True])
+        reply = c.chat.completions.create(
+            model="charter", max_tokens=TOKENS, stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION}]}])
+        chunks = list(reply)
+        assert chunks[0].choices[0].delta.role == "assistant"
+        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+        assert chunks[-1].usage.completion_tokens == TOKENS and chunks[-1].usage.prompt_tokens
+        status, health = raw(server, "GET", "/health")
+        assert status == 200 and health["status"] == "ok" and health["documents"] == 2
+
+
+def test_absorb_over_http_poll_to_ready_chat_then_delete(tiny_lm, tmp_path, demo_text):
+    text = demo_text[:2500]
+    with running(tiny_lm) as server:
+        c = client(server)
+        status, job = raw(server, "POST", "/v1/documents",
+                          {"text": text, "name": "charter", "source": "charter.md",
+                           "settings": {**HTTP_SETTINGS, "epochs": 3}})
+        assert status == 202 and job["status"] == "queued" and job["id"].startswith("absorb-")
+        seen = set()
+        deadline = time.monotonic() + 60
+        while job["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            seen.add((job["stage"], job["progress"]["total"] > 0))
+            time.sleep(0.02)
+            job = raw(server, "GET", f"/v1/documents/{job['id']}")[1]
+        assert job["status"] == "ready" and job["model"] == "charter", job
+        assert ("train", True) in seen  # the stage and its progress were reported
+        assert "charter" in [m.id for m in c.models.list().data]
+        entry = library.find("charter")
+        expected = load_absorbed(entry.path, load_model(str(tiny_lm.path))).ask(
+            QUESTION, max_tokens=TOKENS)
+        assert ask(c, "charter") == expected
+        status, gone = raw(server, "DELETE", "/v1/documents/charter")
+        assert status == 200 and gone == {"id": "charter", "object": "model", "deleted": True}
+        assert "charter" not in [m.id for m in c.models.list().data]
+        with pytest.raises(openai.NotFoundError) as e:
+            ask(c, "charter")
+        assert e.value.code == "model_not_found"
+        assert store.entry_dirs() == []
+
+
+def test_two_concurrent_absorbs_of_one_document_over_http_train_once(tiny_lm, demo_text):
+    body = {"text": demo_text[:2000], "settings": {**HTTP_SETTINGS, "epochs": 4}}
+    with running(tiny_lm) as server:
+        with ThreadPoolExecutor(2) as pool:
+            posted = list(pool.map(lambda _: raw(server, "POST", "/v1/documents", body), [0, 1]))
+        assert [status for status, _ in posted] == [202, 202]
+        jobs = [wait_for(server, job["id"]) for _, job in posted]
+    assert [j["status"] for j in jobs] == ["ready", "ready"], jobs
+    assert jobs[0]["model"] == jobs[1]["model"]
+    assert sorted(j["reused"] for j in jobs) == [False, True]
+    assert len(store.entry_dirs()) == 1
+
+
+def _raw_socket(server, data: bytes) -> tuple[int, dict]:
+    with socket.create_connection(server.server_address[:2], timeout=30) as s:
+        s.sendall(data)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+CHAT = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": QUESTION}]
+ERRORS = [  # (method, path, body, headers, status, code)
+    ("POST", CHAT, '{"model": "charter", "messages": [', None, 400, "invalid_json"),
+    ("POST", CHAT, "[1, 2]", None, 400, "invalid_json"),
+    ("POST", CHAT, b"\xff\xfe{}", None, 400, "invalid_json"),
+    ("POST", CHAT, "[" * 100000 + "]" * 100000, None, 400, "invalid_json"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES}, {"Content-Type": "text/plain"},
+     415, "unsupported_media_type"),
+    ("POST", CHAT, {"model": "nobody", "messages": MESSAGES}, None, 404, "model_not_found"),
+    ("POST", CHAT, {"model": "../../../etc/passwd", "messages": MESSAGES}, None, 404,
+     "model_not_found"),
+    ("POST", CHAT, {"model": 7, "messages": MESSAGES}, None, 400, "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": "hi"}, None, 400, "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": []}, None, 400, "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": [{"role": "user"}]}, None, 400,
+     "empty_question"),
+    ("POST", CHAT, {"model": "charter", "messages": [{"role": "user", "content": "  "}]}, None,
+     400, "empty_question"),
+    ("POST", CHAT, {"model": "charter", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "max_tokens": "ten"}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "max_tokens": True}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "max_tokens": 10**6}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "temperature": -1}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "top_p": 2}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stream": "yes"}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stop": [1]}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "n": 3}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "logit_bias": {"x": 1}}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "context": "no"}, None, 400,
+     "invalid_type"),
+    ("POST", "/v1/documents", {"text": "   \n "}, None, 400, "empty_document"),
+    ("POST", "/v1/documents", {"path": "/etc/passwd"}, None, 400, "invalid_type"),
+    ("POST", "/v1/documents", {"text": 42}, None, 400, "invalid_type"),
+    ("POST", "/v1/documents", {"text": "x" * 3000}, None, 413, "document_too_large"),
+    ("POST", "/v1/documents", {"text": "Some text.", "name": "../../escape"}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "name": "charter"}, None, 409, "name_taken"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"generator": "/etc"}}, None,
+     400, "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"rank": "big"}}, None, 400,
+     "invalid_type"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"stride": 5000}}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "preset": "huge"}, None, 400,
+     "invalid_value"),
+    ("GET", "/v1/documents/absorb-nope", None, None, 404, "model_not_found"),
+    ("GET", "/v1/documents/..%2F..%2Fetc%2Fpasswd", None, None, 404, "model_not_found"),
+    ("DELETE", "/v1/documents/nobody", None, None, 404, "model_not_found"),
+    ("DELETE", "/v1/models/tiny-llama", None, None, 404, "model_not_found"),
+    ("GET", "/v1/models/nobody", None, None, 404, "model_not_found"),
+    ("GET", "/v1/secrets", None, None, 404, "not_found"),
+    ("GET", CHAT, None, None, 405, "method_not_allowed"),
+    ("PUT", "/v1/models", "{}", None, 405, "method_not_allowed"),
+    ("GET", "/v1/models", None, {"Host": "evil.example:8080"}, 403, "forbidden_host"),
+]
+
+
+def test_bad_requests_get_openai_errors_and_touch_no_file(tiny_lm, documents, tmp_path):
+    outside = sorted(p for p in tmp_path.rglob("*") if "lift-home" not in p.parts)
+    with running(tiny_lm, max_document_bytes=2048) as server:
+        for method, path, body, headers, status, code in ERRORS:
+            got, reply = raw(server, method, path, body, headers)
+            assert got == status, (method, path, body, got, reply)
+            if status != 200:
+                error = reply["error"]
+                assert error["code"] == code and error["message"], (path, body, reply)
+                assert error["type"] == "invalid_request_error"
+        post = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+        assert _raw_socket(server, post + b"\r\n")[0] == 411  # no Content-Length
+        status, reply = _raw_socket(server, post + b"Content-Length: 999999999\r\n\r\n")
+        assert status == 413 and reply["error"]["code"] == "request_too_large"
+        assert _raw_socket(server, b"NONSENSE\r\n\r\n")[0] == 400
+        c = client(server)
+        with pytest.raises(openai.NotFoundError) as e:
+            ask(c, "nobody")
+        assert e.value.code == "model_not_found" and "charter" in e.value.message
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(c, "charter", temperature=-2)
+        assert e.value.status_code == 400 and e.value.param == "temperature"
+        assert ask(c, "charter") == documents["charter"][True]  # still serving
+    with running(tiny_lm, api_key="sesame") as server:
+        with pytest.raises(openai.AuthenticationError):
+            client(server, api_key="wrong").models.list()
+        assert ask(client(server, api_key="sesame"), "bylaws") == documents["bylaws"][True]
+    assert sorted(p for p in tmp_path.rglob("*") if "lift-home" not in p.parts) == outside
+    assert {p.name for p in store.entry_dirs()} == {library.find(n).key
+                                                    for n in ("charter", "bylaws")}
+    assert not _is_loopback("0.0.0.0") and _is_loopback("::1") and _is_loopback("127.0.0.2")
+
+
+def test_fifty_concurrent_requests_no_failure_no_cross_talk(tiny_lm, documents):
+    with running(tiny_lm) as server:
+        c = client(server)
+        base = ask(c, "tiny-llama")
+        plan = [(["charter", "bylaws", "tiny-llama"][i % 3], i % 2 == 0) for i in range(50)]
+        expected = {"tiny-llama": base, **{n: a[True] for n, a in documents.items()}}
+        start = threading.Barrier(len(plan), timeout=30)
+
+        def one(job):
+            model, stream = job
+            start.wait()
+            t = time.perf_counter()
+            try:
+                answer = ask(c, model, stream=stream)
+            except Exception as e:  # counted as a failure, never raised out of the pool
+                return model, f"{type(e).__name__}: {e}", time.perf_counter() - t
+            return model, answer, time.perf_counter() - t
+
+        begun = time.perf_counter()
+        with ThreadPoolExecutor(len(plan)) as pool:
+            results = list(pool.map(one, plan, timeout=120))
+        wall = time.perf_counter() - begun
+    latencies = sorted(t for _, _, t in results)
+    wrong = [(m, a) for m, a, _ in results if a != expected[m]]
+    print(f"\n{len(results)} concurrent requests: {len(wrong)} failed or crossed, median "
+          f"{statistics.median(latencies):.2f}s, worst {latencies[-1]:.2f}s, all in {wall:.2f}s")
+    assert len(results) == 50 and wrong == []
+    assert wall < 90
+
+
+def test_a_client_that_disconnects_mid_stream_frees_the_model(tiny_lm, documents):
+    long = {"model": "charter", "messages": MESSAGES, "max_tokens": 900, "stream": True}
+    with running(tiny_lm) as server:
+        t = time.perf_counter()
+        raw(server, "POST", CHAT, {**long, "stream": False})
+        full = time.perf_counter() - t
+        data = json.dumps(long).encode()
+        s = socket.create_connection(server.server_address[:2], timeout=30)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+        head = b""
+        while b"data: " not in head:  # the headers, then the first event
+            head += s.recv(4096)
+        s.close()
+        gone = time.perf_counter()
+        while raw(server, "GET", "/health")[1]["busy"]:
+            time.sleep(0.01)
+        freed = time.perf_counter() - gone
+        print(f"\n900 tokens take {full:.2f}s; the model was free {freed:.2f}s after the "
+              "client left")
+        assert freed < full / 3
+        assert ask(client(server), "bylaws") == documents["bylaws"][True]
+
+
+class ServerProcess:
+    """`lift-mlx serve` in a subprocess on a free port; its stderr read in a thread."""
+
+    def __init__(self, model: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lift_mlx.cli", "serve", "--model", str(model), "--port", "0",
+             "--quiet"], stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stderr],
+                         daemon=True).start()
+        self.log = []
+        deadline = time.monotonic() + 60
+        while not self.log or not (m := re.search(r"API at (http://\S+)/v1 ", self.log[-1])):
+            self.log.append(self.lines.get(timeout=max(0.1, deadline - time.monotonic())))
+        host, port = m[1].removeprefix("http://").rsplit(":", 1)
+        self.server_address = (host, int(port))
+
+    def output(self) -> str:
+        """Everything it wrote to stderr (call once it has exited)."""
+        while not self.lines.empty():
+            self.log.append(self.lines.get())
+        return "".join(self.log)
+
+
+def test_a_server_killed_mid_absorb_restarts_with_an_intact_store(tiny_model_path, tiny_lm,
+                                                                  documents, demo_text):
+    before = {e.key: store.checksums(e.path) for e in library.entries()}
+    first = ServerProcess(tiny_model_path)
+    try:
+        body = {"text": demo_text[3000:6000], "name": "minutes",
+                "settings": {**HTTP_SETTINGS, "epochs": 500}}
+        status, job = raw(first, "POST", "/v1/documents", body)
+        assert status == 202
+        deadline = time.monotonic() + 60
+        while not (job["stage"] == "train" and job["progress"]["done"] > 2):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+            job = raw(first, "GET", f"/v1/documents/{job['id']}")[1]
+    finally:
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+    assert "Traceback" not in first.output()
+    assert {e.key for e in library.entries()} == set(before)  # no partial entry
+    second = ServerProcess(tiny_model_path)
+    try:
+        c = openai.OpenAI(base_url=f"http://{second.server_address[0]}:"
+                                   f"{second.server_address[1]}/v1", api_key="-", max_retries=0)
+        assert [m.id for m in c.models.list().data] == ["tiny-llama", "charter", "bylaws"]
+        assert ask(c, "charter") == documents["charter"][True]
+        for e in library.entries():
+            assert store.checksums(e.path) == before[e.key] == store.verify(e.path)["checksums"]
+        assert not [p for p in store.adapters_dir().iterdir() if p.name.startswith(".")]
+        for lock in store.locks_dir().glob("*.lock"):
+            with store.lock(lock.stem, timeout=1):  # nobody holds what the killed one held
+                pass
+        status, job = raw(second, "POST", "/v1/documents", {**body, "settings": HTTP_SETTINGS})
+        assert wait_for(second, job["id"])["status"] == "ready"
+        assert "minutes" in [m.id for m in c.models.list().data]
+    finally:
+        second.proc.terminate()
+        assert second.proc.wait(20) == 0  # SIGTERM stops it cleanly
+    time.sleep(0.2)  # the reader thread takes the last lines
+    assert "stopping" in second.output() and "Traceback" not in second.output()
+
+
+SHIP_LOG = "The Marigold left Portwen on 3 March 1871. Her captain was Edda Voss."
+SMOLLM2_ARGS = ["--tasks", "recite", "--seg-len", "64", "--stride", "32", "--context-len", "0",
+                "--rank", "4", "--epochs", "1", "--batch-size", "2", "--no-grad-checkpoint"]
+
+
+def test_smollm2_answers_through_the_server_as_lift_mlx_ask_does(smollm2, tmp_path):
+    """The real model: the answer `lift-mlx ask` prints is the one the server sends, whole
+    and streamed (each answer of SmolLM2 takes seconds on a CPU, so only these three)."""
+    doc = tmp_path / "ship-log.txt"
+    doc.write_text(SHIP_LOG)
+    question = "Who was the captain of the Marigold?"
+    r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
+                                 *SMOLLM2_ARGS, "--max-tokens", "20", "--quiet"])
+    assert r.exit_code == 0, r.output
+    said = r.stdout.removesuffix("\n")
+    assert "Edda Voss" in said, said
+    with running(load_model("smollm2")) as server:
+        c = client(server)
+        assert [m.id for m in c.models.list().data] == ["smollm2", "ship-log"]
+        messages = [{"role": "user", "content": question}]
+        reply = c.chat.completions.create(model="ship-log", messages=messages, max_tokens=20)
+        assert reply.choices[0].message.content == said
+        chunks = c.chat.completions.create(model="ship-log", messages=messages, max_tokens=20,
+                                           stream=True)
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == said
+    print(f"\nask and the server both answer {said!r}")
