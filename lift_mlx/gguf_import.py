@@ -12,7 +12,6 @@ matmuls are fast (Metal); on the CPU, and for every other type, weights are dequ
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LiftError
+from .store import file_sha256, home
 
 ARCHITECTURES = ("llama", "qwen2")
 GGUF_MAGIC = b"GGUF"
@@ -79,17 +79,7 @@ def default_quantized() -> bool:
     return mx.default_device().type == mx.DeviceType.gpu
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def models_dir() -> Path:
-    from .store import home
-
     return home() / "models"
 
 

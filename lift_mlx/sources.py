@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 
 from .errors import LiftError
-from .gguf_import import default_quantized, file_sha256, import_gguf, imported_path, models_dir
+from .gguf_import import default_quantized, import_gguf, imported_path, models_dir
+from .store import file_sha256, write_atomic
 
 OLLAMA_REGISTRY = "registry.ollama.ai"
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
@@ -34,8 +35,6 @@ def cached_sha256(path: Path) -> str:
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     if key not in index:
         index[key] = file_sha256(path)
-        from .store import write_atomic
-
         write_atomic(index_path, json.dumps(index, indent=1))
     return index[key]
 
