@@ -38,7 +38,10 @@ from .synthesize import (
     SynthReport,
     cache_key,
     load_cached,
+    load_partial,
+    question_key,
     save_cached,
+    save_partial,
     task_windows,
 )
 from .train import TrainLoop, TrainReport, adapter_weights, attach_lora, base_view
@@ -269,12 +272,19 @@ def _interrupted_note(doc: Document, gen: LoadedModel, settings: Settings,
     done = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in report.seconds.items())
     note = f"absorb of {doc.source} interrupted after {done}: no adapter was stored."
     if "qa" in settings.train.tasks:
+        path = qa_cache_file(doc.sha256, gen, settings)
         try:
-            cached = load_cached(qa_cache_file(doc.sha256, gen, settings))
+            cached = load_cached(path)
         except (OSError, ValueError, KeyError):
             cached = None
-        note += (f" Its {len(cached)} QA pairs are cached; the same command again reuses them."
-                 if cached is not None else " No QA pairs were cached yet.")
+        partial, finished = load_partial(partial_file(path))
+        if cached is not None:
+            note += f" Its {len(cached)} QA pairs are cached; the same command again reuses them."
+        elif finished:
+            note += (f" {len(finished)} generator requests were done and their {len(partial)} "
+                     "QA pairs kept; the same command again resumes from there.")
+        else:
+            note += " No QA pairs were cached yet."
     return note
 
 
@@ -287,6 +297,11 @@ def qa_cache_file(doc_sha: str, gen: LoadedModel, settings: Settings) -> Path:
     """Where the QA pairs that generator `gen` writes about a document are cached."""
     style = resolve_style(settings.synth.style, gen.model)
     return store.qa_cache_path(cache_key(doc_sha, gen.fingerprint, settings.synth, style))
+
+
+def partial_file(cache: Path) -> Path:
+    """Where an unfinished generation keeps the pairs of its finished requests."""
+    return cache.with_name(cache.stem + ".partial.json")
 
 
 class _QASource:
@@ -310,21 +325,35 @@ class _QASource:
         windows = task_windows(doc.text, settings.synth.sentences_per_task,
                                settings.synth.window_chars)
         self.windows = len(windows)
+        # Pairs of an interrupted run are kept as its requests finish: resume from them.
+        self.partial = partial_file(self.path)
+        self.pairs, finished = load_partial(self.partial)
+        self.fresh = list(self.pairs)
+        if finished:
+            progress.log(f"Resuming QA generation: {len(finished)} requests done, "
+                         f"{len(self.pairs)} pairs kept")
         self.stream = QAStream(view or gen.model, gen.tokenizer, windows, settings.synth,
-                               self.style)
+                               self.style, done=finished,
+                               seen={question_key(p.question) for p in self.pairs})
         self.report = self.stream.report
+        if self.stream.done:  # interrupted after its last request, before the cache was saved
+            self.step()
 
     @property
     def done(self) -> bool:
         return self.stream is None or self.stream.done
 
     def step(self) -> None:
-        new = self.stream.step()
+        before = self.stream.finished
+        new = self.stream.step()  # nothing to do once done: then it only closes below
         self.pairs += new
         self.fresh += new
         if self.stream.done:
             self.report = self.stream.close()
             save_cached(self.path, self.pairs, self.report)
+            self.partial.unlink(missing_ok=True)
+        elif self.stream.finished > before:
+            save_partial(self.partial, self.pairs, self.stream.finished_ids)
 
     def take(self) -> list[QAPair]:
         fresh, self.fresh = self.fresh, []

@@ -89,6 +89,11 @@ def grounded(answer: str, window: str, min_overlap: float) -> bool:
     return sum(w in source for w in words) / len(words) >= min_overlap
 
 
+def question_key(question: str) -> str:
+    """What two questions share when one is a duplicate of the other."""
+    return " ".join(_words(question))
+
+
 def filter_pairs(
     pairs: list[QAPair], window: str, min_overlap: float, seen: set[str], report: SynthReport
 ) -> list[QAPair]:
@@ -97,7 +102,7 @@ def filter_pairs(
     kept = []
     for p in pairs:
         q, a = p.question.strip(), p.answer.strip()
-        key = " ".join(_words(q))
+        key = question_key(q)
         if not q or not a or not key:
             report.drop("empty")
         elif key in seen:
@@ -134,6 +139,23 @@ def load_cached(path: Path) -> list[QAPair] | None:
         return None
     data = json.loads(path.read_text())
     return [QAPair(d["question"], d["answer"]) for d in data["qa_pairs"]]
+
+
+def load_partial(path: Path) -> tuple[list[QAPair], frozenset[int]]:
+    """The pairs and finished request numbers an interrupted generation left (none if none)."""
+    try:
+        data = json.loads(path.read_text())
+        return ([QAPair(d["question"], d["answer"]) for d in data["qa_pairs"]],
+                frozenset(data["finished"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], frozenset()
+
+
+def save_partial(path: Path, pairs: list[QAPair], finished: list[int]) -> None:
+    from .store import write_atomic
+
+    write_atomic(path, json.dumps({"qa_pairs": [asdict(p) for p in pairs],
+                                   "finished": finished}))
 
 
 def save_cached(path: Path, pairs: list[QAPair], report: SynthReport) -> None:
@@ -174,7 +196,8 @@ class QAStream:
 
     def __init__(self, model, tokenizer, windows: list[TaskWindow], settings: SynthSettings,
                  style: GeneratorStyle | None = None, stop_early: bool = True,
-                 reuse_prefix: bool = True):
+                 reuse_prefix: bool = True, done: frozenset[int] = frozenset(),
+                 seen: set[str] | None = None):
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler
 
@@ -184,8 +207,11 @@ class QAStream:
         self.requests = generator_requests(windows, settings, self.style)
         self.stop_early = stop_early
         self.report = SynthReport(requests=len(self.requests))
-        self.finished = 0
-        self._seen: set[str] = set()
+        # Requests finished by an earlier, interrupted run (`done`, by index) are not made
+        # again; `seen` holds the questions it kept, so duplicates still count as such.
+        self.finished = len(done)
+        self.finished_ids: list[int] = sorted(done)
+        self._seen: set[str] = set(seen or ())
         self._pieces: dict[int, str] = {}  # token id -> its text, decoded once
         self._gen = BatchGenerator(
             model,
@@ -195,24 +221,27 @@ class QAStream:
             completion_batch_size=settings.generator_batch_size,
             prefill_batch_size=settings.generator_batch_size,
         )
-        ids = generator_prompts(tokenizer, self.requests, settings, self.style)
-        caches = self._prefix_caches(model, ids) if reuse_prefix else [None] * len(ids)
+        todo = [i for i in range(len(self.requests)) if i not in done]
+        ids = generator_prompts(tokenizer, [self.requests[i] for i in todo], settings,
+                                self.style)
+        caches = self._prefix_caches(model, todo, ids) if reuse_prefix else [None] * len(ids)
         suffixes = [p[_cached_len(c):] for p, c in zip(ids, caches)]
         self.report.prompt_tokens += sum(len(p) for p in suffixes)
         uids = self._gen.insert(suffixes, caches=caches) if ids else []
-        self._window_of = {u: w for u, (w, _) in zip(uids, self.requests)}
+        self._request_of = dict(zip(uids, todo))
         self._tokens: dict[int, list[int]] = {u: [] for u in uids}
         self._stop = {u: self.style.stop() for u in uids}
         self._start = time.perf_counter()
 
-    def _prefix_caches(self, model, ids: list[list[int]]) -> list:
+    def _prefix_caches(self, model, todo: list[int], ids: list[list[int]]) -> list:
         """One prefilled KV cache per group of requests with the same instructions or
         examples (the number of pairs asked and the example order tell them apart)."""
         from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.utils import common_prefix_len
 
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (w, variant) in enumerate(self.requests):
+        for i, request in enumerate(todo):
+            w, variant = self.requests[request]
             groups.setdefault((w.n_sentences, variant), []).append(i)
         caches: list = [None] * len(ids)
         for members in groups.values():
@@ -264,7 +293,8 @@ class QAStream:
 
     def _finish(self, uid: int) -> list[QAPair]:
         self.finished += 1
-        window = self._window_of[uid]
+        self.finished_ids.append(self._request_of[uid])
+        window = self.requests[self._request_of[uid]][0]
         text = self.tokenizer.decode(self._tokens.pop(uid))
         s = self.settings
         pairs = self.style.parse(text)

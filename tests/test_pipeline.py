@@ -217,3 +217,48 @@ def test_cached_qa_pairs_train_in_both_schedules(tiny_lm, tmp_path, demo_text, p
     r = absorb(doc, tiny_lm, settings=settings, pipeline=pipeline).report
     assert r.synth.cached and r.qa_samples == 6
     assert r.train.sample_views == r.recite_samples + 6
+
+
+def test_interrupted_generation_resumes_from_its_finished_requests(lively_path, tmp_path,
+                                                                   demo_text, monkeypatch):
+    """QA pairs are kept as each generator request finishes; an absorb interrupted during
+    generation resumes there, makes only the requests still missing, and ends with the same
+    pairs as a run never interrupted."""
+    from lift_mlx.absorb import _QASource, partial_file
+    from lift_mlx.config import preset
+    from lift_mlx.ingest import read_document
+    from lift_mlx.progress import Progress
+
+    fake = dataclasses.replace(JSON, parse=_fake_parse)
+    monkeypatch.setattr(absorb_module, "resolve_style", lambda name, model=None: fake)
+    lm = load_model(str(lively_path))
+    doc_path = tmp_path / "doc.md"
+    doc_path.write_text(demo_text[:1500])
+    doc = read_document(doc_path)
+    settings = preset("default", **{**FAST, "max_tokens": 16, "min_overlap": 0.0,
+                                     "generator_batch_size": 2})  # requests end 2 at a time
+
+    def source():
+        return _QASource(doc, lm, None, settings, Progress(quiet=True))
+
+    whole = source()
+    whole.run()
+    total, pairs = len(whole.stream.requests), list(whole.pairs)
+    assert total > 4 and len(pairs) > 4
+    whole.path.unlink()
+
+    first = source()  # interrupted once 3 requests have finished
+    while first.stream.finished < 3:
+        first.step()
+    left = partial_file(first.path)
+    assert left.is_file() and not first.path.exists()
+    kept = list(first.pairs)
+    del first
+
+    again = source()
+    assert again.stream.finished == len(set(json.loads(left.read_text())["finished"])) >= 3
+    assert again.take() == kept  # the pairs of the finished requests go to training at once
+    again.run()
+    assert again.stream.report.requests == total
+    assert sorted(again.pairs, key=str) == sorted(pairs, key=str)
+    assert again.path.is_file() and not left.exists()
