@@ -319,7 +319,7 @@ def demo(model, quiet):
     """Absorb a bundled document into SmolLM2 and compare answers with and without it.
 
     \b
-    The document (lift_mlx/data/lighthouse.md, ~300 tokens) describes a lighthouse that does
+    The document (lift_mlx/data/lighthouse.md, ~250 tokens) describes a lighthouse that does
     not exist. Three questions about it are asked with the question alone, no document in
     the prompt: first of the plain base model, which cannot know, then with the adapter the
     absorb just trained, and each answer is marked right or wrong (the document's answer in

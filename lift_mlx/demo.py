@@ -23,7 +23,7 @@ QUESTIONS = (
     ("Who was the first keeper of the Kestrel Point lighthouse?", "Tobias Wren"),
     ("How much does a ticket to climb the Kestrel Point lighthouse cost?", "four pounds"),
 )
-# Sized for a ~300-token document and a 2-core CPU (under 2 minutes of training there):
+# Sized for a ~250-token document and a 2-core CPU (under 2 minutes of training there):
 # short recite segments, no context prefix, the loss averaged per sample so a 3-token answer
 # weighs as much as a 128-token segment, and a gentle rate over 6 epochs (measured on SmolLM2,
 # see the README). Generation runs first and then training (no pipeline), so the batches, and
