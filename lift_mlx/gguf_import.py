@@ -7,7 +7,8 @@ command works on it. The weights are put back in the Hugging Face layout (llama.
 the q/k rows of llama models for its rotary kernel), so an adapter trained on an import also
 fits the original model. Q4_0, Q4_1 and Q8_0 blocks map exactly onto MLX's affine
 quantization (groups of 32 with a scale and a bias each) and are kept packed where quantized
-matmuls are fast (Metal); on the CPU, and for every other type, weights are dequantized.
+matmuls are fast (Metal); on the CPU, and for every other type, weights are dequantized. The
+tokenizer is rebuilt by `gguf_tokenizer`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LiftError
+from .gguf_tokenizer import build_tokenizer, metadata
 from .store import file_sha256, home
 
 ARCHITECTURES = ("llama", "qwen2")
@@ -47,19 +49,6 @@ _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
               "output": "lm_head"}
 # Tensors llama.cpp derives from the config and mlx-lm recomputes itself.
 _SKIPPED = ("rope_freqs",)
-
-# Byte-level BPE pre-tokenizers, by llama.cpp's `tokenizer.ggml.pre` name.
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
-_PRE_TOKENIZERS = {
-    "default": "gpt2", "gpt-2": "gpt2", "gpt2": "gpt2",
-    "smollm": "digits+gpt2", "starcoder": "digits+gpt2", "refact": "digits+gpt2",
-    "llama-bpe": _LLAMA3_SPLIT, "llama3": _LLAMA3_SPLIT, "smaug-bpe": _LLAMA3_SPLIT,
-    "qwen2": _QWEN2_SPLIT, "deepseek-r1-qwen": _QWEN2_SPLIT,
-}
-_CONTROL, _USER_DEFINED, _UNKNOWN, _BYTE = 3, 4, 2, 6  # llama.cpp token types
-
 
 @dataclass
 class _Tensor:
@@ -109,7 +98,7 @@ def import_gguf(path: str | Path, *, quantized: bool | None = None, sha256: str 
         return out
     label = label or path.name
     reader = _open(path)
-    arch = _field(reader, "general.architecture")
+    arch = metadata(reader, "general.architecture")
     if arch not in ARCHITECTURES:
         raise LiftError(f"{label}: architecture {arch!r} is not supported (lift-mlx imports "
                         f"{', '.join(ARCHITECTURES)} GGUF models)")
@@ -141,22 +130,14 @@ def _open(path: Path):
             from None
 
 
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    value = field.contents()
-    return value.item() if hasattr(value, "item") else value
-
-
 def model_config(reader, arch: str) -> dict:
     """An mlx-lm / Hugging Face config.json for the model the GGUF metadata describes."""
     def get(key, default=None):
-        return _field(reader, f"{arch}.{key}", default)
+        return metadata(reader, f"{arch}.{key}", default)
 
     heads = int(get("attention.head_count"))
     hidden = int(get("embedding_length"))
-    tokens = _field(reader, "tokenizer.ggml.tokens") or []
+    tokens = metadata(reader, "tokenizer.ggml.tokens") or []
     names = {t.name for t in reader.tensors}
     config = {
         "model_type": arch,
@@ -177,7 +158,7 @@ def model_config(reader, arch: str) -> dict:
     if arch == "qwen2":
         config["attention_bias"] = True
     for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
-        value = _field(reader, f"tokenizer.ggml.{key}")
+        value = metadata(reader, f"tokenizer.ggml.{key}")
         if value is not None:
             config[key.replace("padding", "pad")] = int(value)
     scaling = get("rope.scaling.type")
@@ -359,92 +340,6 @@ def convert_weights(tensors: list[_Tensor], config: dict, quantized: bool):
 
 def _linear_like(module: str) -> bool:
     return module.endswith(("_proj", "embed_tokens", "lm_head"))
-
-
-def build_tokenizer(reader):
-    """The GGUF's tokenizer rebuilt with `tokenizers`, as a transformers fast tokenizer."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import Regex as TokRegex
-    from transformers import PreTrainedTokenizerFast
-
-    kind = _field(reader, "tokenizer.ggml.model")
-    tokens = list(_field(reader, "tokenizer.ggml.tokens") or [])
-    if not tokens:
-        raise LiftError("the GGUF file holds no tokenizer (no tokenizer.ggml.tokens)")
-    types = list(_field(reader, "tokenizer.ggml.token_type") or [1] * len(tokens))
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-
-    def token(key):
-        i = _field(reader, f"tokenizer.ggml.{key}_token_id")
-        return tokens[int(i)] if i is not None and int(i) < len(tokens) else None
-
-    if kind == "gpt2":
-        pre = _field(reader, "tokenizer.ggml.pre", "default")
-        split = _PRE_TOKENIZERS.get(pre)
-        if split is None:
-            raise LiftError(f"GGUF tokenizer pre-processing {pre!r} is not supported")
-        merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges") or []]
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=split ==
-                                   _LLAMA3_SPLIT))
-        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        if split == "gpt2":
-            tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        elif split == "digits+gpt2":
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Digits(individual_digits=True),
-                pre_tokenizers.ByteLevel(add_prefix_space=False)])
-        else:
-            tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(TokRegex(split), behavior="isolated"), byte_level])
-        tok.decoder = decoders.ByteLevel()
-    elif kind == "llama":
-        scores = list(_field(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens))
-        unk = token("unknown") or "<unk>"
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=_spm_merges(tokens, scores, types),
-                                   unk_token=unk, fuse_unk=True, byte_fallback=True))
-        if _field(reader, "tokenizer.ggml.add_space_prefix", True):
-            tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
-                                                   normalizers.Replace(" ", "\u2581")])
-            strip = [decoders.Strip(" ", 1, 0)]
-        else:
-            tok.normalizer = normalizers.Replace(" ", "\u2581")
-            strip = []
-        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(),
-                                         decoders.Fuse(), *strip])
-    else:
-        raise LiftError(f"GGUF tokenizer model {kind!r} is not supported (lift-mlx reads gpt2 "
-                        "byte-level BPE and llama SentencePiece vocabularies)")
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t, kind_ in zip(tokens, types) if kind_ == _CONTROL])
-    tok.add_tokens([AddedToken(t, normalized=False)
-                    for t, kind_ in zip(tokens, types) if kind_ == _USER_DEFINED])
-    bos = token("bos")
-    if _field(reader, "tokenizer.ggml.add_bos_token", False) and bos:
-        from tokenizers import processors
-
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=bos, eos_token=token("eos"),
-        pad_token=token("padding"), unk_token=token("unknown"),
-        chat_template=_field(reader, "tokenizer.chat_template"),
-        clean_up_tokenization_spaces=False,
-    )
-
-
-def _spm_merges(tokens: list[str], scores: list[float], types: list[int]):
-    """BPE merges for a SentencePiece vocabulary, which GGUF stores as pieces with scores:
-    every split of a piece into two pieces is a merge, ranked by the merged piece's score."""
-    vocab = {t: i for i, (t, kind) in enumerate(zip(tokens, types)) if kind not in (_CONTROL,
-                                                                                    _BYTE)}
-    ranked = []
-    for piece, i in vocab.items():
-        for cut in range(1, len(piece)):
-            left, right = piece[:cut], piece[cut:]
-            if left in vocab and right in vocab:
-                ranked.append((-scores[i], vocab[left], vocab[right], left, right))
-    ranked.sort()
-    return [(left, right) for *_, left, right in ranked]
 
 
 def _write_folder(out: Path, config: dict, weights: dict, tokenizer) -> None:
