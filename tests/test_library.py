@@ -251,9 +251,12 @@ def test_a_lock_left_by_a_killed_process_is_recovered():
 
 
 def _absorb_process(doc: Path, model: Path, *extra: str) -> subprocess.Popen:
+    # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt.
     return subprocess.Popen([sys.executable, "-m", "lift_mlx.cli", "absorb", str(doc), "--model",
                              str(model), *FAST_ARGS, *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_two_processes_absorbing_one_document_train_it_once(tmp_path, demo_text,
@@ -279,7 +282,10 @@ def test_an_interrupted_absorb_stops_leaves_no_entry_and_reruns_from_the_cached_
     proc = _absorb_process(doc, tiny_model_path, *args, "--epochs", "400")
     cache = isolated_store / "qa-cache"
     deadline = time.monotonic() + 60
-    while not (cache.is_dir() and any(cache.glob("*.json"))):  # the QA pairs are written
+    def complete() -> list[Path]:  # not the pairs kept while generation is under way
+        return [p for p in cache.glob("*.json") if not p.name.endswith(".partial.json")]
+
+    while not (cache.is_dir() and complete()):  # the QA pairs are written
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     time.sleep(0.3)  # well into training now
