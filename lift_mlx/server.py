@@ -692,8 +692,8 @@ def serve_command() -> click.Command:
         finally:
             server.close()
         # Everything is stored and the model is locked: leave without the interpreter's
-        # teardown, where MLX's per-thread streams of the worker threads (absorb jobs, request
-        # handlers) were seen to abort the process (SIGABRT) about half the time.
+        # teardown, which was seen to abort the process (SIGABRT) in 5 of 7 test runs after an
+        # absorb job had run; the suspect, not proven, is MLX state of the worker threads.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
