@@ -252,7 +252,7 @@ def _interruptible(progress: Progress, doc: Document, gen: LoadedModel, settings
     either way the absorb says what it had done."""
     installed = threading.current_thread() is threading.main_thread()
     if installed:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     except KeyboardInterrupt:
@@ -263,7 +263,8 @@ def _interruptible(progress: Progress, doc: Document, gen: LoadedModel, settings
             signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_interrupt(signum, frame):
+def raise_interrupt(signum, frame):
+    """A signal handler that stops the program as Ctrl-C does (for SIGTERM)."""
     raise KeyboardInterrupt
 
 

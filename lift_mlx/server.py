@@ -618,10 +618,6 @@ def _epoch(e: library.Entry) -> int:
         return int(e.path.stat().st_mtime)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def base_model_id(name: str) -> str:
     """The base model's id: its alias or hub id, or the folder name of a local path."""
     from pathlib import Path
@@ -661,6 +657,7 @@ def serve_command() -> click.Command:
         """
         import signal
 
+        from .absorb import raise_interrupt
         from .models import load_model
 
         lm = load_model(model)
@@ -683,7 +680,7 @@ def serve_command() -> click.Command:
                         + ("" if api_key else ", with no --api-key to stop them")
                         + ". Use --host 127.0.0.1 unless you mean it.",
                         err=True, fg="red", bold=True)
-        signal.signal(signal.SIGTERM, _raise_interrupt)  # stop as Ctrl-C does
+        signal.signal(signal.SIGTERM, raise_interrupt)  # stop as Ctrl-C does
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -215,6 +215,17 @@ def test_mixed_types_dequantize_each_tensor_by_its_own_type(kquant_model_path, t
 PACKED = [(QType.Q4_0, 4), (QType.Q4_1, 4), (QType.Q8_0, 8)]
 
 
+def packed_rel_diff(folder, model_path, ref, label: str) -> float:
+    """Largest logit difference of an import kept packed against the file's own values,
+    relative to the largest logit (printed for the closing note)."""
+    imported, _ = mlx_lm.load(str(folder))
+    expected = reference_logits(model_path, ref)
+    diff = max_diff(logits(imported), expected)
+    rel = diff / np.abs(expected).max()
+    print(f"max |dlogit| {label} packed vs file reference: {diff:.3g} (rel {rel:.2g})")
+    return rel
+
+
 @pytest.mark.parametrize(("qtype", "bits"), PACKED, ids=[q.name for q, _ in PACKED])
 def test_quantized_import_keeps_weights_packed(qtype, bits, tiny_model_path, tmp_path):
     ref = write_gguf(tiny_model_path, tmp_path / "m.gguf", qtype=qtype)
@@ -231,12 +242,7 @@ def test_quantized_import_keeps_weights_packed(qtype, bits, tiny_model_path, tmp
         unpacked = mx.dequantize(packed, weights[f"{module}.scales"], weights[f"{module}.biases"],
                                  group_size=32, bits=bits)
         assert max_diff(np.array(unpacked.astype(mx.float32)), w) <= PACKED_REL * np.abs(w).max()
-    imported, _ = mlx_lm.load(str(folder))
-    expected = reference_logits(tiny_model_path, ref)
-    diff = max_diff(logits(imported), expected)
-    rel = diff / np.abs(expected).max()
-    print(f"max |dlogit| llama {qtype.name} packed vs file reference: {diff:.3g} (rel {rel:.2g})")
-    assert rel < PACKED_REL
+    assert packed_rel_diff(folder, tiny_model_path, ref, f"llama {qtype.name}") < PACKED_REL
 
 
 def test_quantized_import_of_mixed_file_packs_only_the_affine_types(kquant_model_path, tmp_path):
@@ -247,11 +253,7 @@ def test_quantized_import_of_mixed_file_packs_only_the_affine_types(kquant_model
     weights = folder_weights(folder)
     assert weights["model.layers.0.self_attn.q_proj.weight"].dtype == mx.uint32
     assert weights["model.layers.0.mlp.gate_proj.weight"].dtype != mx.uint32
-    imported, _ = mlx_lm.load(str(folder))
-    expected = reference_logits(kquant_model_path, ref)
-    diff = max_diff(logits(imported), expected)
-    rel = diff / np.abs(expected).max()
-    print(f"max |dlogit| mixed Q8_0(packed)/Q4_K/F32 vs file reference: {diff:.3g} (rel {rel:.2g})")
+    rel = packed_rel_diff(folder, kquant_model_path, ref, "mixed Q8_0(packed)/Q4_K/F32")
     assert rel < PACKED_REL
 
 
