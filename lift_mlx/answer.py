@@ -18,6 +18,23 @@ def head_tail_context(tokenizer, doc_tokens: list[int], budget: int) -> list[int
     return head_tail(doc_tokens, budget, separator)
 
 
+# A document too long for the prompt is cut to a head+tail view whose size leaves room for the
+# question in steps of this many tokens, so questions of similar length get the same view:
+# their prompts then share everything up to the question, and a `PromptCache` prefills the
+# view once for all of them.
+QUESTION_STEP = 64
+
+
+def _overhead(tokenizer, question: str) -> int:
+    return len(prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question, [])))
+
+
+def context_budget(tokenizer, question: str, window: int, max_tokens: int) -> int:
+    """Tokens of the document a prompt for `question` can hold whole: the window less the
+    answer's `max_tokens` and the template, headers and question."""
+    return window - max_tokens - _overhead(tokenizer, question)
+
+
 def question_prompt(
     tokenizer,
     question: str,
@@ -25,30 +42,64 @@ def question_prompt(
     window: int,
     max_tokens: int,
 ) -> list[int]:
-    """Prompt ids for `question`; with `doc_tokens`, the largest head+tail view that leaves
-    `max_tokens` of the model's `window` for the answer."""
+    """Prompt ids for `question`; with `doc_tokens`, the whole document where it fits in the
+    `window` beside `max_tokens` of answer, else a head+tail view (see QUESTION_STEP)."""
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
     bare = prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question))
     if doc_tokens is None:
         return bare
-    overhead = len(prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question, [])))
-    budget = window - max_tokens - overhead
-    context = head_tail_context(tokenizer, doc_tokens, budget)
+    if len(doc_tokens) <= context_budget(tokenizer, question, window, max_tokens):
+        context = list(doc_tokens)
+    else:
+        step = -(-_overhead(tokenizer, question) // QUESTION_STEP) * QUESTION_STEP
+        context = head_tail_context(tokenizer, doc_tokens, window - max_tokens - step)
     if not context:
         return bare
     return prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question, context))
 
 
+class PromptCache:
+    """The KV cache of the last prompt answered, reused for the part the next prompt shares
+    with it (a document view before several questions is prefilled once).
+
+    Valid for one set of weights: make a new one when the adapter changes.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.ids: list[int] = []
+        self.cache = None
+
+    def prepare(self, prompt_ids: list[int]) -> tuple[list, list[int]]:
+        """The cache to generate with and the prompt tokens it does not hold yet."""
+        from mlx_lm.models import cache as kv
+        from mlx_lm.utils import common_prefix_len
+
+        shared = min(common_prefix_len(self.ids, prompt_ids), len(prompt_ids) - 1)
+        if self.cache is None or not kv.can_trim_prompt_cache(self.cache) or shared < 1:
+            self.cache, shared = kv.make_prompt_cache(self.model), 0
+        else:  # drop the old prompt's own tail and the answer generated after it
+            kv.trim_prompt_cache(self.cache, self.cache[0].offset - shared)
+        self.ids = list(prompt_ids)
+        return self.cache, prompt_ids[shared:]
+
+
 def stream_answer(
-    model, tokenizer, prompt_ids: list[int], max_tokens: int = 256, temp: float = 0.0
+    model, tokenizer, prompt_ids: list[int], max_tokens: int = 256, temp: float = 0.0,
+    cache: PromptCache | None = None,
 ) -> Iterator[str]:
-    """Yield the answer's text as it is generated (greedy when temp is 0)."""
+    """Yield the answer's text as it is generated (greedy when temp is 0); with `cache`,
+    the prompt's start is taken from it where it matches the previous prompt."""
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
+    extra = {}
+    if cache is not None:
+        extra["prompt_cache"], prompt_ids = cache.prepare(prompt_ids)
     for response in stream_generate(
-        model, tokenizer, prompt_ids, max_tokens=max_tokens, sampler=make_sampler(temp=temp)
+        model, tokenizer, prompt_ids, max_tokens=max_tokens, sampler=make_sampler(temp=temp),
+        **extra,
     ):
         if response.text:
             yield response.text

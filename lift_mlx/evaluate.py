@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from . import __version__, prompts
-from .answer import question_prompt, stream_answer
+from .answer import PromptCache, context_budget, question_prompt, stream_answer
 from .config import Settings
 from .datasets import FORMATS, EvalDoc, Question, load_eval_set
 from .errors import LiftError
@@ -137,14 +137,14 @@ def _record(doc: EvalDoc, q: Question, arm: str) -> dict:
 
 
 def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: list[int],
-            window: int, max_tokens: int) -> dict:
+            window: int, max_tokens: int, cache: PromptCache | None = None) -> dict:
     """Answer one question in one arm; the adapter (or none) is already on the model."""
     tok = lm.tokenizer
     with_context = ARMS[arm][1]
     record = _record(doc, q, arm)
     asked = record["question"]
     overhead = len(prompts.chat_ids(tok, prompts.question_body(tok, asked, [])))
-    room = window - max_tokens - overhead
+    room = context_budget(tok, asked, window, max_tokens)
     record["doc_tokens"] = len(doc_tokens)
     if arm == "icl-full" and len(doc_tokens) > room:
         return {**record, "skipped": f"document has {len(doc_tokens)} tokens, the window "
@@ -155,7 +155,7 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
     else:
         record["context"] = "full" if len(ids) - overhead == len(doc_tokens) else "head+tail"
     start = time.perf_counter()
-    prediction = "".join(stream_answer(lm.model, tok, ids, max_tokens, temp=0.0))
+    prediction = "".join(stream_answer(lm.model, tok, ids, max_tokens, temp=0.0, cache=cache))
     return {**record, "prompt_tokens": len(ids), "prediction": prediction,
             "scores": score(prediction, q), "seconds": round(time.perf_counter() - start, 4)}
 
@@ -210,7 +210,9 @@ def run_eval(
             document = text_document(doc.document, f"{doc.source}:{doc.id}")
             doc_tokens = prompts.encode(lm.tokenizer, document.text)
             for kind in (None, "lift", "raw-ft"):  # one adapter at a time
-                batch = [(q, arm) for q, arm in todo if ARMS[arm][0] == kind]
+                # Arm by arm, so that consecutive prompts share their document view.
+                batch = sorted([(q, arm) for q, arm in todo if ARMS[arm][0] == kind],
+                               key=lambda qa: arms.index(qa[1]))
                 if not batch:
                     continue
                 if kind is None:
@@ -227,10 +229,12 @@ def run_eval(
                         "train_steps": report.train.steps,
                         "qa_pairs": report.qa_samples,
                         "seconds": round(time.perf_counter() - start, 3)})
+                cache = PromptCache(lm.model)  # one per adapter: it holds that model's keys
                 # A bar per adapter: absorb draws its own bars and must not run inside one.
                 with progress.bar("answers", len(batch), unit="answers") as update:
                     for n, (q, arm) in enumerate(batch, start=1):
-                        record = _answer(lm, doc, q, arm, doc_tokens, window, max_tokens)
+                        record = _answer(lm, doc, q, arm, doc_tokens, window, max_tokens,
+                                         cache)
                         if kind is not None:
                             record["adapter"] = absorbed.adapter_path.name
                         records.write(record)

@@ -1,7 +1,7 @@
 import pytest
 
 from lift_mlx import prompts
-from lift_mlx.answer import question_prompt
+from lift_mlx.answer import QUESTION_STEP, PromptCache, question_prompt, stream_answer
 from lift_mlx.errors import LiftError
 from lift_mlx.samples import qa_sample
 
@@ -10,7 +10,8 @@ def test_context_prompt_is_head_and_tail_within_the_window(tiny_lm, demo_text):
     tok = tiny_lm.tokenizer
     ids = prompts.encode(tok, demo_text * 2)  # longer than the 1024-token window
     p = question_prompt(tok, "Who owns the lighthouse?", ids, window=1024, max_tokens=200)
-    assert len(p) == 1024 - 200  # the whole budget is used, nothing more
+    # The budget is used up to the question's share, rounded up to QUESTION_STEP tokens.
+    assert 1024 - 200 - QUESTION_STEP < len(p) <= 1024 - 200
     text = tok.decode(p)
     assert demo_text[:200] in text  # head
     assert demo_text.rstrip()[-200:] in text  # tail
@@ -43,3 +44,38 @@ def test_window_too_small_for_context_falls_back_to_the_question(tiny_lm, demo_t
 def test_empty_question(tiny_lm):
     with pytest.raises(LiftError, match="question is empty"):
         question_prompt(tiny_lm.tokenizer, "   ", None, 1024, 10)
+
+
+def test_questions_of_similar_length_share_the_document_view(tiny_lm, demo_text):
+    tok = tiny_lm.tokenizer
+    ids = prompts.encode(tok, demo_text * 2)
+    a = question_prompt(tok, "Who owns the lighthouse?", ids, window=1024, max_tokens=200)
+    b = question_prompt(tok, "Who keeps the lighthouse?", ids, window=1024, max_tokens=200)
+    c = question_prompt(tok, "Who keeps the lighthouse? " * 12, ids, window=1024, max_tokens=200)
+    view = tok.decode(a).split("Question:")[0]
+    assert tok.decode(b).split("Question:")[0] == view
+    assert prompts.ELLIPSIS in view
+    assert tok.decode(c).split("Question:")[0] != view  # a much longer question: a shorter view
+
+
+def test_prompt_cache_answers_as_a_fresh_prefill_does(tiny_lm, demo_text):
+    tok = tiny_lm.tokenizer
+    ids = prompts.encode(tok, demo_text * 2)
+    questions = ["Who owns the lighthouse?", "Where is the slipway?", "Who owns the lighthouse?"]
+    prompts_ = [question_prompt(tok, q, ids, window=512, max_tokens=16) for q in questions]
+    fresh = ["".join(stream_answer(tiny_lm.model, tok, p, 16)) for p in prompts_]
+    cache = PromptCache(tiny_lm.model)
+    prefilled = []
+    prepare = cache.prepare
+
+    def counting_prepare(prompt_ids):
+        kv, rest = prepare(prompt_ids)
+        prefilled.append(len(rest))
+        return kv, rest
+
+    cache.prepare = counting_prepare
+    cached = ["".join(stream_answer(tiny_lm.model, tok, p, 16, cache=cache)) for p in prompts_]
+    assert cached == fresh
+    # The first prompt is prefilled whole; the others only from their question on.
+    assert prefilled[0] == len(prompts_[0])
+    assert all(n < 30 for n in prefilled[1:]), prefilled

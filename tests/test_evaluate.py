@@ -7,7 +7,8 @@ from click.testing import CliRunner
 from conftest import FAST
 
 import lift_mlx
-from lift_mlx import prompts, store
+from lift_mlx import store
+from lift_mlx.answer import context_budget
 from lift_mlx.cli import cli
 from lift_mlx.config import preset
 from lift_mlx.datasets import Question, load_eval_set
@@ -106,9 +107,7 @@ def test_icl_full_is_skipped_exactly_where_the_document_does_not_fit(sample_run,
     skipped = [r for r in full if r["prediction"] is None]
     assert skipped and len(skipped) < len(full)  # the window splits the samples
     for r in full:
-        overhead = len(prompts.chat_ids(lm.tokenizer,
-                                        prompts.question_body(lm.tokenizer, r["question"], [])))
-        fits = r["doc_tokens"] <= WINDOW - MAX_TOKENS - overhead
+        fits = r["doc_tokens"] <= context_budget(lm.tokenizer, r["question"], WINDOW, MAX_TOKENS)
         trunc = by_key[(r["doc_id"], r["question_id"], "icl-trunc")]
         if fits:
             assert r["context"] == "full" and not r.get("skipped")
