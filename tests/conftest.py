@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -13,29 +12,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
 from lift_mlx.tiny import build_tiny_model  # noqa: E402
-from lift_mlx.world import TEMPLATES, TRAIN_PHRASINGS  # noqa: E402
 
 DEMO_DOC = Path(lift_mlx.__file__).parent / "data" / "demo.md"
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def question_pattern(template: str) -> re.Pattern:
-    """A knowledge-world question phrasing as a regex: any entity in place of "{e}"."""
-    return re.compile(re.escape(template).replace(re.escape("{e}"), ".+"))
-
-
-TRAIN_QUESTIONS = [question_pattern(q) for attrs in TEMPLATES.values()
-                   for _, qs in attrs.values() for q in qs[:TRAIN_PHRASINGS]]
-HELDOUT_QUESTIONS = [question_pattern(q) for attrs in TEMPLATES.values()
-                     for _, qs in attrs.values() for q in qs[TRAIN_PHRASINGS:]]
-
-
 def load_script(name: str):
     """A script of scripts/ imported as a module (scripts/ is not a package)."""
     import importlib.util
+    import sys
 
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes
     spec.loader.exec_module(module)
     return module
 
@@ -72,16 +63,6 @@ def other_model_path(tmp_path_factory) -> Path:
     """A different base (qwen2, another seed): adapters of one must not load on the other."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2", arch="qwen2",
                             seed=1)
-
-
-@pytest.fixture(scope="session")
-def world_model(tmp_path_factory):
-    """The knowledge-world base model's fast variant (2 layers, hidden 64, 60k tokens) and
-    its training report."""
-    from lift_mlx.world_model import tiny_settings, train_world_model
-
-    out = tmp_path_factory.mktemp("models") / "world-tiny"
-    return out, train_world_model(out, tiny_settings())
 
 
 @pytest.fixture

@@ -62,7 +62,6 @@ def test_a_built_wheel_carries_the_bundled_models(tmp_path):
     bundled = tmp_path / "site" / "lift_mlx" / "bundled_models"
     assert out == [str(bundled / "tiny-llama"), presets()["default"]]
     assert (bundled / "tiny-llama" / "model.safetensors").is_file()
-    assert (bundled / "world-tiny" / "model.safetensors").is_file()
 
 
 def test_identity_follows_the_weights_not_only_the_config(tmp_path, tiny_model_path):

@@ -1,15 +1,12 @@
 import json
 
 import pytest
+from conftest import load_script
 
-from lift_mlx.world import (
-    TEMPLATES,
-    TRAIN_PHRASINGS,
-    Fact,
-    World,
-    passage_qa_demonstrations,
-    world_for_tokens,
-)
+knowledge_world = load_script("knowledge_world")
+TEMPLATES, TRAIN_PHRASINGS = knowledge_world.TEMPLATES, knowledge_world.TRAIN_PHRASINGS
+Fact, World, world_for_tokens = (knowledge_world.Fact, knowledge_world.World,
+                                 knowledge_world.world_for_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -121,27 +118,6 @@ def test_fact_offsets_point_at_the_facts_sentence(world):
         assert fact.value in sentence_at(flat, flat_offsets[fact.key])
 
 
-def test_demonstrations_only_ask_about_their_passage(world):
-    document = world.document(2)
-    offsets = world.fact_offsets(document)
-    train = {qa.question: qa for qa in world.questions("train")}
-    heldout = {qa.question for qa in world.questions("heldout")}
-    demos = passage_qa_demonstrations(world, 2)
-    asked = 0
-    for demo in demos:
-        start = document.index(demo["passage"])
-        end = start + len(demo["passage"])
-        assert 1 <= len(demo["qa_list"]) <= 4
-        for pair in demo["qa_list"]:
-            assert pair["question"] not in heldout
-            qa = train[pair["question"]]
-            assert pair["answer"] == qa.answer and qa.answer in demo["passage"]
-            assert start <= offsets[(qa.entity, qa.attribute)] < end
-            asked += 1
-    assert asked == len(world.facts)  # every fact is demonstrated once
-    assert passage_qa_demonstrations(world, 2) == demos
-
-
 def test_to_native_jsonl_writes_one_valid_record(world, tmp_path):
     path = tmp_path / "world.jsonl"
     world.to_native_jsonl(path, "w7")
@@ -166,3 +142,42 @@ def test_world_for_tokens_hits_its_target(target):
     world = world_for_tokens(seed=11, target_chars=target)
     assert abs(len(world.document()) - target) <= 0.2 * target
     assert abs(len(world.document(9)) - target) <= 0.2 * target  # other renderings too
+
+
+def test_filler_adds_sentences_without_facts_and_keeps_every_fact_findable(world):
+    plain = world.document()
+    world.filler = 1.5
+    try:
+        filled, sentences = world.layout()
+        assert world.layout() == (filled, sentences)  # still deterministic
+        offsets = world.fact_offsets(filled)
+        assert len(offsets) == len(world.facts)  # every fact's sentence is still found
+        for pos, sentence, fact in sentences:
+            assert filled[pos:pos + len(sentence)] == sentence
+            assert offsets[fact.key] == pos
+        n_sentences = filled.count(".")
+        assert 2.2 * len(world.facts) < n_sentences < 2.8 * len(world.facts)
+        # Every other sentence is a filler template about an entity of the world.
+        fact_text = {s for _, s, _ in sentences}
+        extra = [s.strip() + "." for s in filled.replace("\n\n", " ").split(".")
+                 if s.strip() and s.strip() + "." not in fact_text]
+        templates = set(knowledge_world.GENERIC_FILLER) | {
+            t for group in knowledge_world.FILLER.values() for t in group}
+        names = sorted({e.name for e in world.entities}, key=len, reverse=True)
+
+        def template_of(sentence):
+            for name in names:
+                sentence = sentence.replace(name, "{e}")
+            return sentence
+
+        assert extra and all(template_of(s) in templates for s in extra)
+    finally:
+        world.filler = 0.0
+    assert world.document() == plain  # no filler: the document as before
+
+
+def test_world_for_tokens_with_filler_holds_fewer_facts_for_its_length():
+    plain = world_for_tokens(seed=3, target_chars=20_000)
+    filled = world_for_tokens(seed=3, target_chars=20_000, filler=2.0)
+    assert abs(len(filled.document()) - 20_000) <= 0.2 * 20_000
+    assert len(filled.facts) < 0.5 * len(plain.facts)

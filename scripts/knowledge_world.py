@@ -1,7 +1,9 @@
 """A seeded synthetic knowledge world: fictional entities, their facts as prose, and questions.
 
-The tiny test model is pretrained on worlds like this and then asked, through LIFT, about a new
-world's document far longer than its window. Everything here is pure Python and deterministic.
+The LIFT experiment (scripts/lift_experiment.py) writes a world as one long document that no
+model can know, absorbs it, and asks held-out phrasings of its facts. With `filler`, sentences
+that state no fact sit between the facts, so a document reads less like a table and holds
+fewer facts per token. Everything here is pure Python and deterministic.
 """
 
 from __future__ import annotations
@@ -229,11 +231,40 @@ class _Names:
         return f"{self.word(2)} {self.rng.choice(_COMPANY_SUFFIXES)}"
 
 
+# Sentences that state no fact (nothing a question asks about), one full stop each; "{e}" is
+# the entity of the paragraph they stand in.
+FILLER: dict[str, tuple[str, ...]] = {
+    "person": ("Friends describe {e} as quiet and careful.",
+               "{e} is often seen walking by the water in the evening.",
+               "Little is written about the early years of {e}.",
+               "Neighbours say that {e} rarely travels far from home.",
+               "{e} keeps a small garden behind the house.",
+               "Letters written by {e} survive in a private collection."),
+    "ship": ("The {e} is painted dark green with a white stripe.",
+             "Sailors speak well of the {e} in rough weather.",
+             "The {e} has been repaired many times over the years.",
+             "Crowds gather at the quay whenever the {e} comes in."),
+    "town": ("The streets of {e} are narrow and steep.",
+             "Visitors to {e} often mention the smell of the sea.",
+             "The market in {e} is busy on most mornings.",
+             "Old stone walls still stand around parts of {e}."),
+    "company": ("{e} is known for careful work and fair prices.",
+                "The workshops of {e} are noisy from dawn to dusk.",
+                "Many families in the region depend on {e}.",
+                "{e} has a name for paying its workers on time."),
+}
+GENERIC_FILLER = ("The weather that year was unusually wet.",
+                  "Records from the period are patchy in places.",
+                  "Such arrangements were common in the region at the time.",
+                  "Much of this was still remembered decades later.")
+
+
 @dataclass
 class World:
     seed: int
     entities: list[Entity]
     facts: list[Fact]
+    filler: float = 0.0  # sentences without a fact per fact sentence, on average
 
     @classmethod
     def generate(cls, seed: int, n_entities: int) -> World:
@@ -284,6 +315,7 @@ class World:
     def layout(self, seed: int = 0) -> tuple[str, list[tuple[int, str, Fact]]]:
         """Render the document and list its sentences as (char offset, sentence, fact)."""
         rng = random.Random(f"document:{self.seed}:{seed}")
+        fill = random.Random(f"filler:{self.seed}:{seed}")  # its own: filler 0 changes nothing
         by_entity: dict[str, list[Fact]] = {}
         for fact in self.facts:
             by_entity.setdefault(fact.entity, []).append(fact)
@@ -309,7 +341,16 @@ class World:
                 pos += len(sep)
                 sentences.append((pos, sentence, fact))
                 pos += len(sentence)
+                for extra in self._filler(fill, fact):
+                    parts += [" ", extra]
+                    pos += 1 + len(extra)
         return "".join(parts), sentences
+
+    def _filler(self, rng: random.Random, fact: Fact) -> list[str]:
+        """The sentences without a fact that follow `fact`'s (none when `filler` is 0)."""
+        n = int(self.filler) + (rng.random() < self.filler % 1)
+        pool = FILLER[fact.kind] + GENERIC_FILLER
+        return [rng.choice(pool).format(e=fact.entity) for _ in range(n)]
 
     def document(self, seed: int = 0) -> str:
         """The world's facts as prose: paragraphs in random order, one fact per sentence."""
@@ -362,33 +403,12 @@ class World:
         Path(path).write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def passage_qa_demonstrations(world: World, seed: int) -> list[dict]:
-    """Cut `world.document(seed)` into passages of 1-4 sentences, each with QA on its own facts.
-
-    Only train phrasings are used: these records teach the base model to generate tasks.
-    """
-    document, sentences = world.layout(seed)
-    rng = random.Random(f"demonstrations:{world.seed}:{seed}")
-    records = []
-    start = 0
-    while start < len(sentences):
-        chunk = sentences[start:start + rng.randint(1, 4)]
-        start += len(chunk)
-        first_pos = chunk[0][0]
-        last_pos, last_sentence, _ = chunk[-1]
-        qa_list = []
-        for _, _, fact in chunk:
-            template = rng.choice(TEMPLATES[fact.kind][fact.attribute][1][:TRAIN_PHRASINGS])
-            qa_list.append({"question": template.format(e=fact.entity), "answer": fact.value})
-        records.append({"passage": document[first_pos:last_pos + len(last_sentence)],
-                        "qa_list": qa_list})
-    return records
-
-
-def world_for_tokens(seed: int, target_chars: int) -> World:
+def world_for_tokens(seed: int, target_chars: int, filler: float = 0.0) -> World:
     """A world whose default document (`document(0)`) has roughly `target_chars` characters."""
-    n = max(MIN_ENTITIES, round(target_chars / 170))  # ~170 chars per entity, refined below
+    per_entity = 170 * (1 + filler)  # characters, roughly; refined below
+    n = max(MIN_ENTITIES, round(target_chars / per_entity))
     world = World.generate(seed, n)
+    world.filler = filler
     for _ in range(6):
         length = len(world.document())
         if abs(length - target_chars) <= 0.05 * target_chars:
@@ -398,4 +418,5 @@ def world_for_tokens(seed: int, target_chars: int) -> World:
             break
         n = n_next
         world = World.generate(seed, n)
+        world.filler = filler
     return world

@@ -1,0 +1,474 @@
+"""Does LIFT work on a real model? Documents of fictional facts, absorbed and asked about.
+
+A real pretrained model (SmolLM2-135M-Instruct by default) absorbs knowledge-world documents
+(scripts/knowledge_world.py: fictional people, ships, towns and companies, with sentences that
+state no fact between the facts) of about 4k and 8k tokens. The answer-time window is capped at
+--window tokens (1,024), so most facts lie outside the view an in-context arm sees. Every
+question is a held-out phrasing: never used by the oracle's tasks. The arms, through
+lift-mlx's own evaluation (`lift_mlx.evaluate.run_eval`):
+
+- icl-full   the base model with the whole document in its own (8k) window: the reading bar
+- icl-trunc  the base model with the head+tail view that fits --window
+- raw-ft     an adapter trained on recite segments only (fine-tuning on the raw text)
+- lift       an adapter trained on recite segments + QA tasks the model wrote itself
+- lift+icl   the lift adapter with the head+tail view in the prompt
+- lift (oracle tasks)  lift trained on a perfect generator's tasks (each fact, asked once)
+
+Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
+token F1 and exact match, split by whether the fact's sentence lies inside the head+tail view
+of the in-context arms. Collateral damage: how many of the general questions the base answers
+right (scripts/data/general_questions.jsonl) each adapter still answers. Every document, arm
+and adapter is kept in --work, so an interrupted run resumes. Prints a table; writes JSON, a
+PNG and the table into the README.
+
+    python scripts/lift_experiment.py                    # 3 documents each of ~4k and ~8k tokens
+    python scripts/lift_experiment.py --lengths 1024 --docs 1 --set epochs=4   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from knowledge_world import TEMPLATES, TRAIN_PHRASINGS, world_for_tokens  # noqa: E402
+
+import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
+from lift_mlx import prompts  # noqa: E402
+from lift_mlx.answer import question_prompt  # noqa: E402
+from lift_mlx.datasets import EvalDoc, load_native  # noqa: E402
+from lift_mlx.metrics import answer_contains, exact_match, token_f1  # noqa: E402
+
+ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "lift (oracle tasks)")
+WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl")  # answered within --window
+ORACLE = "lift (oracle tasks)"
+REGIONS = ("inside", "outside", "all")
+METRICS = {"contains": answer_contains, "f1": token_f1, "em": exact_match}
+GENERAL = HERE / "data" / "general_questions.jsonl"
+README_START, README_END = "<!-- lift-experiment:start -->", "<!-- lift-experiment:end -->"
+WORLD_SEED = 5000  # documents' worlds: seed WORLD_SEED + 100 * k + i for length k x 1024
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set rank=8 --set lr=5e-4` -> {"rank": 8, "lr": 0.0005} (JSON values, else text)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes NAME=VALUE, got {pair!r}")
+        try:
+            out[name] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name] = value
+    return out
+
+
+def chars_per_token(tokenizer, filler: float) -> float:
+    text = world_for_tokens(WORLD_SEED - 1, 20_000, filler).document()
+    return len(text) / len(prompts.encode(tokenizer, text))
+
+
+def make_doc(length: int, index: int, args, tokenizer, cpt: float, folder: Path):
+    """The world and eval document (held-out phrasings) for document `index` of `length`."""
+    world = world_for_tokens(WORLD_SEED + 100 * (length // 1024) + index, int(length * cpt),
+                             args.filler)
+    path = folder / "document.jsonl"
+    world.to_native_jsonl(path, f"{length}-{index}", phrasings="heldout")
+    return world, next(load_native(path))
+
+
+def pick_questions(doc: EvalDoc, world, tokenizer, args, rng: random.Random) -> EvalDoc:
+    """One held-out question per fact, then up to --questions with the fact's sentence inside
+    the in-context arms' view and as many outside it; each question's region is read off the
+    very prompt those arms build."""
+    doc_tokens = prompts.encode(tokenizer, doc.document)
+    by_fact: dict[tuple, list] = {}
+    for q in doc.questions:
+        by_fact.setdefault((q.meta["entity"], q.meta["attribute"]), []).append(q)
+    one_each = [rng.choice(qs) for qs in by_fact.values()]
+    for q in one_each:
+        ids = question_prompt(tokenizer, q.question, doc_tokens, args.window, args.max_tokens)
+        seen = world.fact_offsets(tokenizer.decode(ids))
+        q.meta["region"] = "inside" if (q.meta["entity"], q.meta["attribute"]) in seen \
+            else "outside"
+    chosen = []
+    for region in ("inside", "outside"):
+        group = [q for q in one_each if q.meta["region"] == region]
+        chosen += rng.sample(group, min(args.questions, len(group)))
+    return EvalDoc(doc.id, doc.document, chosen, doc.source)
+
+
+def oracle_pairs(world, rng: random.Random):
+    """A perfect generator's tasks: every fact once, in a training phrasing."""
+    from lift_mlx.generator_styles import QAPair
+
+    return [QAPair(rng.choice(TEMPLATES[f.kind][f.attribute][1][:TRAIN_PHRASINGS])
+                   .format(e=f.entity), f.value) for f in world.facts]
+
+
+def write_oracle_cache(lm, doc: EvalDoc, settings, pairs) -> None:
+    """Put `pairs` in the QA cache where `lift` looks for its self-written tasks."""
+    from lift_mlx.absorb import qa_cache_file
+    from lift_mlx.ingest import text_document
+    from lift_mlx.synthesize import SynthReport, save_cached
+
+    path = qa_cache_file(text_document(doc.document).sha256, lm, settings)
+    save_cached(path, pairs, SynthReport(kept=len(pairs)))
+
+
+def general_questions() -> list[dict]:
+    return [json.loads(line) for line in GENERAL.read_text().splitlines() if line.strip()]
+
+
+def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
+    """Containment score of every general question (decoded together, greedy), with
+    `adapter` (a stored adapter's folder) on the model, or the plain base."""
+    from mlx_lm import batch_generate
+
+    from lift_mlx.absorb import load_absorbed, reset_adapter
+
+    if adapter:
+        load_absorbed(adapter, lm)
+    try:
+        questions = general_questions()
+        ids = [question_prompt(lm.tokenizer, q["question"], None, lm.window, max_tokens)
+               for q in questions]
+        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
+        return [answer_contains(t, q["answers"]) for t, q in zip(texts, questions)]
+    finally:
+        reset_adapter(lm)
+
+
+def settings_tag(settings, args) -> str:
+    blob = json.dumps([settings.to_dict(), args.window, args.max_tokens, args.filler,
+                       args.questions], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
+            base_general: list[float]) -> dict:
+    """Every arm on one document; returns (and keeps in work/) its rows and run record."""
+    from lift_mlx.evaluate import read_jsonl, run_eval
+    from lift_mlx.progress import Progress
+
+    folder = work / f"doc-{length}-{index}"
+    done = folder / "rows.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    world, doc = make_doc(length, index, args, lm.tokenizer, cpt, folder)
+    doc = pick_questions(doc, world, lm.tokenizer, args, random.Random(index))
+    n_tokens = len(prompts.encode(lm.tokenizer, doc.document))
+    inside = sum(q.meta["region"] == "inside" for q in doc.questions)
+    print(f"== {doc.id}: {n_tokens} tokens, {len(world.facts)} facts, {inside} questions "
+          f"inside the {args.window}-token view, {len(doc.questions) - inside} outside",
+          flush=True)
+    progress = Progress(quiet=not args.verbose)
+    start = time.perf_counter()
+    records, absorbs, seconds = [], [], {}
+    arms = [a for a in args.arms if a in WINDOW_ARMS]
+    home = os.environ["LIFT_MLX_HOME"]
+    if arms:
+        t = time.perf_counter()
+        records += run_eval([doc], lm, folder / "window", arms=arms, settings=settings,
+                            max_tokens=args.max_tokens, window=args.window, pipeline=False,
+                            progress=progress)
+        absorbs += read_jsonl(folder / "window" / "absorbs.jsonl")
+        seconds["window arms"] = time.perf_counter() - t
+    if "icl-full" in args.arms:
+        t = time.perf_counter()
+        records += run_eval([doc], lm, folder / "full", arms=["icl-full"], settings=settings,
+                            max_tokens=args.max_tokens, progress=progress)
+        seconds["icl-full"] = time.perf_counter() - t
+    if ORACLE in args.arms:
+        t = time.perf_counter()
+        os.environ["LIFT_MLX_HOME"] = str(work / "home-oracle")  # its QA cache is replaced
+        try:
+            write_oracle_cache(lm, doc, settings, oracle_pairs(world, random.Random(index)))
+            oracle = run_eval([doc], lm, folder / "oracle", arms=["lift"], settings=settings,
+                              max_tokens=args.max_tokens, window=args.window, pipeline=False,
+                              progress=progress)
+        finally:
+            os.environ["LIFT_MLX_HOME"] = home
+        records += [{**r, "arm": ORACLE} for r in oracle]
+        absorbs += [{**a, "adapter": ORACLE} for a in
+                    read_jsonl(folder / "oracle" / "absorbs.jsonl") if a["adapter"] == "lift"]
+        seconds["oracle"] = time.perf_counter() - t
+    general = {}
+    if args.general:
+        t = time.perf_counter()
+        general["base"] = base_general
+        for a in absorbs:
+            general[a["adapter"]] = answer_general(lm, a["path"], args.max_tokens)
+        seconds["general"] = time.perf_counter() - t
+    rows = [{"length": length, "doc": doc.id, "arm": r["arm"], "region": r["meta"]["region"],
+             **{m: fn(r["prediction"] or "", r["references"]) for m, fn in METRICS.items()}}
+            for r in records if r["prediction"] is not None]
+    run = {"length": length, "doc": doc.id, "doc_tokens": n_tokens, "facts": len(world.facts),
+           "questions": len(doc.questions), "inside": inside,
+           "seconds": round(time.perf_counter() - start, 1),
+           "phase_seconds": {k: round(v, 1) for k, v in seconds.items()}, "absorbs": absorbs,
+           "general": general,
+           "examples": [{k: r[k] for k in ("arm", "question", "references", "prediction")}
+                        for r in records[:: max(1, len(records) // 16)]]}
+    result = {"run": run, "rows": rows}
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _spread(per_doc: list[float]) -> dict:
+    return {"mean": statistics.mean(per_doc),
+            "stdev": statistics.stdev(per_doc) if len(per_doc) > 1 else 0.0,
+            "per_doc": per_doc}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """length -> arm -> region -> metric -> {mean, stdev, per_doc} (scores in [0, 1]), and
+    region -> "n" (questions); the mean is over documents, each its own accuracy."""
+    out: dict = {}
+    for length in sorted({r["length"] for r in rows}):
+        out[length] = {}
+        docs = sorted({r["doc"] for r in rows if r["length"] == length})
+        for arm in [a for a in ARMS if any(r["arm"] == a and r["length"] == length
+                                           for r in rows)]:
+            out[length][arm] = {}
+            for region in REGIONS:
+                mine = [r for r in rows if r["length"] == length and r["arm"] == arm
+                        and region in ("all", r["region"])]
+                per_doc = {d: [r for r in mine if r["doc"] == d] for d in docs}
+                per_doc = {d: rs for d, rs in per_doc.items() if rs}
+                if not per_doc:
+                    continue
+                cell = {m: _spread([statistics.mean(r[m] for r in rs)
+                                    for rs in per_doc.values()]) for m in METRICS}
+                cell["n"] = len(mine)
+                out[length][arm][region] = cell
+    return out
+
+
+def summarize_general(runs: list[dict]) -> dict:
+    """length -> adapter -> {kept, of, share}: the general questions the base answers right
+    that each adapter still answers right, summed over documents."""
+    out: dict = {}
+    for run in runs:
+        general = run.get("general") or {}
+        base = general.get("base")
+        if not base:
+            continue
+        right = [i for i, s in enumerate(base) if s]
+        per = out.setdefault(run["length"], {})
+        for name, scores in general.items():
+            if name == "base":
+                continue
+            cell = per.setdefault(name, {"kept": 0, "of": 0})
+            cell["kept"] += sum(scores[i] for i in right)
+            cell["of"] += len(right)
+        cell = per.setdefault("base", {"kept": 0, "of": 0})
+        cell["kept"] += len(right)
+        cell["of"] += len(base)
+    for per in out.values():
+        for cell in per.values():
+            cell["share"] = cell["kept"] / cell["of"] if cell["of"] else 0.0
+    return out
+
+
+def _pct(cell: dict | None, metric: str = "contains") -> str:
+    if not cell:
+        return "-"
+    v = cell[metric]
+    return f"{100 * v['mean']:.0f} ± {100 * v['stdev']:.0f}"
+
+
+def format_table(summary: dict, general: dict) -> str:
+    lines = ["| document | arm | fact inside the view | fact outside | all | F1 (all) | "
+             "EM (all) | general questions kept |", "|---|---|---|---|---|---|---|---|"]
+    for length, arms in summary.items():
+        for arm, regions in arms.items():
+            g = general.get(length, {}).get(arm if arm != "icl-full" else "base")
+            if arm in ("icl-trunc", "icl-full"):
+                g = None
+            kept = f"{g['kept']:.0f}/{g['of']}" if g else "-"
+            lines.append(f"| ~{length // 1024}k tokens | {arm} | "
+                         f"{_pct(regions.get('inside'))} | {_pct(regions.get('outside'))} | "
+                         f"{_pct(regions.get('all'))} | {_pct(regions.get('all'), 'f1')} | "
+                         f"{_pct(regions.get('all'), 'em')} | {kept} |")
+    return "\n".join(lines)
+
+
+def _mean(summary: dict, length: int, arm: str, region: str) -> float | None:
+    cell = summary.get(length, {}).get(arm, {}).get(region)
+    return None if cell is None else 100 * cell["contains"]["mean"]
+
+
+def _gap(summary: dict, length: int, a: str, ra: str, b: str, rb: str, margin: float):
+    x, y = _mean(summary, length, a, ra), _mean(summary, length, b, rb)
+    if x is None or y is None:
+        return None
+    return {"length": length, "target": f"{a} ({ra}) >= {b} ({rb}) + {margin}",
+            "value": round(x - y - margin, 1), "met": x >= y + margin}
+
+
+def targets(summary: dict, general: dict) -> list[dict]:
+    """The targets, each met or missed, in points of answer containment."""
+    checks = []
+    for length in summary:
+        checks += [c for c in (
+            _gap(summary, length, "lift", "outside", "icl-trunc", "outside", 10),
+            _gap(summary, length, "lift", "all", "raw-ft", "all", 10),
+            _gap(summary, length, "lift+icl", "inside", "icl-trunc", "inside", 0),
+            _gap(summary, length, "lift", "all", "icl-full", "all", 0)) if c]
+        g = general.get(length, {}).get("lift")
+        if g:
+            checks.append({"length": length, "target": "lift keeps >= 90% of general questions",
+                           "value": round(100 * g["share"] - 90, 1), "met": g["share"] >= 0.9})
+    return checks
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = list(summary)
+    fig, axes = plt.subplots(1, len(lengths), figsize=(6 * len(lengths), 3.8), squeeze=False)
+    for ax, length in zip(axes[0], lengths):
+        arms = summary[length]
+        width = 0.8 / max(1, len(arms))
+        for i, (arm, regions) in enumerate(arms.items()):
+            means = [100 * regions[r]["contains"]["mean"] if r in regions else 0
+                     for r in REGIONS]
+            errs = [100 * regions[r]["contains"]["stdev"] if r in regions else 0
+                    for r in REGIONS]
+            xs = [x + (i - (len(arms) - 1) / 2) * width for x in range(len(REGIONS))]
+            ax.bar(xs, means, width, yerr=errs, label=arm, capsize=2)
+        ax.set_xticks(range(len(REGIONS)))
+        ax.set_xticklabels(["fact inside\nthe 1k view", "fact outside", "all"])
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("answer contains the fact (%)")
+        ax.set_title(f"~{length // 1024}k-token documents")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if README_START not in text:
+        print(f"README.md has no {README_START} marker: table not written there")
+        return
+    lines = [README_START, "", table, ""]
+    lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on ~{c['length'] // 1024}k "
+              f"documents ({c['value']:+.1f} points)" for c in checks]
+    docs = {length: len({r["doc"] for r in result["rows"] if r["length"] == length})
+            for length in result["summary"]}
+    counts = ", ".join(f"{n} of ~{k // 1024}k tokens" for k, n in docs.items())
+    out = Path(args.out).resolve()
+    where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    lines += ["", f"Documents: {counts}; model {result['model']}, window {args.window}, "
+              f"answers of at most {args.max_tokens} tokens, settings tag `{result['tag']}` "
+              f"(everything in `{where}/results.json`).", "", README_END]
+    start, end = text.index(README_START), text.index(README_END) + len(README_END)
+    readme.write_text(text[:start] + "\n".join(lines) + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--lengths", default="4096,8192", help="document lengths in tokens")
+    parser.add_argument("--docs", type=int, default=3, help="documents per length")
+    parser.add_argument("--window", type=int, default=1024, help="answer-time window (tokens)")
+    parser.add_argument("--questions", type=int, default=20,
+                        help="questions per region (inside/outside the view) and document")
+    parser.add_argument("--max-tokens", type=int, default=24, help="answer budget")
+    parser.add_argument("--filler", type=float, default=2.0,
+                        help="sentences without a fact per fact sentence")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting over the model's preset (repeatable)")
+    parser.add_argument("--no-general", dest="general", action="store_false",
+                        help="skip the general questions")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "lift_experiment"))
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "lift-experiment"),
+                        help="documents, adapters and records (a rerun resumes from them)")
+    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--verbose", action="store_true", help="absorb's progress bars")
+    args = parser.parse_args()
+    args.arms = [a.strip() for a in args.arms.split(",")]
+    bad = [a for a in args.arms if a not in ARMS]
+    if bad:
+        raise SystemExit(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
+
+    from lift_mlx.config import preset
+    from lift_mlx.models import load_model, recommended_settings
+
+    work = Path(args.work)
+    os.environ.setdefault("LIFT_MLX_HOME", str(work / "home"))
+    lm = load_model(args.model)
+    settings = preset("default", recommended_settings(lm.name), **parse_overrides(args.set))
+    tag = settings_tag(settings, args)
+    work = work / f"{re.sub(r'[^A-Za-z0-9.-]', '_', lm.name)}-{tag}"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
+    print(f"{lm.name}: settings tag {tag}, work folder {work}", flush=True)
+    cpt = chars_per_token(lm.tokenizer, args.filler)
+    base_general = []
+    if args.general:
+        cached = work / "general-base.json"
+        if not cached.exists():
+            cached.write_text(json.dumps(answer_general(lm, None, args.max_tokens)))
+        base_general = json.loads(cached.read_text())
+        print(f"the base answers {sum(base_general):.0f} of {len(base_general)} general "
+              f"questions", flush=True)
+    start = time.perf_counter()
+    done = []
+    for length in [int(x) for x in args.lengths.split(",")]:
+        for index in range(args.docs):
+            done.append(run_doc(lm, length, index, args, settings, work, cpt, base_general))
+            rows = [r for d in done for r in d["rows"]]
+            print(format_table(summarize(rows), summarize_general([d["run"] for d in done])),
+                  flush=True)
+    rows = [r for d in done for r in d["rows"]]
+    runs = [d["run"] for d in done]
+    summary, general = summarize(rows), summarize_general(runs)
+    table = format_table(summary, general)
+    checks = targets(summary, general)
+    print(f"\nAnswer contains the fact (%), mean ± stdev over documents "
+          f"({time.perf_counter() - start:.0f} s):\n{table}")
+    for c in checks:
+        print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']} (~{c['length'] // 1024}k): "
+              f"{c['value']:+.1f} points")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"model": lm.name, "tag": tag, "window": args.window,
+              "max_tokens": args.max_tokens, "filler": args.filler,
+              "settings": settings.to_dict(), "summary": summary, "general": general,
+              "targets": checks, "runs": runs, "rows": rows, "table": table}
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    try:
+        plot(summary, out / "lift_experiment.png")
+    except ImportError:
+        print("matplotlib is not installed (pip install 'lift-mlx[plot]'): no PNG")
+    if args.readme:
+        write_readme(table, checks, args, result)
+    print(f"wrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

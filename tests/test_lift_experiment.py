@@ -1,0 +1,101 @@
+"""scripts/lift_experiment.py: its statistics and targets by hand, and one run end to end on the
+tiny model (its answers are noise: the test checks the mechanics, not accuracy)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+
+import pytest
+from conftest import load_script
+
+
+@pytest.fixture(scope="module")
+def experiment():
+    return load_script("lift_experiment")
+
+
+def rows_for(arm, hits: dict, length=4096):
+    return [{"length": length, "doc": doc, "arm": arm, "region": region, "contains": c,
+             "f1": c / 2, "em": 0.0}
+            for (doc, region), cs in hits.items() for c in cs]
+
+
+def test_summary_is_the_mean_and_spread_of_per_document_scores(experiment):
+    rows = rows_for("lift", {("a", "inside"): [1, 0], ("a", "outside"): [0, 0],
+                             ("b", "inside"): [1, 1], ("b", "outside"): [1, 0]})
+    lift = experiment.summarize(rows)[4096]["lift"]
+    assert lift["inside"]["contains"]["per_doc"] == [0.5, 1.0] and lift["inside"]["n"] == 4
+    assert lift["inside"]["contains"]["mean"] == 0.75
+    assert lift["inside"]["contains"]["stdev"] == pytest.approx(statistics.stdev([0.5, 1.0]))
+    assert lift["outside"]["contains"]["per_doc"] == [0.0, 0.5]
+    assert lift["all"]["contains"]["per_doc"] == [0.25, 0.75] and lift["all"]["n"] == 8
+    assert lift["all"]["f1"]["mean"] == 0.25
+    table = experiment.format_table(experiment.summarize(rows), {})
+    assert "| ~4k tokens | lift | 75 ± 35 | 25 ± 35 | 50 ± 35 | 25 ± 18 | 0 ± 0 | - |" in table
+
+
+def test_targets_are_met_or_missed_by_their_margins(experiment):
+    rows = (rows_for("lift", {("a", "inside"): [1], ("a", "outside"): [1, 1, 0, 0]})
+            + rows_for("icl-trunc", {("a", "inside"): [1], ("a", "outside"): [1, 0, 0, 0]})
+            + rows_for("raw-ft", {("a", "inside"): [0], ("a", "outside"): [1, 0, 0, 0]}))
+    general = {4096: {"lift": {"kept": 9, "of": 10, "share": 0.9}}}
+    checks = {c["target"]: c for c in experiment.targets(experiment.summarize(rows), general)}
+    outside = checks["lift (outside) >= icl-trunc (outside) + 10"]
+    assert outside["met"] and outside["value"] == pytest.approx(15.0)  # 50 vs 25, +10 margin
+    raw = checks["lift (all) >= raw-ft (all) + 10"]
+    assert raw["met"] and raw["value"] == pytest.approx(60 - 20 - 10)
+    assert checks["lift keeps >= 90% of general questions"]["met"]
+    assert not any("icl-full" in t or "lift+icl" in t for t in checks)  # arms not run
+
+
+def test_general_questions_kept_count_only_what_the_base_got_right(experiment):
+    runs = [{"length": 4096, "general": {"base": [1, 1, 0, 1], "lift": [1, 0, 1, 1]}},
+            {"length": 4096, "general": {"base": [1, 1, 0, 1], "lift": [0, 0, 0, 1]}}]
+    general = experiment.summarize_general(runs)[4096]
+    assert general["lift"] == {"kept": 3, "of": 6, "share": 0.5}  # the 3rd question never counts
+    assert general["base"]["kept"] == 6 and general["base"]["of"] == 8
+
+
+def test_overrides_parse_as_json_else_text(experiment):
+    assert experiment.parse_overrides(["rank=8", "lr=5e-4", "style=lines"]) == {
+        "rank": 8, "lr": 5e-4, "style": "lines"}
+    with pytest.raises(SystemExit):
+        experiment.parse_overrides(["rank"])
+
+
+def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{experiment.README_START}\nold\n{experiment.README_END}\nafter\n")
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["lift_experiment.py", "--model", str(tiny_model_path), "--lengths", "1024",
+            "--docs", "1", "--window", "384", "--questions", "2", "--max-tokens", "8",
+            "--work", str(work), "--out", str(out), "--readme",
+            "--set", "seg_len=128", "--set", "stride=64", "--set", "context_len=0",
+            "--set", "epochs=1", "--set", "rank=4", "--set", "grad_checkpoint=false",
+            "--set", "max_tokens=24"]
+    monkeypatch.setattr(sys, "argv", argv)
+    experiment.main()
+    result = json.loads((out / "results.json").read_text())
+    summary = result["summary"]["1024"]
+    # icl-full: a 1k-token document does not fit the tiny model's own 1k window: skipped.
+    assert set(summary) == {"icl-trunc", "raw-ft", "lift", "lift+icl", "lift (oracle tasks)"}
+    (run,) = result["runs"]
+    assert run["inside"] == 2 and run["questions"] == 4
+    regions = {(r["arm"], r["region"]) for r in result["rows"]}
+    assert ("lift", "inside") in regions and ("lift", "outside") in regions
+    # Every adapter was made and asked the general questions; the oracle's from its own tasks.
+    adapters = {a["adapter"]: a for a in run["absorbs"]}
+    assert set(adapters) == {"raw-ft", "lift", "lift (oracle tasks)"}
+    assert adapters["lift (oracle tasks)"]["qa_pairs"] == run["facts"]
+    assert set(run["general"]) == {"base", *adapters}
+    text = readme.read_text()
+    assert "old" not in text and "| ~1k tokens | lift |" in text
+    assert text.startswith("before\n") and text.endswith("after\n")
+    # A rerun resumes: the document's rows are read back, nothing is trained again.
+    before = sorted(p.stat().st_mtime for p in work.rglob("adapters.safetensors"))
+    experiment.main()
+    assert sorted(p.stat().st_mtime for p in work.rglob("adapters.safetensors")) == before
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
