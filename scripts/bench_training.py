@@ -8,11 +8,13 @@ Same model, the same recite samples, LoRA rank, batch size and number of measure
 to fixed buckets (trimmed again when the step is not compiled), runs the output layer only
 where the loss is taken and keeps one step in flight; mlx-lm pads each batch to a multiple of
 32 and synchronises after every step; the plain loop takes full logits over the padded batch
-and synchronises after every step. Prints a table and writes JSON.
+and synchronises after every step. Peak memory is MLX's, per arm (the model is loaded
+anew for each). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import tempfile
@@ -118,6 +120,8 @@ def plain_arm(model_name, samples, settings, warmup, steps):
 @click.option("--steps", default=10, show_default=True)
 @click.option("--out", default="bench_training.json", show_default=True)
 def main(model, tokens, seg_len, rank, batch_size, warmup, steps, out):
+    import mlx.core as mx
+
     lm = bench_model(model)
     ids = encode(lm.tokenizer, bench_document(lm.tokenizer, tokens))
     samples = recite_samples(lm.tokenizer, ids, seg_len, seg_len * 3 // 8, 128,
@@ -129,13 +133,17 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, out):
     arms = (("lift-mlx", lift_arm), ("mlx-lm trainer", mlx_lm_arm),
             ("plain value_and_grad", plain_arm))
     for arm, fn in arms:
+        gc.collect()
+        mx.clear_cache()
+        mx.reset_peak_memory()
         n_tokens, seconds = fn(model, samples, settings, warmup, steps)
         records.append({"arm": arm, "steps": steps, "tokens": n_tokens, "seconds": seconds,
-                        "tok_s": n_tokens / seconds})
+                        "tok_s": n_tokens / seconds, "peak_gb": mx.get_peak_memory() / 1e9})
     ratio = records[0]["tok_s"] / records[1]["tok_s"]
     plain_ratio = records[0]["tok_s"] / records[2]["tok_s"]
     columns = [("arm", "arm", "{}"), ("steps", "steps", "{}"), ("tokens", "tokens", "{:,}"),
-               ("seconds", "seconds", "{:.1f}"), ("tok/s", "tok_s", "{:,.0f}")]
+               ("seconds", "seconds", "{:.1f}"), ("tok/s", "tok_s", "{:,.0f}"),
+               ("peak GB", "peak_gb", "{:.2f}")]
     click.echo(f"{len(samples)} recite samples of {len(samples[0])} tokens, rank {rank}, "
                f"batch {batch_size}")
     click.echo(format_table(records, columns))
