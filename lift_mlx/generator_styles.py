@@ -36,7 +36,8 @@ class GeneratorStyle:
     name: str
     wording: tuple[str, ...]  # every text the prompt is made of (its fingerprint)
     prompt: Callable  # (tokenizer, preceding, target, n, variant) -> token ids
-    parse: Callable[[str], list[QAPair]]  # the generator's output -> pairs
+    # (the generator's output, the request's preceding text, target text, variant) -> pairs
+    parse: Callable[[str, str, str, int], list[QAPair]]
     stop: Callable[[], Callable[[str], bool]]  # a fresh watcher per request: piece -> done?
     requests_per_window: Callable[[int], int]  # requests made for n wanted pairs
 
@@ -54,7 +55,8 @@ _PAIR = re.compile(
 )
 
 
-def parse_qa(output: str) -> list[QAPair]:
+def parse_qa(output: str, preceding: str = "", target: str = "",
+             variant: int = 0) -> list[QAPair]:
     """QA pairs from JSON output: tolerant of code fences, text around the JSON, a bare list,
     and output cut off mid-JSON (complete pairs are still recovered)."""
     text = _FENCE.sub("", output)
@@ -157,20 +159,25 @@ def _lines_prompt(tokenizer, preceding: str, target: str, n: int, variant: int) 
     return prompts.encode(tokenizer, text + LINES_OPEN.format(sentence=sentence))
 
 
-def parse_lines(output: str) -> list[QAPair]:
+def parse_lines(output: str, preceding: str = "", target: str = "",
+                variant: int = 0) -> list[QAPair]:
     """The pair a `lines` request wrote: its output continues after "Question:", up to the
     first blank line."""
     block = ("Question:" + output).split("\n\n")[0]
     return [QAPair(q.strip(), a.strip()) for q, a in _LINE_PAIR.findall(block)]
 
 
+_PAIR_END = re.compile(r"\n\n|\n(?:Sentence|Question):|Answer:[^\n]*\n")
+
+
 def _blank_line_end() -> Callable[[str], bool]:
+    """Done at a blank line, at the next example's or question's label, or once the answer's
+    line is complete (a small model does not always leave the blank line)."""
     seen = []
 
     def feed(piece: str) -> bool:
         seen.append(piece)
-        text = "".join(seen)
-        return "\n\n" in text or "\nSentence:" in text
+        return _PAIR_END.search("".join(seen)) is not None
 
     return feed
 
@@ -178,7 +185,7 @@ def _blank_line_end() -> Callable[[str], bool]:
 LINES = GeneratorStyle(
     name="lines",
     wording=(*(LINES_FORMAT.format(sentence=s, question=q, answer=a)
-               for s, q, a in LINES_EXAMPLES), LINES_OPEN),
+               for s, q, a in LINES_EXAMPLES), LINES_OPEN, _PAIR_END.pattern),
     prompt=_lines_prompt,
     parse=parse_lines,
     stop=_blank_line_end,
@@ -186,7 +193,100 @@ LINES = GeneratorStyle(
 )
 
 
-STYLES = {style.name: style for style in (JSON, LINES)}
+# --- answers ---------------------------------------------------------------------------------
+
+# A span that a question can ask for: a number (with the word after it, "240 metres"), or a run
+# of capitalised words (a name; one word alone not where it may only start the sentence).
+_NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")
+_NAME = re.compile(r"\b[A-Z][\w'-]*(?:\s+(?:of|the|de|van|von)?\s*[A-Z][\w'-]*)*")
+_NOT_NAMES = frozenset(
+    "A An The In On At Of To By For From With And Or But Its It This That These Those He She "
+    "They We I His Her Their Our Yes No".split())
+
+
+def answer_spans(target: str, preceding: str = "") -> list[str]:
+    """Short answers a question about `target` could have: its numbers and its names, in
+    order, each once. One capitalised word that opens a sentence counts as a name only where
+    it is capitalised elsewhere in `preceding` or `target` too ("Toureinwick ... Toureinwick",
+    not "Visitors")."""
+    found: list[tuple[int, str]] = []
+    for m in _NUMBER.finditer(target):
+        found.append((m.start(), m.group()))
+    sentence_starts = {0} | {m.end() for m in re.finditer(r"[.!?]\s+", target)}
+    context = f"{preceding} {target}"
+    for m in _NAME.finditer(target):
+        words = m.group().split()
+        while words and words[0] in _NOT_NAMES:  # "The Orla" -> "Orla"
+            words = words[1:]
+        if not words:
+            continue
+        name = " ".join(words)
+        start = m.start() + m.group().index(words[0])
+        if (len(words) == 1 and start in sentence_starts
+                and len(re.findall(rf"\b{re.escape(name)}\b", context)) < 2):
+            continue  # one capitalised word opening a sentence: as likely a common word
+        found.append((start, name))
+    seen, out = set(), []
+    for _, span in sorted(found):
+        if span not in seen and not any(span in other and span != other for _, other in found):
+            seen.add(span)
+            out.append(span)
+    return out
+
+
+# Worked examples with the answer given first, as `answer_spans` would find it; the last one
+# asks for the sentence's subject.
+ANSWERS_EXAMPLES = (
+    ("The mill at Harlow Green was built in 1765 by the carpenter Josiah Pell.", "1765",
+     "When was the mill at Harlow Green built?"),
+    ("Brookfield holds its market every Thursday on Mill Square.", "Mill Square",
+     "Where does Brookfield hold its market?"),
+    ("The Orla bridge is 240 metres long and was opened by Queen Edith.", "Queen Edith",
+     "Who opened the Orla bridge?"),
+    ("Marta Quill keeps the accounts of the rowing club.", "Marta Quill",
+     "Who keeps the accounts of the rowing club?"),
+)
+ANSWERS_FORMAT = "Sentence: {sentence}\nAnswer: {answer}\nQuestion: {question}\n\n"
+ANSWERS_OPEN = "Sentence: {sentence}\nAnswer: {answer}\nQuestion:"
+
+
+def _answers_prompt(tokenizer, preceding: str, target: str, n: int, variant: int) -> list[int]:
+    spans = answer_spans(target, preceding)
+    if variant >= len(spans):  # nothing left to ask for: the model writes both
+        return _lines_prompt(tokenizer, preceding, target, n, variant)
+    k = variant % len(ANSWERS_EXAMPLES)
+    examples = ANSWERS_EXAMPLES[k:] + ANSWERS_EXAMPLES[:k]
+    text = "".join(ANSWERS_FORMAT.format(sentence=s, answer=a, question=q)
+                   for s, a, q in examples)
+    sentence = " ".join(target.split())
+    return prompts.encode(tokenizer, text + ANSWERS_OPEN.format(sentence=sentence,
+                                                              answer=spans[variant]))
+
+
+def parse_answers(output: str, preceding: str = "", target: str = "",
+                  variant: int = 0) -> list[QAPair]:
+    """The pair an `answers` request made: the question it wrote (up to the end of its line,
+    a question mark required) and the span it was given."""
+    spans = answer_spans(target, preceding)
+    if variant >= len(spans):
+        return parse_lines(output)
+    question = output.split("\n")[0].strip()
+    return [QAPair(question, spans[variant])] if question.endswith("?") else []
+
+
+ANSWERS = GeneratorStyle(
+    name="answers",
+    wording=(*(ANSWERS_FORMAT.format(sentence=s, answer=a, question=q)
+               for s, a, q in ANSWERS_EXAMPLES), ANSWERS_OPEN, *LINES.wording,
+             _NUMBER.pattern, _NAME.pattern, *sorted(_NOT_NAMES)),
+    prompt=_answers_prompt,
+    parse=parse_answers,
+    stop=_blank_line_end,
+    requests_per_window=lambda n: n,
+)
+
+
+STYLES = {style.name: style for style in (JSON, LINES, ANSWERS)}
 SMALL_MODEL = 1e9  # parameters; below it, `auto` picks the lines style
 
 

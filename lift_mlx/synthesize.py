@@ -212,6 +212,7 @@ class QAStream:
         self.finished = len(done)
         self.finished_ids: list[int] = sorted(done)
         self._seen: set[str] = set(seen or ())
+        self.kept_by_request: dict[int, list[QAPair]] = {}  # request index -> its kept pairs
         self._pieces: dict[int, str] = {}  # token id -> its text, decoded once
         self._gen = BatchGenerator(
             model,
@@ -294,16 +295,17 @@ class QAStream:
     def _finish(self, uid: int) -> list[QAPair]:
         self.finished += 1
         self.finished_ids.append(self._request_of[uid])
-        window = self.requests[self._request_of[uid]][0]
+        window, variant = self.requests[self._request_of[uid]]
         text = self.tokenizer.decode(self._tokens.pop(uid))
         s = self.settings
-        pairs = self.style.parse(text)
+        pairs = self.style.parse(text, window.preceding, window.target, variant)
         if not pairs:
             self.report.drop("unparsable output")
             return []
         wanted = s.qa_per_sentence * window.n_sentences
         kept = filter_pairs(pairs[:wanted], window.text, s.min_overlap, self._seen, self.report)
         self.report.kept += len(kept)
+        self.kept_by_request[self._request_of[uid]] = kept
         return kept
 
     def close(self) -> SynthReport:

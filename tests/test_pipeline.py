@@ -108,7 +108,7 @@ def lively_path(tmp_path_factory):
     return path
 
 
-def _fake_parse(text: str) -> list[QAPair]:
+def _fake_parse(text: str, preceding: str, target: str, variant: int) -> list[QAPair]:
     """Every output becomes one pair that records it (the random model writes no JSON)."""
     return [QAPair(f"what was written {text!r}", "the")] if text.strip() else []
 

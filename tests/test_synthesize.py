@@ -97,6 +97,48 @@ def test_lines_style_prompt_parse_and_stop(tiny_lm):
     stop = LINES.stop()
     assert not stop(" How many?") and not stop("\nAnswer: 142") and stop("\n\n")
     assert LINES.requests_per_window(3) == 3
+    # A small model may go straight on to another pair: the answer's line ends the request.
+    stop = LINES.stop()
+    assert not stop(" How many?\nAnswer: 14") and stop("2\nQuestion: And?")
+    stop = LINES.stop()
+    assert not stop(" How many?") and stop("\nQuestion: And?")
+
+
+@pytest.mark.parametrize("target, preceding, spans", [
+    ("The mill at Harlow Green was built in 1765 by Josiah Pell.", "",
+     ["Harlow Green", "1765", "Josiah Pell"]),
+    ("In 1822, Drynind Neizour was born.", "", ["1822", "Drynind Neizour"]),
+    ("The Bairinirk has a tonnage of 1,470.", "", ["Bairinirk", "1,470"]),
+    # one capitalised word opening a sentence: a name only if it recurs capitalised
+    ("Toureinwick has a population of 54620.", "", ["54620"]),
+    ("Toureinwick has a population of 54620.", "Toureinwick was founded in 1435.",
+     ["Toureinwick", "54620"]),
+    ("Visitors often mention the smell of the sea.", "", []),
+    ("The weather that year was unusually wet.", "", []),
+])
+def test_answer_spans_are_numbers_and_names(target, preceding, spans):
+    from lift_mlx.generator_styles import answer_spans
+
+    assert answer_spans(target, preceding) == spans
+
+
+def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
+    from lift_mlx.generator_styles import ANSWERS, LINES, parse_answers
+
+    tok = tiny_lm.tokenizer
+    target = "The tower at Carrow Point has 142 steps."
+    first = tok.decode(ANSWERS.prompt(tok, "", target, 3, 0))
+    assert first.endswith(f"Sentence: {target}\nAnswer: Carrow Point\nQuestion:")
+    assert tok.decode(ANSWERS.prompt(tok, "", target, 3, 1)).endswith(
+        "Answer: 142\nQuestion:")
+    # past the spans, the model writes both, as in the lines style
+    assert ANSWERS.prompt(tok, "", target, 3, 2) == LINES.prompt(tok, "", target, 3, 2)
+    out = " How many steps does the tower have?\n\nSentence: Another."
+    assert parse_answers(out, "", target, 1) == [
+        QAPair("How many steps does the tower have?", "142")]
+    assert parse_answers(" The tower is tall.\n", "", target, 1) == []  # not a question
+    assert parse_answers(" What is it?\nAnswer: a tower\n", "", target, 2) == [
+        QAPair("What is it?", "a tower")]
 
 
 def test_style_choice_and_cache_keys(tiny_lm):
