@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from . import store
-from .config import PRESETS, TASKS
 from .errors import LiftError
-from .generator_styles import STYLES
+from .options import model_option, pop_settings, setting_options
 from .progress import Progress
 
 
@@ -46,99 +45,10 @@ def cli():
     """
 
 
-def _tasks(ctx, param, value):
-    if value is None:
-        return None
-    tasks = tuple(t.strip() for t in value.split(",") if t.strip())
-    if not tasks or not set(tasks) <= set(TASKS):
-        raise click.BadParameter(f"use a comma-separated subset of {','.join(TASKS)}")
-    return tasks
-
-
-def model_option(f):
-    return click.option(
-        "--model", "-m", default=None, metavar="M",
-        help="Base model: an alias from models/presets.json (qwen-0.5b, qwen-1.5b, qwen-3b, "
-             "qwen-7b, llama-8b, smollm2, tiny), a local mlx-lm model folder, a .gguf file, "
-             "ollama:NAME[:TAG] (a model Ollama has pulled), or a Hugging Face id. GGUF models "
-             "are imported once into $LIFT_MLX_HOME/models. Default: $LIFT_MLX_MODEL or "
-             "qwen-1.5b (mlx-community/Qwen2.5-1.5B-Instruct-4bit).",
-    )(f)
-
-
-_SETTING_OPTIONS = [
-    click.option("--preset", "preset_name", type=click.Choice(list(PRESETS)), default="default",
-                 show_default=True,
-                 help="Named settings: default (16 GB Mac, 0.5-3B model), fast (the paper's "
-                      "quick setting: 1 QA/sentence, 1 epoch at 3e-4), paper (rank 128, 5 "
-                      "epochs, 10 QA/sentence, 2048/768 segments). Options below override it."),
-    click.option("--tasks", callback=_tasks, default=None, metavar="LIST",
-                 help="Training tasks, comma-separated: recite (segments of the text), qa "
-                      "(generated question/answer pairs). [default: recite,qa]"),
-    click.option("--seg-len", type=click.IntRange(min=8), default=None,
-                 help="Tokens per recite segment. [default 1024; paper 2048]"),
-    click.option("--stride", type=click.IntRange(min=1), default=None,
-                 help="Tokens between segment starts; segments overlap when smaller than "
-                      "--seg-len. [default 384; paper 768]"),
-    click.option("--context-len", type=click.IntRange(min=0), default=None,
-                 help="Head+tail document view (tokens) before each recite segment; 0 = off. "
-                      "[default 512; paper 4096]"),
-    click.option("--qa-per-sentence", type=click.IntRange(min=1), default=None,
-                 help="QA pairs asked of the generator per sentence. [default 2; paper 10]"),
-    click.option("--generator", default=None, metavar="M",
-                 help="Model that writes the QA tasks (alias, folder, .gguf, ollama:NAME or "
-                      "hub id). [default: the base model]"),
-    click.option("--generator-style", "style", type=click.Choice(["auto", *STYLES]),
-                 default=None,
-                 help="How the generator is asked for QA pairs: json (instructions, a JSON "
-                      "reply: instruct models of ~1B and up), lines (worked examples in a "
-                      "line format, one pair per request: small models), auto (lines below "
-                      "1B parameters). [default: auto]"),
-    click.option("--rank", type=click.IntRange(min=1), default=None,
-                 help="LoRA rank. [default 32; paper 128]"),
-    click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None,
-                 help="LoRA scale (alpha / rank). [default 2]"),
-    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-                 help="Learning rate (AdamW, constant). [default 2e-4; paper 5e-5]"),
-    click.option("--epochs", type=click.IntRange(min=1), default=None,
-                 help="Passes over all samples. [default 3; paper 5]"),
-    click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                 help="Samples per training step. [default 4]"),
-    click.option("--loss-mean", type=click.Choice(["tokens", "samples"]), default=None,
-                 help="Average the loss over every target token of a batch (the paper), or "
-                      "over samples, each its own mean, so a short answer counts as much as a "
-                      "long recite segment. [default: tokens]"),
-    click.option("--generator-batch-size", type=click.IntRange(min=1), default=None,
-                 help="Generator requests decoded together. [default 16]"),
-    click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
-                 help="Recompute activations in the backward pass to save memory. [default on]"),
-    click.option("--compile/--no-compile", default=None,
-                 help="Compile the training step with mx.compile. [default: on for GPUs, off "
-                      "on the CPU, where compiled steps are no faster]"),
-    click.option("--seed", type=int, default=None, help="Random seed. [default 0]"),
-    click.option("--pipeline/--sequential", default=True,
-                 help="Start training at once and add QA tasks as they are written, or write "
-                      "all of them first (for comparison). [default: pipeline]"),
-    click.option("--force", is_flag=True,
-                 help="Absorb again even if a stored adapter matches."),
-    click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries."),
-]
-
-_SETTING_NAMES = ("tasks", "seg_len", "stride", "context_len", "qa_per_sentence", "style", "rank",
-                  "scale", "lr", "epochs", "batch_size", "loss_mean", "generator_batch_size",
-                  "grad_checkpoint", "compile", "seed")
-
-
-def setting_options(f):
-    for option in reversed(_SETTING_OPTIONS):
-        f = option(f)
-    return f
-
-
 def _absorb(document, model, opts, now: bool = False) -> object:
     from .absorb import Absorbing, absorb
 
-    overrides = {name: opts.pop(name) for name in _SETTING_NAMES}
+    overrides = pop_settings(opts)
     progress = Progress(quiet=opts["quiet"] or now)  # bars would garble the answers
     run = Absorbing if now else absorb
     return run(

@@ -3,53 +3,165 @@
 Paper = Mao et al., "LIFT" (arXiv 2502.14644). The default preset targets a 0.5-3B 4-bit model
 on a 16 GB Mac: it keeps the paper's shape (LoRA on every linear layer, constant lr, AdamW,
 overlapping segments, QA tasks) at a size that trains in minutes.
+
+Each field is declared once, with `setting(...)`: its default, help text, CLI flag, range or
+choices and the paper's value live in the field's metadata (as in mlx-lm's `TrainingArgs`).
+The CLI options (options.py), the "paper" preset and `Settings.validate` are built from them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 
 from .errors import LiftError
+from .generator_styles import STYLES
 
 TASKS = ("recite", "qa")
 
 
+def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
+            min: float | None = None, max: float | None = None, min_open: bool = False,
+            choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None):
+    """A stage field with its declaration in the metadata.
+
+    `flag`: the CLI option (none: settable from Python, presets and the server only). `name`:
+    the flat name for `Settings.replace`, presets and models/presets.json, when the field's
+    own name is taken by another stage. `min`/`max` (`min_open`: strictly above `min`) or
+    `choices`: the values allowed. `paper`: the value of the "paper" preset. `shown`: the
+    default as the help states it, where the value alone would not say it.
+    """
+    metadata = dict(help=help, flag=flag, name=name, min=min, max=max, min_open=min_open,
+                    choices=choices, paper=paper, shown=shown)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class SplitSettings:
-    seg_len: int = 1024  # paper: 2048; halved so batch 4 fits a 16 GB Mac with a 1.5B model
-    stride: int = 384  # paper: 768 = 3/8 of a segment; same 5/8 overlap (~2.7 views per token)
-    context_len: int = 512  # head+tail prefix of recite samples, 0 = off (paper: 4096)
+    # paper: 2048; halved so batch 4 fits a 16 GB Mac with a 1.5B model
+    seg_len: int = setting(1024, "Tokens per recite segment.", flag="--seg-len", min=8,
+                           paper=2048)
+    # paper: 768 = 3/8 of a segment; same 5/8 overlap (~2.7 views per token)
+    stride: int = setting(384, "Tokens between segment starts; segments overlap when smaller "
+                          "than --seg-len.", flag="--stride", min=1, paper=768)
+    # head+tail prefix of recite samples (paper: 4096)
+    context_len: int = setting(512, "Head+tail document view (tokens) before each recite "
+                               "segment; 0 = off.", flag="--context-len", min=0, paper=4096)
 
 
 @dataclass
 class SynthSettings:
-    qa_per_sentence: int = 2  # paper: 5 or 10 (72B generator); 1 in its fast setting
-    style: str = "auto"  # generator prompt style (generator_styles); auto: by model size
-    sentences_per_task: int = 2  # target sentences per generator request
-    window_chars: int = 2000  # preceding text the generator sees (paper: ~2k characters)
-    max_tokens: int = 256  # generation budget per request; JSON for a few pairs fits
-    generator_batch_size: int = 16  # generator requests decoded together
-    min_overlap: float = 0.5  # share of answer words that must occur in the window
-    temp: float = 0.0  # greedy, so a cached run reproduces
+    # paper: 5 or 10 (72B generator); 1 in its fast setting
+    qa_per_sentence: int = setting(2, "QA pairs asked of the generator per sentence.",
+                                   flag="--qa-per-sentence", min=1, paper=10)
+    # generator_styles; auto picks by model size
+    style: str = setting("auto", "How the generator is asked for QA pairs: json (instructions, "
+                         "a JSON reply: instruct models of ~1B and up), lines (worked examples "
+                         "in a line format, one pair per request: small models), auto (lines "
+                         "below 1B parameters).", flag="--generator-style",
+                         choices=("auto", *STYLES))
+    sentences_per_task: int = setting(2, "Target sentences per generator request.", min=1,
+                                      paper=1)
+    # paper: ~2k characters
+    window_chars: int = setting(2000, "Preceding text the generator sees, in characters.", min=0)
+    # JSON for a few pairs fits in 256
+    max_tokens: int = setting(256, "Generation budget per generator request, in tokens.",
+                              min=16, paper=640)
+    generator_batch_size: int = setting(16, "Generator requests decoded together.",
+                                        flag="--generator-batch-size", min=1)
+    min_overlap: float = setting(0.5, "Share of an answer's words that must occur in the "
+                                 "generator's window.", min=0.0, max=1.0)
+    # greedy, so a cached run reproduces
+    temp: float = setting(0.0, "Generator sampling temperature.", min=0.0)
 
 
 @dataclass
 class TrainSettings:
-    tasks: tuple[str, ...] = TASKS
-    rank: int = 32  # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
-    scale: float = 2.0  # paper: alpha 256 / rank 128
-    lr: float = 2e-4  # paper: 5e-5 x 5 epochs; fast setting 3e-4 x 1 epoch
-    epochs: int = 3
-    batch_size: int = 4  # paper: 4
-    grad_clip: float = 1.0  # paper: 1.0
+    tasks: tuple[str, ...] = setting(TASKS, "Training tasks, comma-separated: recite (segments "
+                                     "of the text), qa (generated question/answer pairs).",
+                                     flag="--tasks", choices=TASKS)
+    # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
+    rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128)
+    # paper: alpha 256 / rank 128
+    scale: float = setting(2.0, "LoRA scale (alpha / rank).", flag="--scale", min=0,
+                           min_open=True, paper=2.0)
+    # paper: 5e-5 x 5 epochs; fast setting 3e-4 x 1 epoch
+    lr: float = setting(2e-4, "Learning rate (AdamW, constant).", flag="--lr", min=0,
+                        min_open=True, paper=5e-5)
+    epochs: int = setting(3, "Passes over all samples.", flag="--epochs", min=1, paper=5)
+    # paper: 4
+    batch_size: int = setting(4, "Samples per training step.", flag="--batch-size", min=1)
+    # paper: 1.0
+    grad_clip: float = setting(1.0, "Gradient norm clip.", min=0, min_open=True)
     # "tokens": the loss is the mean over every target token of a batch (the paper, mlx-lm), so
     # a 128-token recite segment outweighs a 4-token answer 32 to 1; "samples": each sample's
     # own mean, averaged, so every QA pair counts as much as a segment.
-    loss_mean: str = "tokens"
-    grad_checkpoint: bool = True  # activations of 4 x 1.5k tokens x 28 layers exceed 16 GB
-    compile: bool | None = None  # None: on for Metal, off for the CPU (no faster there)
-    seed: int = 0
+    loss_mean: str = setting("tokens", "Average the loss over every target token of a batch "
+                             "(the paper), or over samples, each its own mean, so a short "
+                             "answer counts as much as a long recite segment.",
+                             flag="--loss-mean", choices=("tokens", "samples"))
+    # activations of 4 x 1.5k tokens x 28 layers exceed 16 GB
+    grad_checkpoint: bool = setting(True, "Recompute activations in the backward pass to save "
+                                    "memory.", flag="--grad-checkpoint")
+    # None: on for Metal, off for the CPU (no faster there)
+    compile: bool | None = setting(None, "Compile the training step with mx.compile.",
+                                   flag="--compile", shown="on for GPUs, off on the CPU, where "
+                                   "compiled steps are no faster")
+    seed: int = setting(0, "Random seed.", flag="--seed")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One stage field as the CLI, the presets and validation see it."""
+
+    name: str  # flat name: Settings.replace(name=...), presets, models/presets.json
+    stage: str  # "split", "synth" or "train"
+    field: str
+    type: object  # the field's annotation, resolved: int, float, str, bool, bool | None, tuple
+    default: object
+    help: str
+    flag: str | None
+    min: float | None
+    max: float | None
+    min_open: bool
+    choices: tuple[str, ...] | None
+    paper: object
+    shown: str | None
+
+    @property
+    def label(self) -> str:
+        """How messages name it: its flag, else its flat name."""
+        return self.flag or self.name
+
+    def allowed(self) -> str:
+        """The values it takes, in words ("at least 1", "one of tokens, samples")."""
+        if self.choices is not None:
+            if self.type == tuple[str, ...]:
+                return f"a comma-separated subset of {','.join(self.choices)}"
+            return f"one of {', '.join(self.choices)}"
+        if self.min is not None and self.max is not None:
+            return f"between {self.min:g} and {self.max:g}"
+        if self.min == 0 and self.min_open:
+            return "positive"
+        if self.min is not None:
+            return f"{'above' if self.min_open else 'at least'} {self.min:g}"
+        return "any value"
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not allowed ("must be at least 1, not 0"); None when it is."""
+        if value is None or isinstance(value, bool):
+            return None
+        if self.choices is not None:
+            values = value if self.type == tuple[str, ...] else (value,)
+            ok = bool(values) and set(values) <= set(self.choices)
+            shown = (",".join(values) or "none") if self.type == tuple[str, ...] else value
+        else:
+            ok = ((self.min is None or value > self.min or (value == self.min
+                                                             and not self.min_open))
+                  and (self.max is None or value <= self.max))
+            shown = f"{value:g}" if isinstance(value, float) else value
+        return None if ok else f"must be {self.allowed()}, not {shown}"
 
 
 @dataclass
@@ -80,47 +192,49 @@ class Settings:
         for name, value in overrides.items():
             if value is None:
                 continue
-            for stage in (new.split, new.synth, new.train):
-                if name in {f.name for f in dataclasses.fields(stage)}:
-                    setattr(stage, name, tuple(value) if name == "tasks" else value)
-                    break
-            else:
+            if name not in SETTINGS:
                 raise TypeError(f"unknown setting {name!r}")
+            s = SETTINGS[name]
+            setattr(getattr(new, s.stage), s.field, tuple(value) if s.type == tuple[str, ...]
+                    else value)
         new.validate()
         return new
 
     def validate(self) -> None:
-        s, q, t = self.split, self.synth, self.train
-        checks = [
-            (s.seg_len >= 8, "--seg-len must be at least 8 tokens"),
-            (1 <= s.stride <= s.seg_len, "--stride must be between 1 and --seg-len"),
-            (s.context_len >= 0, "--context-len must be 0 (off) or positive"),
-            (q.qa_per_sentence >= 1, "--qa-per-sentence must be at least 1"),
-            (q.sentences_per_task >= 1, "sentences per task must be at least 1"),
-            (q.max_tokens >= 16, "generator max tokens must be at least 16"),
-            (q.generator_batch_size >= 1, "--generator-batch-size must be at least 1"),
-            (0.0 <= q.min_overlap <= 1.0, "min overlap must be between 0 and 1"),
-            (bool(t.tasks) and set(t.tasks) <= set(TASKS),
-             f"--tasks must be a comma-separated subset of {','.join(TASKS)}"),
-            (t.rank >= 1, "--rank must be a positive integer"),
-            (t.scale > 0, "--scale must be positive"),
-            (t.lr > 0, "--lr must be positive"),
-            (t.epochs >= 1, "--epochs must be at least 1"),
-            (t.batch_size >= 1, "--batch-size must be at least 1"),
-            (t.grad_clip > 0, "grad clip must be positive"),
-            (t.loss_mean in ("tokens", "samples"), "--loss-mean must be tokens or samples"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LiftError(message)
+        """Raise LiftError naming the first value out of its declared range or choices."""
+        for s in SETTINGS.values():
+            problem = s.problem(getattr(getattr(self, s.stage), s.field))
+            if problem:
+                raise LiftError(f"{s.label} {problem}")
+        if self.split.stride > self.split.seg_len:
+            raise LiftError("--stride must be between 1 and --seg-len")
 
+
+def _declared() -> dict[str, Setting]:
+    settings = {}
+    for stage in dataclasses.fields(Settings):
+        cls = stage.default_factory
+        types = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            s = Setting(m["name"] or f.name, stage.name, f.name, types[f.name], f.default,
+                        m["help"], m["flag"], m["min"], m["max"], m["min_open"], m["choices"],
+                        m["paper"], m["shown"])
+            if s.name in settings:  # give one of the two fields its own `name=`
+                raise TypeError(f"two settings are called {s.name!r}")
+            settings[s.name] = s
+    flags = [s.flag for s in settings.values() if s.flag]
+    if len(set(flags)) != len(flags):
+        raise TypeError("two settings declare the same flag")
+    return settings
+
+
+SETTINGS: dict[str, Setting] = _declared()  # flat name -> declaration, in stage order
 
 PRESETS: dict[str, dict] = {
     "default": {},
-    # The paper's main setting.
-    "paper": dict(rank=128, scale=2.0, lr=5e-5, epochs=5, qa_per_sentence=10,
-                  sentences_per_task=1, max_tokens=640, seg_len=2048, stride=768,
-                  context_len=4096),
+    # The paper's main setting: every `paper=` value above.
+    "paper": {s.name: s.paper for s in SETTINGS.values() if s.paper is not None},
     # The paper's time-to-first-token setting: one QA pair per sentence, one epoch at 3e-4.
     "fast": dict(qa_per_sentence=1, lr=3e-4, epochs=1, grad_checkpoint=True),
 }

@@ -24,6 +24,7 @@ from .datasets import FORMATS, EvalDoc, Question, load_eval_set
 from .errors import LiftError
 from .metrics import score
 from .models import LoadedModel
+from .options import model_option, pop_settings, setting_options
 from .progress import Progress
 
 # arm -> (adapter it answers with, whether the prompt holds a head+tail view of the document)
@@ -380,12 +381,7 @@ def _default_out(data: str, lm: LoadedModel, identity: str) -> Path:
 
 
 def eval_command() -> click.Command:
-    """The `lift-mlx eval` command.
-
-    Built on call: it borrows cli.py's option definitions, and cli.py imports this module to
-    register it, so defining it at import time would make the two modules import each other.
-    """
-    from .cli import _SETTING_NAMES, model_option, setting_options
+    """The `lift-mlx eval` command."""
 
     def arms_option(ctx, param, value):
         arms = [a.strip() for a in value.split(",") if a.strip()]
@@ -469,7 +465,7 @@ def eval_command() -> click.Command:
         from .judge import judge_records
         from .models import load_model, recommended_settings, resolve_model
 
-        overrides = {name: opts.pop(name) for name in _SETTING_NAMES}
+        overrides = pop_settings(opts)
         progress = Progress(quiet=opts["quiet"])
         lm = load_model(model)
         settings = preset(opts["preset_name"], recommended_settings(lm.name), **overrides)

@@ -40,6 +40,7 @@ import click
 from . import __version__, library, store
 from .errors import LiftError
 from .jobs import Absorber, QueueFull
+from .options import model_option
 from .serving import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
@@ -190,9 +191,7 @@ def _fits(value, default) -> bool:
 
 def _document_settings(body: dict):
     """The absorb settings a request asks for: a preset and flat overrides, type-checked."""
-    import dataclasses
-
-    from .config import PRESETS, Settings, preset
+    from .config import PRESETS, SETTINGS, preset
 
     name = body.get("preset", "default")
     if name not in PRESETS:
@@ -202,9 +201,7 @@ def _document_settings(body: dict):
     if not isinstance(overrides, dict):
         raise ApiError(400, "settings must be an object of setting names and values",
                        "invalid_type", "settings")
-    defaults = Settings()
-    fields = {f.name: getattr(stage, f.name) for stage in (defaults.split, defaults.synth,
-              defaults.train) for f in dataclasses.fields(stage)}
+    fields = {name: s.default for name, s in SETTINGS.items()}
     checked = {}
     for key, value in overrides.items():
         if key not in fields:
@@ -627,8 +624,7 @@ def base_model_id(name: str) -> str:
 
 
 def serve_command() -> click.Command:
-    """The `lift-mlx serve` command (built on call: it borrows cli.py's --model option)."""
-    from .cli import model_option
+    """The `lift-mlx serve` command."""
 
     @click.command("serve")
     @model_option

@@ -1,13 +1,48 @@
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from lift_mlx import store
 from lift_mlx.cli import cli
+from lift_mlx.config import Settings, preset
+from lift_mlx.options import SETTING_OPTIONS, pop_settings
 
 FAST_ARGS = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--rank", "4",
              "--epochs", "1", "--no-grad-checkpoint", "--qa-per-sentence", "1"]
+
+
+# Every setting option: (stage, field, arguments, the value they set, not its default), written
+# out here rather than read from the declarations, so an option routed elsewhere fails.
+GIVEN = {
+    "--seg-len": ("split", "seg_len", ["--seg-len", "400"], 400),  # over the default stride
+    "--stride": ("split", "stride", ["--stride", "40"], 40),
+    "--context-len": ("split", "context_len", ["--context-len", "16"], 16),
+    "--qa-per-sentence": ("synth", "qa_per_sentence", ["--qa-per-sentence", "3"], 3),
+    "--generator-style": ("synth", "style", ["--generator-style", "json"], "json"),
+    "--generator-batch-size": ("synth", "generator_batch_size",
+                               ["--generator-batch-size", "3"], 3),
+    "--tasks": ("train", "tasks", ["--tasks", "recite"], ("recite",)),
+    "--rank": ("train", "rank", ["--rank", "3"], 3),
+    "--scale": ("train", "scale", ["--scale", "1.5"], 1.5),
+    "--lr": ("train", "lr", ["--lr", "3e-3"], 3e-3),
+    "--epochs": ("train", "epochs", ["--epochs", "2"], 2),
+    "--batch-size": ("train", "batch_size", ["--batch-size", "1"], 1),
+    "--loss-mean": ("train", "loss_mean", ["--loss-mean", "samples"], "samples"),
+    "--grad-checkpoint": ("train", "grad_checkpoint", ["--no-grad-checkpoint"], False),
+    "--compile": ("train", "compile", ["--no-compile"], False),
+    "--seed": ("train", "seed", ["--seed", "7"], 7),
+}
+# The commands that take the setting options, with their required arguments and their own
+# options named like a generator setting (SynthSettings.max_tokens, .temp), which must not
+# reach it: a router that matched parameter names to fields would send them there.
+SETTING_COMMANDS = {
+    "absorb": ["doc.txt"],
+    "ask": ["doc.txt", "Who?", "--max-tokens", "17", "--temp", "0.5"],
+    "chat": ["doc.txt", "--max-tokens", "17", "--temp", "0.5"],
+    "eval": ["set.jsonl", "--max-tokens", "17"],
+}
 
 
 @pytest.fixture
@@ -98,11 +133,44 @@ def test_invalid_option_values_are_usage_errors(runner, doc, args):
     assert r.exit_code == 2 and "Invalid value" in r.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "-1"], "Invalid value for '--lr': must be positive, not -1"),
+    (["--rank", "0"], "Invalid value for '--rank': must be at least 1, not 0"),
+    (["--context-len", "-8"], "Invalid value for '--context-len': must be at least 0, not -8"),
+    (["--generator-batch-size", "0"], "'--generator-batch-size': must be at least 1, not 0"),
+    (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa, not "
+                                  "recite,dance"),
+])
+def test_an_out_of_range_value_is_one_line_that_says_the_range(runner, doc, args, message):
+    r = runner.invoke(cli, ["absorb", str(doc), *args])
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.stderr
+
+
 @pytest.mark.parametrize("command", ["absorb", "ask", "chat", "info", "demo"])
 def test_help_is_a_manual(runner, command):
     r = runner.invoke(cli, [command, "--help"])
     assert r.exit_code == 0
     assert len(r.stdout.splitlines()) > 5
+
+
+@pytest.mark.parametrize("flag", sorted(SETTING_OPTIONS))
+@pytest.mark.parametrize("command", SETTING_COMMANDS)
+def test_each_setting_option_lands_in_the_field_it_names(command, flag):
+    """The option alone changes its own stage's field and nothing else, in every command that
+    takes it; the commands' own --max-tokens and --temp change no setting."""
+    stage, name, args, value = GIVEN[flag]
+    ctx = click.Context(cli)
+    params = dict(cli.get_command(ctx, command).make_context(
+        command, [*SETTING_COMMANDS[command], *args]).params)
+    settings = preset(params["preset_name"], **pop_settings(params))
+    expected = Settings()
+    setattr(getattr(expected, stage), name, value)
+    assert settings == expected
+
+
+def test_every_setting_option_is_in_the_table():
+    assert sorted(GIVEN) == sorted(SETTING_OPTIONS)
 
 
 def test_help_of_absorb_documents_every_setting(runner):
@@ -137,29 +205,18 @@ def test_recite_absorb_cuts_the_document_nll_and_loads_in_mlx_lm(runner, small_m
     assert after <= 0.65 * before, (before, after)
 
 
-def test_every_setting_option_lands_in_the_field_it_names(runner, doc, tiny_model_path):
-    """Each option, given a value other than its default, is stored in its own stage's field;
-    `--batch-size` once set the generator's batch (the first stage with that name won)."""
-    given = {"--seg-len": ("split", "seg_len", 96), "--stride": ("split", "stride", 40),
-             "--context-len": ("split", "context_len", 16),
-             "--qa-per-sentence": ("synth", "qa_per_sentence", 3),
-             "--generator-style": ("synth", "style", "json"),
-             "--generator-batch-size": ("synth", "generator_batch_size", 3),
-             "--rank": ("train", "rank", 3), "--scale": ("train", "scale", 1.5),
-             "--lr": ("train", "lr", 3e-3), "--epochs": ("train", "epochs", 2),
-             "--batch-size": ("train", "batch_size", 1), "--seed": ("train", "seed", 7),
-             "--loss-mean": ("train", "loss_mean", "samples"),
-             "--tasks": ("train", "tasks", ["recite"])}
-    args = ["absorb", str(doc), "--model", str(tiny_model_path), "--quiet",
-            "--no-grad-checkpoint", "--no-compile"]
-    for flag, (_, _, value) in given.items():
-        args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+def test_every_setting_option_is_stored_in_its_own_field(runner, doc, tiny_model_path):
+    """All options at once, through a real absorb: each value is stored in its own stage's
+    field; `--batch-size` once set the generator's batch (the first stage with that name won),
+    so the same number of steps was trained whatever it said."""
+    args = ["absorb", str(doc), "--model", str(tiny_model_path), "--quiet"]
+    for _, _, flag_args, _ in GIVEN.values():
+        args += flag_args
     r = runner.invoke(cli, args)
     assert r.exit_code == 0, r.output
     meta = json.loads((store.Path(r.stdout.strip()) / "lift_meta.json").read_text())
-    for flag, (stage, name, value) in given.items():
-        assert meta["settings"][stage][name] == value, flag
-    assert meta["settings"]["train"]["grad_checkpoint"] is False
-    assert meta["settings"]["train"]["compile"] is False
+    for flag, (stage, name, _, value) in GIVEN.items():
+        assert meta["settings"][stage][name] == (list(value) if isinstance(value, tuple)
+                                                 else value), flag
     segments = meta["report"]["segments"]
     assert meta["report"]["train"]["steps"] == 2 * segments  # batch 1: one step per sample

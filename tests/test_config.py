@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from lift_mlx.config import PRESETS, Settings, preset, setting_sources
+from lift_mlx.config import PRESETS, SETTINGS, Settings, preset, setting_sources
 from lift_mlx.errors import LiftError
 
 
@@ -27,3 +29,56 @@ def test_unknown_values_are_refused_with_the_option_to_fix():
         preset("default", loss_mean="words")
     with pytest.raises(LiftError, match="unknown preset"):
         preset("huge")
+
+
+def test_the_paper_preset_is_the_paper_values_of_the_declarations():
+    assert PRESETS["paper"] == dict(rank=128, scale=2.0, lr=5e-5, epochs=5, qa_per_sentence=10,
+                                    sentences_per_task=1, max_tokens=640, seg_len=2048,
+                                    stride=768, context_len=4096)
+    s = preset("paper")
+    assert (s.train.rank, s.split.context_len, s.synth.max_tokens) == (128, 4096, 640)
+
+
+def test_every_field_is_declared_once_with_its_help():
+    fields = [(stage.name, f.name) for stage in dataclasses.fields(Settings)
+              for f in dataclasses.fields(stage.default_factory)]
+    assert sorted((s.stage, s.field) for s in SETTINGS.values()) == sorted(fields)
+    for s in SETTINGS.values():
+        assert s.help.endswith(".") and s.default == getattr(getattr(Settings(), s.stage),
+                                                             s.field), s.name
+
+
+@pytest.mark.parametrize("name", [n for n, s in SETTINGS.items()
+                                  if s.min is not None or s.choices is not None])
+def test_each_declared_range_is_enforced_in_its_own_words(name):
+    s = SETTINGS[name]
+    if s.choices is not None:
+        bad = ("dance",) if s.type == tuple[str, ...] else "dance"
+    else:
+        bad = s.min if s.min_open else s.min - 1
+        assert s.problem(s.max if s.max is not None else s.min + 1) is None
+    with pytest.raises(LiftError) as e:
+        preset("default", **{name: bad})
+    assert str(e.value).startswith(f"{s.label} must be {s.allowed()}, not ")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(lr=-1.0), "--lr must be positive, not -1"),
+    (dict(rank=0), "--rank must be at least 1, not 0"),
+    (dict(min_overlap=1.5), "min_overlap must be between 0 and 1, not 1.5"),
+    (dict(style="xml"), "--generator-style must be one of auto, json, lines, not xml"),
+    (dict(tasks=()), "--tasks must be a comma-separated subset of recite,qa, not none"),
+    (dict(seg_len=256, stride=300), "--stride must be between 1 and --seg-len"),
+])
+def test_python_overrides_out_of_range_say_which_and_why(overrides, message):
+    with pytest.raises(LiftError) as e:
+        Settings().replace(**overrides)
+    assert str(e.value) == message
+
+
+def test_flat_names_reach_their_own_stage():
+    s = Settings().replace(seg_len=512, style="json", tasks=["recite"], compile=False)
+    assert (s.split.seg_len, s.synth.style, s.train.tasks, s.train.compile) == (
+        512, "json", ("recite",), False)
+    with pytest.raises(TypeError, match="unknown setting 'segment'"):
+        Settings().replace(segment=3)
