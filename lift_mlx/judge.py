@@ -11,9 +11,9 @@ from pathlib import Path
 from . import prompts
 from .answer import stream_answer
 from .errors import LiftError
-from .evaluate import JsonlLog, read_jsonl, record_key
 from .models import LoadedModel
 from .progress import Progress
+from .records import JsonlLog, read_jsonl, record_key
 
 JUDGE_MAX_TOKENS = 8
 JUDGEMENTS_FILE = "judgements.jsonl"  # one line per judged record
