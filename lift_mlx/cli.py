@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -13,9 +14,49 @@ from .errors import LiftError
 from .options import model_option, pop_settings, setting_options
 from .progress import Progress
 
+# Commands defined in other modules, imported only when run (click's lazy group): name ->
+# ("module:attribute" of the command or of the function that builds it, the first paragraph
+# of its help), so that listing them in `lift-mlx --help` imports none of them.
+LAZY_COMMANDS = {
+    "bench": ("lift_mlx.bench:bench", "Measure absorbing and answering per document length, "
+              "with and without the pipeline."),
+    "docs": ("lift_mlx.library:docs_command",
+             "The document library: what has been absorbed, by name."),
+    "eval": ("lift_mlx.evaluate:eval_command",
+             "Compare LIFT with in-context answering on the same questions."),
+    "serve": ("lift_mlx.server:serve_command", "Serve the base model and every absorbed "
+              "document as models of a local OpenAI-compatible API (/v1/models, "
+              "/v1/chat/completions, /v1/documents, /health)."),
+}
+
 
 class _Group(click.Group):
-    """Prints user mistakes as one line (no traceback) and interrupts without a mess."""
+    """Prints user mistakes as one line (no traceback) and interrupts without a mess; imports
+    the LAZY_COMMANDS when they run."""
+
+    _listing = False  # within format_commands: a lazy command's help line is enough
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in self.commands or name not in LAZY_COMMANDS:
+            return super().get_command(ctx, name)
+        target, summary = LAZY_COMMANDS[name]
+        if self._listing:  # a stand-in: the listing shortens its help as the command's own
+            return click.Command(name, help=summary)
+        module, attribute = target.split(":")
+        command = getattr(importlib.import_module(module), attribute)
+        command = command if isinstance(command, click.Command) else command()
+        self.add_command(command, name)
+        return command
+
+    def format_commands(self, ctx, formatter):
+        self._listing = True
+        try:
+            super().format_commands(ctx, formatter)
+        finally:
+            self._listing = False
 
     def invoke(self, ctx):
         try:
@@ -242,12 +283,6 @@ def demo(model, quiet):
     from .demo import print_demo, run_demo
 
     print_demo(run_demo(model, quiet=quiet))
-
-
-cli.add_command(__import__("lift_mlx.evaluate", fromlist=["eval_command"]).eval_command())
-cli.add_command(__import__("lift_mlx.bench", fromlist=["bench"]).bench)
-cli.add_command(__import__("lift_mlx.library", fromlist=["docs_command"]).docs_command())
-cli.add_command(__import__("lift_mlx.server", fromlist=["serve_command"]).serve_command())
 
 
 def main() -> None:

@@ -331,7 +331,7 @@ def _default_out(data: str, lm: LoadedModel, identity: str) -> Path:
 
 
 def eval_command() -> click.Command:
-    """The `lift-mlx eval` command."""
+    """The `lift-mlx eval` command (cli.py builds it only when it runs)."""
 
     def arms_option(ctx, param, value):
         arms = [a.strip() for a in value.split(",") if a.strip()]

@@ -624,7 +624,7 @@ def base_model_id(name: str) -> str:
 
 
 def serve_command() -> click.Command:
-    """The `lift-mlx serve` command."""
+    """The `lift-mlx serve` command (cli.py builds it only when it runs)."""
 
     @click.command("serve")
     @model_option

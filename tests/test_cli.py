@@ -1,11 +1,13 @@
 import json
+import subprocess
+import sys
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from lift_mlx import store
-from lift_mlx.cli import cli
+from lift_mlx.cli import LAZY_COMMANDS, cli
 from lift_mlx.config import Settings, preset
 from lift_mlx.options import SETTING_OPTIONS, pop_settings
 
@@ -147,11 +149,34 @@ def test_an_out_of_range_value_is_one_line_that_says_the_range(runner, doc, args
     assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.stderr
 
 
-@pytest.mark.parametrize("command", ["absorb", "ask", "chat", "info", "demo"])
+@pytest.mark.parametrize("command", ["absorb", "ask", "chat", "info", "demo", *LAZY_COMMANDS])
 def test_help_is_a_manual(runner, command):
     r = runner.invoke(cli, [command, "--help"])
     assert r.exit_code == 0
     assert len(r.stdout.splitlines()) > 5
+
+
+def test_help_lists_every_command_without_importing_the_lazy_ones():
+    """`lift-mlx --help` imports none of the commands other modules define, and lists each
+    with the same line as once it is loaded (its help's first sentence)."""
+    code = """if True:
+        import json, sys
+        from click.testing import CliRunner
+        from lift_mlx.cli import LAZY_COMMANDS, cli
+        lazy = [target.split(":")[0] for target, _ in LAZY_COMMANDS.values()]
+        listing = CliRunner().invoke(cli, ["--help"], terminal_width=100).stdout
+        imported = [m for m in lazy if m in sys.modules]
+        loaded = [cli.get_command(None, name).name for name in LAZY_COMMANDS]
+        again = CliRunner().invoke(cli, ["--help"], terminal_width=100).stdout
+        print(json.dumps([listing, imported, loaded, again]))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    listing, imported, loaded, again = json.loads(out)
+    assert imported == [] and loaded == list(LAZY_COMMANDS)
+    assert listing == again
+    for name in ("absorb", "ask", "chat", "demo", "info", *LAZY_COMMANDS):
+        assert f"\n  {name}  " in listing, name
 
 
 @pytest.mark.parametrize("flag", sorted(SETTING_OPTIONS))
