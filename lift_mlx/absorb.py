@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from . import __version__, store
+from . import __version__, backend, store
 from .answer import question_prompt, stream_answer
 from .config import Settings, preset, setting_sources
 from .errors import LiftError
@@ -139,6 +139,7 @@ def absorb(
     once on the recite samples and QA samples join as the generator writes them; without it,
     all QA pairs are generated before training starts.
     """
+    backend.use_recommended_wired_limit()
     progress = progress or Progress(quiet=True)
     report = AbsorbReport(pipeline=pipeline)
     times = report.seconds

@@ -45,3 +45,13 @@ def _load_openblas() -> str | None:
 
 
 openblas_path = _load_openblas()
+
+
+def use_recommended_wired_limit() -> int | None:
+    """On Metal, let MLX keep up to the device's recommended working set wired, so a large
+    model's weights are not paged out while absorbing or answering (mlx-lm does the same for
+    generation). Returns the previous limit; None, doing nothing, where the device recommends
+    no size (the CPU)."""
+    from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+    return maybe_set_recommended_wired_limit()

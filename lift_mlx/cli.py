@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import store
+from . import backend, store
 from .errors import LiftError
 from .options import model_option, pop_settings, setting_options
 from .progress import Progress
@@ -104,6 +104,7 @@ def _load(target: str, model, opts, now: bool = False):
     `now`, an Absorbing that answers from the base until the adapter is ready."""
     from .absorb import load_absorbed
 
+    backend.use_recommended_wired_limit()
     path = Path(target)
     if target != "-" and path.is_dir():
         return load_absorbed(path, model)

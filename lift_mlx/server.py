@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from . import __version__, library, store
+from . import __version__, backend, library, store
 from .errors import LiftError
 from .jobs import Absorber, QueueFull
 from .options import model_option
@@ -656,6 +656,7 @@ def serve_command() -> click.Command:
         from .absorb import raise_interrupt
         from .models import load_model
 
+        backend.use_recommended_wired_limit()
         lm = load_model(model)
         try:
             server = LiftServer(lm, host, port, kept=kept, quiet=quiet,
