@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from . import backend, store
+from .config import SETTINGS
 from .errors import LiftError
 from .options import model_option, pop_settings, setting_options
 from .progress import Progress
@@ -250,10 +251,12 @@ def info(adapter):
     gen = meta.get("generator")
     click.echo(f"generator    {gen if gen == 'self' else gen['name']}")
     click.echo(f"created      {meta['created']} with lift-mlx {meta['lift_mlx_version']}")
-    sources = meta.get("settings_from", {})
+    sources = meta.get("settings_from", {})  # by flat name, as the presets and options say it
+    names = {(x.stage, x.field): x.name for x in SETTINGS.values()}
     for stage, values in s.items():
         click.echo(f"{stage:<12} " + ", ".join(
-            f"{k}={v}" + (f" ({sources[k]})" if k in sources else "") for k, v in values.items()))
+            f"{k}={v}" + (f" ({sources[names[stage, k]]})" if names.get((stage, k)) in sources
+                          else "") for k, v in values.items()))
     click.echo(f"samples      {r.get('recite_samples', 0)} recite, {r.get('qa_samples', 0)} qa")
     click.echo(f"training     {t.get('steps', 0)} steps, {t.get('tokens', 0):,} tokens, "
                f"final loss {t.get('final_loss', float('nan')):.3f}")
