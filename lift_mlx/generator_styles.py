@@ -205,10 +205,11 @@ _NOT_NAMES = frozenset(
 
 
 def answer_spans(target: str, preceding: str = "") -> list[str]:
-    """Short answers a question about `target` could have: its numbers and its names, in
-    order, each once. One capitalised word that opens a sentence counts as a name only where
-    it is capitalised elsewhere in `preceding` or `target` too ("Toureinwick ... Toureinwick",
-    not "Visitors")."""
+    """Short answers a question about `target` could have: its numbers and its names, each
+    once, the last first (an English sentence usually ends with what it tells: "X was born in
+    1826" is asked as "When was X born?" before "Who was born in 1826?"). One capitalised
+    word that opens a sentence counts as a name only where it is capitalised elsewhere in
+    `preceding` or `target` too ("Toureinwick ... Toureinwick", not "Visitors")."""
     found: list[tuple[int, str]] = []
     for m in _NUMBER.finditer(target):
         found.append((m.start(), m.group()))
@@ -227,7 +228,7 @@ def answer_spans(target: str, preceding: str = "") -> list[str]:
             continue  # one capitalised word opening a sentence: as likely a common word
         found.append((start, name))
     seen, out = set(), []
-    for _, span in sorted(found):
+    for _, span in sorted(found, reverse=True):
         if span not in seen and not any(span in other and span != other for _, other in found):
             seen.add(span)
             out.append(span)

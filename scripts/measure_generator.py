@@ -47,10 +47,18 @@ def contains(haystack: str, needle: str) -> bool:
 
 
 def right(pair, world, window) -> bool:
-    """The answer is the value of a fact stated in the window, and the question names its
-    entity."""
+    """The pair is a fact stated in the window: one of its entity and value is the answer and
+    the question names the other ("When was X born?" 1826, or "Who was born in 1826?" X)."""
+    return any(f.value in window.text and f.entity in window.text and (
+        (contains(pair.answer, f.value) and contains(pair.question, f.entity))
+        or (contains(pair.answer, f.entity) and contains(pair.question, f.value)))
+        for f in world.facts)
+
+
+def forward(pair, world) -> bool:
+    """Asked as the experiment's questions are: the entity named, its value the answer."""
     return any(contains(pair.answer, f.value) and contains(pair.question, f.entity)
-               and f.value in window.text and f.entity in window.text for f in world.facts)
+               for f in world.facts)
 
 
 def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
@@ -77,14 +85,18 @@ def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
                     covered.add((w_index, home))
                 kept.append({"question": pair.question, "answer": pair.answer,
                              "sentence": sentences[home] if home is not None else window.target,
-                             "right": right(pair, world, window) if world else None})
+                             "right": right(pair, world, window) if world else None,
+                             "forward": forward(pair, world) if world else None})
     row = {"style": style.name, "requests": report.requests, "kept": report.kept,
            "dropped": report.dropped, "sentences": total, "covered": len(covered),
            "coverage": len(covered) / total if total else 0.0,
            "generated_tokens": report.generated_tokens, "seconds": round(seconds, 1),
            "pairs": kept}
     if world:
+        facts = {f.key for f in world.facts}
         row["right"] = sum(p["right"] for p in kept) / len(kept) if kept else 0.0
+        row["forward"] = sum(p["forward"] for p in kept) / len(kept) if kept else 0.0
+        row["facts"] = len(facts)
     return row
 
 
@@ -115,7 +127,8 @@ def main() -> None:
             row = measure(lm, text, world, resolve_style(style), settings, args.window_chars)
             row["document"] = name
             rows.append(row)
-            extra = f", right {100 * row['right']:.0f}%" if "right" in row else ""
+            extra = (f", right {100 * row['right']:.0f}% (entity -> value "
+                     f"{100 * row['forward']:.0f}%)" if "right" in row else "")
             print(f"{name:34s} {style:8s} requests {row['requests']:4d} kept {row['kept']:4d} "
                   f"sentences covered {row['covered']}/{row['sentences']} "
                   f"({100 * row['coverage']:.0f}%){extra}, {row['seconds']:.0f} s "

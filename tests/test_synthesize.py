@@ -106,13 +106,13 @@ def test_lines_style_prompt_parse_and_stop(tiny_lm):
 
 @pytest.mark.parametrize("target, preceding, spans", [
     ("The mill at Harlow Green was built in 1765 by Josiah Pell.", "",
-     ["Harlow Green", "1765", "Josiah Pell"]),
-    ("In 1822, Drynind Neizour was born.", "", ["1822", "Drynind Neizour"]),
-    ("The Bairinirk has a tonnage of 1,470.", "", ["Bairinirk", "1,470"]),
+     ["Josiah Pell", "1765", "Harlow Green"]),
+    ("In 1822, Drynind Neizour was born.", "", ["Drynind Neizour", "1822"]),
+    ("The Bairinirk has a tonnage of 1,470.", "", ["1,470", "Bairinirk"]),
     # one capitalised word opening a sentence: a name only if it recurs capitalised
     ("Toureinwick has a population of 54620.", "", ["54620"]),
     ("Toureinwick has a population of 54620.", "Toureinwick was founded in 1435.",
-     ["Toureinwick", "54620"]),
+     ["54620", "Toureinwick"]),
     ("Visitors often mention the smell of the sea.", "", []),
     ("The weather that year was unusually wet.", "", []),
 ])
@@ -128,15 +128,15 @@ def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
     tok = tiny_lm.tokenizer
     target = "The tower at Carrow Point has 142 steps."
     first = tok.decode(ANSWERS.prompt(tok, "", target, 3, 0))
-    assert first.endswith(f"Sentence: {target}\nAnswer: Carrow Point\nQuestion:")
+    assert first.endswith(f"Sentence: {target}\nAnswer: 142\nQuestion:")
     assert tok.decode(ANSWERS.prompt(tok, "", target, 3, 1)).endswith(
-        "Answer: 142\nQuestion:")
+        "Answer: Carrow Point\nQuestion:")
     # past the spans, the model writes both, as in the lines style
     assert ANSWERS.prompt(tok, "", target, 3, 2) == LINES.prompt(tok, "", target, 3, 2)
     out = " How many steps does the tower have?\n\nSentence: Another."
-    assert parse_answers(out, "", target, 1) == [
+    assert parse_answers(out, "", target, 0) == [
         QAPair("How many steps does the tower have?", "142")]
-    assert parse_answers(" The tower is tall.\n", "", target, 1) == []  # not a question
+    assert parse_answers(" The tower is tall.\n", "", target, 0) == []  # not a question
     assert parse_answers(" What is it?\nAnswer: a tower\n", "", target, 2) == [
         QAPair("What is it?", "a tower")]
 
