@@ -182,6 +182,10 @@ def generator_prompts(tokenizer, requests: list[tuple[TaskWindow, int]],
                          settings.qa_per_sentence * w.n_sentences, k) for w, k in requests]
 
 
+# Requests whose prompts open with the same this many tokens share one prefilled prefix.
+PREFIX_KEY = 48
+
+
 class QAStream:
     """QA generation as a sequence of small steps, so that training can run between them.
 
@@ -225,7 +229,7 @@ class QAStream:
         todo = [i for i in range(len(self.requests)) if i not in done]
         ids = generator_prompts(tokenizer, [self.requests[i] for i in todo], settings,
                                 self.style)
-        caches = self._prefix_caches(model, todo, ids) if reuse_prefix else [None] * len(ids)
+        caches = self._prefix_caches(model, ids) if reuse_prefix else [None] * len(ids)
         suffixes = [p[_cached_len(c):] for p, c in zip(ids, caches)]
         self.report.prompt_tokens += sum(len(p) for p in suffixes)
         uids = self._gen.insert(suffixes, caches=caches) if ids else []
@@ -234,16 +238,15 @@ class QAStream:
         self._stop = {u: self.style.stop() for u in uids}
         self._start = time.perf_counter()
 
-    def _prefix_caches(self, model, todo: list[int], ids: list[list[int]]) -> list:
-        """One prefilled KV cache per group of requests with the same instructions or
-        examples (the number of pairs asked and the example order tell them apart)."""
+    def _prefix_caches(self, model, ids: list[list[int]]) -> list:
+        """One prefilled KV cache per group of requests that open alike (the same
+        instructions, or the same examples in the same order), holding what they share."""
         from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.utils import common_prefix_len
 
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, request in enumerate(todo):
-            w, variant = self.requests[request]
-            groups.setdefault((w.n_sentences, variant), []).append(i)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, prompt in enumerate(ids):
+            groups.setdefault(tuple(prompt[:PREFIX_KEY]), []).append(i)
         caches: list = [None] * len(ids)
         for members in groups.values():
             first = ids[members[0]]

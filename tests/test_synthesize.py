@@ -163,3 +163,29 @@ def test_lines_generation_on_a_tiny_model(tiny_lm, demo_text):
     pairs, report = generate_qa(tiny_lm.model, tiny_lm.tokenizer, windows, settings)
     assert report.requests == 6  # one request per wanted pair
     assert 0 < report.generated_tokens <= 6 * 12
+
+
+def test_requests_that_open_alike_share_one_prefilled_prefix(tiny_lm):
+    """The answers style mixes two prompt forms (an answer given, or past the spans the
+    lines form): each form's examples are prefilled once, and the pairs are the same as
+    when every request prefills its whole prompt."""
+    from lift_mlx.generator_styles import ANSWERS
+    from lift_mlx.synthesize import QAStream
+
+    text = " ".join(["The tower at Carrow Point has 142 steps.", "The boat was painted green.",
+                     "Ada Korrin kept the lamp in 1919.", "Tomas Vell sold nets in Portwen."] * 3)
+    windows = task_windows(text, 1, 200)
+    settings = SynthSettings(generator_batch_size=4, max_tokens=6, qa_per_sentence=3,
+                             min_overlap=0.0)
+
+    def run(reuse):
+        stream = QAStream(tiny_lm.model, tiny_lm.tokenizer, windows, settings, style=ANSWERS,
+                          reuse_prefix=reuse)
+        while not stream.done:
+            stream.step()
+        return stream.kept_by_request, stream.close().prompt_tokens
+
+    shared, shared_tokens = run(True)
+    whole, whole_tokens = run(False)
+    assert shared == whole
+    assert shared_tokens < 0.5 * whole_tokens
