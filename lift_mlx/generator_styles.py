@@ -8,14 +8,15 @@ that belong together, one `GeneratorStyle` each, picked by name.
   pattern far better than instructions: SmolLM2-135M asked for JSON copies the target sentence
   back (0 usable pairs of 33 requests), while a few examples get it to write grounded pairs.
 
-A style's fingerprint is a hash of its wording, so cached QA pairs are keyed on the prompt
-itself and any edit to it invalidates them. Adding a style: write a `GeneratorStyle` and add
-it to `STYLES`.
+A style's fingerprint is a hash of its wording and its functions' code, so cached QA pairs
+are keyed on the prompt and parser themselves and any edit to them invalidates them. Adding a
+style: write a `GeneratorStyle` and add it to `STYLES`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -43,8 +44,18 @@ class GeneratorStyle:
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps([self.name, *self.wording])
+        """A hash of the style's wording and of its functions' code: editing either keys its
+        cached pairs anew."""
+        blob = json.dumps([self.name, *self.wording,
+                           *(_source(f) for f in (self.prompt, self.parse, self.stop))])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _source(function) -> str:
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):  # made where no source file is kept (a REPL)
+        return getattr(function, "__qualname__", repr(function))
 
 
 # --- json ------------------------------------------------------------------------------------
@@ -272,7 +283,23 @@ def parse_answers(output: str, preceding: str = "", target: str = "",
     if variant >= len(spans):
         return parse_lines(output)
     question = output.split("\n")[0].strip()
-    return [QAPair(question, spans[variant])] if question.endswith("?") else []
+    if not question.endswith("?"):
+        return []
+    answer = spans[variant]
+    if _has_words(question, answer):
+        # It asked about something else, naming the answer it was given ("Druvourholm has a
+        # population of 37390", given "Druvourholm": "What is the population of
+        # Druvourholm?"). Where one other span of the sentence is not in the question, that
+        # span is what it asks for.
+        others = [s for s in spans if s != answer and not _has_words(question, s)]
+        if len(others) != 1:
+            return [QAPair(question, answer)]  # the filter drops it: answer in question
+        answer = others[0]
+    return [QAPair(question, answer)]
+
+
+def _has_words(text: str, span: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
 
 
 ANSWERS = GeneratorStyle(

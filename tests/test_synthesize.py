@@ -139,6 +139,13 @@ def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
     assert parse_answers(" The tower is tall.\n", "", target, 0) == []  # not a question
     assert parse_answers(" What is it?\nAnswer: a tower\n", "", target, 2) == [
         QAPair("What is it?", "a tower")]
+    # Given one span, it asked for the other, naming the one given: the other is the answer.
+    asked = " How many steps does the tower at Carrow Point have?\n"
+    assert parse_answers(asked, "", target, 1) == [QAPair(asked.strip(), "142")]
+    # ... but not where two other spans are left: it stays (and the filter drops it)
+    three = "Ada Korrin kept the lamp at Carrow Point in 1919."
+    assert parse_answers(" Who kept the lamp at Carrow Point?\n", "", three, 1) == [
+        QAPair("Who kept the lamp at Carrow Point?", "Carrow Point")]
 
 
 def test_style_choice_and_cache_keys(tiny_lm):
