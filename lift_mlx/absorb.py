@@ -16,7 +16,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, backend, store
-from .answer import question_prompt, stream_answer
+from .answer import about_document, question_prompt, stream_answer
 from .config import Settings, preset, setting_sources
 from .errors import LiftError
 from .generator_styles import QAPair, resolve_style
@@ -96,6 +96,7 @@ class Absorbed:
         self.meta = meta
         self.report = report
         self._doc_tokens: list[int] | None = None
+        self._base = None
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -107,11 +108,23 @@ class Absorbed:
         tokens = self.doc_tokens if context else None
         return question_prompt(self.lm.tokenizer, question, tokens, self.lm.window, max_tokens)
 
+    def uses_adapter(self, question: str) -> bool:
+        """Whether the adapter answers `question`: where it is about the document (see
+        `answer.about_document`); the plain base answers the rest, so absorbing a document
+        costs nothing on general questions."""
+        return about_document(question, self.document_text)
+
     def stream(self, question: str, *, context: bool = True, max_tokens: int = 256,
-               temp: float = 0.0) -> Iterator[str]:
-        """Yield the answer as it is generated."""
+               temp: float = 0.0, route: bool = True) -> Iterator[str]:
+        """Yield the answer as it is generated; with `route`, questions not about the
+        document are answered by the plain base (no adapter, no document view)."""
+        model = self.lm.model
+        if route and not self.uses_adapter(question):
+            if self._base is None:
+                self._base = base_view(self.lm.model)
+            model, context = self._base, False
         ids = self.prompt(question, context=context, max_tokens=max_tokens)
-        yield from stream_answer(self.lm.model, self.lm.tokenizer, ids, max_tokens, temp)
+        yield from stream_answer(model, self.lm.tokenizer, ids, max_tokens, temp)
 
     def ask(self, question: str, **kwargs) -> str:
         """The whole answer to `question` (see `stream` for the options)."""

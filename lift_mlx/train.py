@@ -49,8 +49,16 @@ def attach_lora(model: nn.Module, settings: TrainSettings) -> dict:
 
 
 def base_view(model: nn.Module) -> nn.Module:
-    """A second module tree over the same weight arrays: it stays the plain base when LoRA
-    layers are attached to `model` later, and costs no memory (the arrays are shared)."""
+    """A second module tree over the same weight arrays without any LoRA layers: the plain
+    base, whether they are attached already or later. Costs no memory (the arrays are
+    shared)."""
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    if isinstance(model, (LoRALinear, LoRASwitchLinear, DoRALinear)):
+        return base_view(model.linear)
+    if isinstance(model, (LoRAEmbedding, DoRAEmbedding)):
+        return base_view(model.embedding)
     view = copy.copy(model)
     for key, value in model.items():
         if isinstance(value, nn.Module):

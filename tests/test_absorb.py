@@ -171,6 +171,25 @@ def test_answers_stream_and_are_greedy_by_default(tiny_lm, tmp_path, demo_text):
     assert len(bare) < len(full) <= tiny_lm.window - 100
 
 
+def test_general_questions_go_to_the_plain_base_and_document_questions_to_the_adapter(
+        tiny_lm, tmp_path, demo_text):
+    from lift_mlx.absorb import reset_adapter
+    from lift_mlx.answer import question_prompt, stream_answer
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text)
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), lr=1e-2, **FAST)
+    general, about = "What is the capital of France?", "Who owns the lighthouse?"
+    assert not absorbed.uses_adapter(general) and absorbed.uses_adapter(about)
+    routed = {q: absorbed.ask(q, max_tokens=12) for q in (general, about)}
+    adapted = {q: absorbed.ask(q, max_tokens=12, route=False) for q in (general, about)}
+    reset_adapter(tiny_lm)  # the plain base, for comparison
+    plain = {q: "".join(stream_answer(tiny_lm.model, tiny_lm.tokenizer, question_prompt(
+        tiny_lm.tokenizer, q, None, tiny_lm.window, 12), 12)) for q in (general, about)}
+    assert routed[general] == plain[general] != adapted[general]
+    assert routed[about] == adapted[about]
+
+
 def test_a_models_recommended_settings_apply_under_the_preset_and_options(tmp_path,
                                                                           demo_text):
     """models/presets.json's settings for an alias are used wherever the alias is: a named

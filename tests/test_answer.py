@@ -1,7 +1,13 @@
 import pytest
 
 from lift_mlx import prompts
-from lift_mlx.answer import QUESTION_STEP, PromptCache, question_prompt, stream_answer
+from lift_mlx.answer import (
+    QUESTION_STEP,
+    PromptCache,
+    about_document,
+    question_prompt,
+    stream_answer,
+)
 from lift_mlx.errors import LiftError
 from lift_mlx.samples import qa_sample
 
@@ -79,3 +85,17 @@ def test_prompt_cache_answers_as_a_fresh_prefill_does(tiny_lm, demo_text):
     # The first prompt is prefilled whole; the others only from their question on.
     assert prefilled[0] == len(prompts_[0])
     assert all(n < 30 for n in prefilled[1:]), prefilled
+
+
+@pytest.mark.parametrize("question, about", [
+    ("Who owns the lighthouse?", True),  # its content words are the document's
+    ("When did the Marigold leave Portwen?", True),  # names of the document
+    ("What is the capital of France?", False),
+    ("Who wrote Romeo and Juliet?", False),
+    ("What is 2 plus 2?", False),  # small numbers are everywhere: not a name
+    ("How many crowns did the cooperative pay in 1921?", True),
+])
+def test_about_document(question, about):
+    document = ("The Marigold left Portwen in March. The lighthouse is owned by the town and "
+                "leased to the cooperative. In 1921 the cooperative paid 2 crowns.")
+    assert about_document(question, document) is about

@@ -90,7 +90,7 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     adapters = {a["adapter"]: a for a in run["absorbs"]}
     assert set(adapters) == {"raw-ft", "lift", "lift (oracle tasks)"}
     assert adapters["lift (oracle tasks)"]["qa_pairs"] == run["facts"]
-    assert set(run["general"]) == {"base", *adapters}
+    assert set(run["general"]) == {"base", *adapters, *(f"{a} (routed)" for a in adapters)}
     text = readme.read_text()
     assert "old" not in text and "| ~1k tokens | lift |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
