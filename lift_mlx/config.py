@@ -74,6 +74,9 @@ class SynthSettings:
                                  "generator's window.", min=0.0, max=1.0)
     # greedy, so a cached run reproduces
     temp: float = setting(0.0, "Generator sampling temperature.", min=0.0)
+    verify_qa: bool = setting(False, "Ask each kept pair's question back of the generator with "
+                              "its target sentence in the prompt, and keep the pair only if "
+                              "the reply holds its answer.", flag="--verify-qa")
 
 
 @dataclass

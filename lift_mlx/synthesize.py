@@ -184,6 +184,11 @@ def generator_prompts(tokenizer, requests: list[tuple[TaskWindow, int]],
 
 # Requests whose prompts open with the same this many tokens share one prefilled prefix.
 PREFIX_KEY = 48
+CHECK_TOKENS = 24  # reply budget of a verify_qa check: a sentence that holds the answer
+
+
+def _line_end(piece: str) -> bool:
+    return "\n" in piece
 
 
 class QAStream:
@@ -217,6 +222,11 @@ class QAStream:
         self.finished_ids: list[int] = sorted(done)
         self._seen: set[str] = set(seen or ())
         self.kept_by_request: dict[int, list[QAPair]] = {}  # request index -> its kept pairs
+        # With settings.verify_qa, a request's pairs wait for their checks (uid -> request,
+        # pair); the request counts as finished once the last of them is answered.
+        self._checks: dict[int, tuple[int, int, QAPair]] = {}  # uid -> request, index, pair
+        self._pending: dict[int, list] = {}  # request -> its pairs, None where a check failed
+        self._left: dict[int, int] = {}  # request -> its checks not answered yet
         self._pieces: dict[int, str] = {}  # token id -> its text, decoded once
         self._gen = BatchGenerator(
             model,
@@ -286,30 +296,71 @@ class QAStream:
                 self._tokens[r.uid].append(r.token)
                 self.report.generated_tokens += 1
             ended = r.finish_reason is not None
-            if not ended and self.stop_early and self._stop[r.uid](self._piece(r.token)):
+            check = r.uid in self._checks
+            stop = _line_end if check else self._stop[r.uid]
+            if not ended and self.stop_early and stop(self._piece(r.token)):
                 closed.append(r.uid)
                 ended = True
             if ended:
-                kept += self._finish(r.uid)
+                kept += self._checked(r.uid) if check else self._finish(r.uid)
         if closed:
             self._gen.remove(closed)
         return kept
 
     def _finish(self, uid: int) -> list[QAPair]:
-        self.finished += 1
-        self.finished_ids.append(self._request_of[uid])
-        window, variant = self.requests[self._request_of[uid]]
+        request = self._request_of[uid]
+        window, variant = self.requests[request]
         text = self.tokenizer.decode(self._tokens.pop(uid))
         s = self.settings
         pairs = self.style.parse(text, window.preceding, window.target, variant)
         if not pairs:
             self.report.drop("unparsable output")
-            return []
+            return self._done(request, [])
         wanted = s.qa_per_sentence * window.n_sentences
         kept = filter_pairs(pairs[:wanted], window.text, s.min_overlap, self._seen, self.report)
+        if not (s.verify_qa and kept):
+            return self._done(request, kept)
+        self._ask_back(request, window, kept)
+        return []
+
+    def _done(self, request: int, kept: list[QAPair]) -> list[QAPair]:
+        self.finished += 1
+        self.finished_ids.append(request)
         self.report.kept += len(kept)
-        self.kept_by_request[self._request_of[uid]] = kept
+        self.kept_by_request[request] = kept
         return kept
+
+    def _ask_back(self, request: int, window: TaskWindow, pairs: list[QAPair]) -> None:
+        """Ask each pair's question of the generator, its target sentence as the document."""
+        from .answer import question_prompt
+        from .prompts import encode
+
+        context = encode(self.tokenizer, window.target)
+        ids = [question_prompt(self.tokenizer, p.question, context, 10**9, CHECK_TOKENS)
+               for p in pairs]
+        self.report.prompt_tokens += sum(len(i) for i in ids)
+        uids = self._gen.insert(ids, [CHECK_TOKENS] * len(ids))
+        self._pending[request] = list(pairs)
+        self._left[request] = len(pairs)
+        for index, (uid, pair) in enumerate(zip(uids, pairs)):
+            self._checks[uid] = (request, index, pair)
+            self._tokens[uid] = []
+
+    def _checked(self, uid: int) -> list[QAPair]:
+        """A check answered: its pair is kept if the reply holds the pair's answer; the
+        request's kept pairs once all its checks are in."""
+        from .metrics import answer_contains
+
+        request, index, pair = self._checks.pop(uid)
+        reply = self.tokenizer.decode(self._tokens.pop(uid))
+        if not answer_contains(reply, pair.answer):
+            self.report.drop("not answered back")
+            self._pending[request][index] = None
+        self._left[request] -= 1
+        if self._left[request]:
+            return []
+        del self._left[request]
+        return self._done(request, [p for p in self._pending.pop(request) if p is not None])
 
     def close(self) -> SynthReport:
         self._gen.close()

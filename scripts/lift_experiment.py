@@ -441,7 +441,8 @@ def main() -> None:
     cpt = chars_per_token(lm.tokenizer, args.filler)
     base_general = []
     if args.general:
-        cached = work / "general-base.json"
+        key = hashlib.sha256(GENERAL.read_bytes()).hexdigest()[:10]
+        cached = work / f"general-base-{key}.json"  # a new list of questions: answered anew
         if not cached.exists():
             cached.write_text(json.dumps(answer_general(lm, None, args.max_tokens)))
         base_general = json.loads(cached.read_text())

@@ -36,9 +36,13 @@ DATA = Path(lift_mlx.__file__).parent / "data"
 
 def documents(args) -> dict[str, tuple[str, object]]:
     """name -> (text, world or None)."""
-    docs = {name: ((DATA / name).read_text(), None) for name in ("lighthouse.md", "demo.md")}
-    world = world_for_tokens(7000, args.world_chars, args.filler)
-    docs[f"knowledge-world ({args.world_chars} chars)"] = (world.document(), world)
+    docs = {}
+    for name in args.docs.split(","):
+        if name == "world":
+            world = world_for_tokens(7000, args.world_chars, args.filler)
+            docs[f"knowledge-world ({args.world_chars} chars)"] = (world.document(), world)
+        else:
+            docs[name] = ((DATA / name).read_text(), None)
     return docs
 
 
@@ -104,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--styles", default="lines,answers")
+    parser.add_argument("--docs", default="lighthouse.md,demo.md,world",
+                        help="files of lift_mlx/data, and 'world' for a knowledge world")
+    parser.add_argument("--verify-qa", action="store_true", help="check pairs by asking back")
     parser.add_argument("--qa-per-sentence", type=int, default=1)
     parser.add_argument("--sentences-per-task", type=int, default=1)
     parser.add_argument("--window-chars", type=int, default=600)
@@ -120,7 +127,7 @@ def main() -> None:
     lm = load_model(args.model)
     settings = SynthSettings(qa_per_sentence=args.qa_per_sentence, max_tokens=64,
                              sentences_per_task=args.sentences_per_task,
-                             window_chars=args.window_chars)
+                             window_chars=args.window_chars, verify_qa=args.verify_qa)
     rows = []
     for name, (text, world) in documents(args).items():
         for style in args.styles.split(","):

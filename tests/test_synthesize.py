@@ -196,3 +196,56 @@ def test_requests_that_open_alike_share_one_prefilled_prefix(tiny_lm):
     whole, whole_tokens = run(False)
     assert shared == whole
     assert shared_tokens < 0.5 * whole_tokens
+
+
+def test_verify_qa_keeps_only_pairs_the_generator_answers_back(tiny_lm):
+    """Each kept pair's question is asked back with its sentence as the document; a random
+    model's replies hold almost no answer, so (nearly) everything is dropped, counted, and
+    the stream still finishes every request."""
+    from lift_mlx.generator_styles import ANSWERS
+    from lift_mlx.synthesize import QAStream
+
+    text = "The tower at Carrow Point has 142 steps. Ada Korrin kept the lamp in 1919."
+    windows = task_windows(text, 1, 200)
+    plain = SynthSettings(generator_batch_size=4, max_tokens=8, qa_per_sentence=2,
+                          min_overlap=0.0)
+    checked = dataclasses.replace(plain, verify_qa=True)
+
+    from lift_mlx.generator_styles import answer_spans
+
+    def every_output(output, preceding, target, variant):  # a random model writes no "?"
+        return [QAPair(f"What comes after {output!r}?", answer_spans(target)[0])]
+
+    style = dataclasses.replace(ANSWERS, parse=every_output)
+
+    def run(settings):
+        stream = QAStream(tiny_lm.model, tiny_lm.tokenizer, windows, settings, style=style)
+        kept = []
+        while not stream.done:
+            kept += stream.step()
+        return kept, stream.close(), stream
+
+    before, report_before, _ = run(plain)
+    after, report, stream = run(checked)
+    assert before
+    assert set(after) <= set(before)
+    assert report.kept == len(after)
+    assert report.dropped.get("not answered back", 0) == len(before) - len(after) > 0
+    assert stream.done and sorted(stream.finished_ids) == list(range(len(stream.requests)))
+    assert report.prompt_tokens > report_before.prompt_tokens  # the checks were prefilled
+
+
+def test_verify_qa_keeps_a_pair_whose_answer_is_read_back(tiny_lm):
+    """The check itself: a reply that holds the answer keeps the pair."""
+    from lift_mlx.synthesize import QAStream, TaskWindow
+
+    window = TaskWindow("", "The lamp room has a brass lamp.")
+    settings = SynthSettings(verify_qa=True, max_tokens=4)
+    stream = QAStream(tiny_lm.model, tiny_lm.tokenizer, [window], settings)
+    pair = QAPair("What does the lamp room have?", "a brass lamp")
+    stream._ask_back(0, window, [pair])
+    (uid,) = [u for u, (r, _, _) in stream._checks.items() if r == 0]
+    stream._tokens[uid] = tiny_lm.tokenizer.encode("It has a brass lamp.",
+                                                    add_special_tokens=False)
+    assert stream._checked(uid) == [pair]
+    stream.close()
