@@ -41,7 +41,7 @@ from . import __version__, backend, library, store
 from .errors import LiftError
 from .jobs import Absorber, QueueFull
 from .options import model_option
-from .serving import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate
+from .serving import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
 DEFAULT_DOCUMENT_MB = 16.0
@@ -456,6 +456,11 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 prompt = chat_prompt(served, req.messages, adapter, context=req.context,
                                      max_tokens=req.numbers["max_tokens"])
+                if adapter is not None and route(adapter, req.messages) is None:
+                    # not about the document: the plain base answers, as `ask` does
+                    prompt = chat_prompt(served, req.messages, adapter, context=False,
+                                         max_tokens=req.numbers["max_tokens"])
+                    adapter = None
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
             if self._client_gone():

@@ -41,6 +41,7 @@ class _Adapter:
     config: dict
     weights: dict
     doc_tokens: list[int]
+    text: str  # the document, which decides what questions are about it
 
 
 class ServedModel:
@@ -82,7 +83,8 @@ class ServedModel:
             text = (entry.path / store.DOCUMENT_FILE).read_text(encoding="utf-8")
         except (OSError, ValueError) as e:
             raise store.damaged(entry.path, f"unreadable: {e}") from None
-        loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text))
+        loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text),
+                          text)
         self._cache[entry.key] = loaded
         while len(self._cache) > self.kept:
             self._cache.popitem(last=False)
@@ -125,6 +127,25 @@ def _own_random_state(seed: int | None = None) -> None:
     mx.eval(mx.random.state)
 
 
+def last_question(messages: list[dict]) -> str:
+    """The last user message: the question a document's model answers (PromptRefused if it is
+    missing or empty)."""
+    questions = [m["content"] for m in messages if m["role"] == "user"]
+    if not questions or not questions[-1].strip():
+        raise PromptRefused("the last user message (the question) is empty", "empty_question")
+    return questions[-1]
+
+
+def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
+    """The adapter that answers `messages`: none (the plain base, as `ask` answers it) where
+    the question is not about the adapter's document."""
+    from .answer import about_document
+
+    if adapter is None or about_document(last_question(messages), adapter.text):
+        return adapter
+    return None
+
+
 def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | None, *,
                 context: bool, max_tokens: int) -> list[int]:
     """Prompt ids for `messages`: with a document's adapter, the prompt of `lift-mlx ask` for
@@ -134,12 +155,9 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
 
     tok, window = served.lm.tokenizer, served.lm.window
     if adapter is not None:
-        questions = [m["content"] for m in messages if m["role"] == "user"]
-        if not questions or not questions[-1].strip():
-            raise PromptRefused("the last user message (the question) is empty",
-                                "empty_question")
+        question = last_question(messages)
         tokens = adapter.doc_tokens if context else None
-        prompt = question_prompt(tok, questions[-1], tokens, window, max_tokens)
+        prompt = question_prompt(tok, question, tokens, window, max_tokens)
     else:
         try:
             prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))

@@ -25,6 +25,7 @@ GIVEN = {
     "--generator-style": ("synth", "style", ["--generator-style", "json"], "json"),
     "--generator-batch-size": ("synth", "generator_batch_size",
                                ["--generator-batch-size", "3"], 3),
+    "--verify-qa": ("synth", "verify_qa", ["--verify-qa"], True),
     "--tasks": ("train", "tasks", ["--tasks", "recite"], ("recite",)),
     "--rank": ("train", "rank", ["--rank", "3"], 3),
     "--scale": ("train", "scale", ["--scale", "1.5"], 1.5),

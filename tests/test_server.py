@@ -31,7 +31,8 @@ from lift_mlx.cli import cli
 from lift_mlx.models import load_model
 from lift_mlx.server import LiftServer, _is_loopback
 
-QUESTION = "Who owns the lighthouse?"
+QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
+GENERAL = "What is the capital of France?"  # about neither
 # lr 1e-2: each document's adapter pulls the tiny model's greedy answer somewhere else, so
 # an answer shows which adapter made it.
 SETTINGS = dict(tasks=("recite",), **{**FAST, "lr": 1e-2})
@@ -62,8 +63,9 @@ def client(server, **kwargs) -> openai.OpenAI:
                          max_retries=0, timeout=60, **kwargs)
 
 
-def ask(c: openai.OpenAI, model: str, stream: bool = False, **kwargs) -> str:
-    messages = [{"role": "user", "content": QUESTION}]
+def ask(c: openai.OpenAI, model: str, stream: bool = False, question: str = QUESTION,
+        **kwargs) -> str:
+    messages = [{"role": "user", "content": question}]
     if not stream:
         reply = c.chat.completions.create(model=model, messages=messages, max_tokens=TOKENS,
                                           **kwargs)
@@ -108,6 +110,8 @@ def documents(tiny_lm, tmp_path, demo_text) -> dict:
         absorbed = absorb(path, tiny_lm, **SETTINGS)
         expected[name] = {ctx: absorbed.ask(QUESTION, context=ctx, max_tokens=TOKENS)
                           for ctx in (True, False)}
+        assert absorbed.uses_adapter(QUESTION) and not absorbed.uses_adapter(GENERAL)
+        expected[name]["general"] = absorbed.ask(GENERAL, max_tokens=TOKENS)
     assert expected["charter"][True] != expected["bylaws"][True]  # or cross-talk would hide
     return expected
 
@@ -123,6 +127,11 @@ def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):
             assert ask(c, name, stream=True) == answers[True]
         base = ask(c, "tiny-llama")
         assert base and base not in (documents["charter"][True], documents["bylaws"][True])
+        # A question about neither document: the plain base answers it, as `ask` routes it.
+        general = ask(c, "tiny-llama", question=GENERAL, extra_body={"context": False})
+        for name, answers in documents.items():
+            assert ask(c, name, question=GENERAL) == answers["general"]
+        assert answers["general"] == general != ask(c, "charter", question=QUESTION)
         reply = c.chat.completions.create(
             model="charter", max_tokens=TOKENS, stream=True,
             stream_options={"include_usage": True},
