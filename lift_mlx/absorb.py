@@ -15,7 +15,8 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from . import __version__, backend, store
+from . import __version__, adapters, backend, store
+from .adapters import base_view
 from .answer import about_document, question_prompt, stream_answer
 from .config import Settings, preset, setting_sources
 from .errors import LiftError
@@ -44,7 +45,7 @@ from .synthesize import (
     save_partial,
     task_windows,
 )
-from .train import TrainLoop, TrainReport, adapter_weights, attach_lora, base_view
+from .train import TrainLoop, TrainReport
 
 
 @dataclass
@@ -77,10 +78,8 @@ def _as_model(model) -> LoadedModel:
 
 
 def reset_adapter(lm: LoadedModel) -> None:
-    """Take any LoRA layers off the model, so it is the plain base again."""
-    from mlx_lm.tuner.utils import remove_lora_layers
-
-    remove_lora_layers(lm.model)
+    """Take any adapter off the model, so it is the plain base again."""
+    adapters.remove(lm.model)
     lm.model.unfreeze()
     lm.model.eval()
 
@@ -216,7 +215,8 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
         with timed(times, "synthesize"):
             source.run()
         _phase_peak(report, "synthesize")
-    attach_config = attach_lora(lm.model, settings.train)
+    kind = adapters.kind_named(settings.train.adapter)
+    adapter_config = kind.attach(lm.model, settings.train)
     report.train = _train(lm, settings, recite, source, report, progress)
     _phase_peak(report, "train" if not pipeline or source is None else "synthesize+train")
     if source is not None:
@@ -235,8 +235,8 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
         "report": report.to_dict(),
     }
     with timed(times, "save"):
-        path = store.save_adapter(target, adapter_weights(lm.model), attach_config, meta,
-                                  doc.text)
+        path = store.save_adapter(target, lambda folder: kind.save(lm.model, adapter_config,
+                                                                   folder), meta, doc.text)
     _phase_peak(report, "save")
     meta["report"] = report.to_dict()  # now with the save time
     store.write_atomic(path / store.META_FILE, _dumps(meta))
@@ -531,8 +531,6 @@ class Absorbing:
 
 def load_absorbed(adapter_dir: str | Path, model: str | LoadedModel | None = None) -> Absorbed:
     """Load a stored adapter on its base model (or on `model`, which must be the same base)."""
-    from mlx_lm.tuner.utils import load_adapters
-
     adapter_dir = Path(adapter_dir)
     meta = store.verify(adapter_dir)  # a damaged entry is refused, never loaded
     lm = _as_model(model or meta["model"]["name"])
@@ -543,7 +541,7 @@ def load_absorbed(adapter_dir: str | Path, model: str | LoadedModel | None = Non
             f"not {lm.name!r}; pass --model {meta['model']['name']} or absorb again"
         )
     reset_adapter(lm)
-    load_adapters(lm.model, str(adapter_dir))
+    adapters.load(lm.model, adapter_dir)
     lm.model.eval()
     text = (adapter_dir / store.DOCUMENT_FILE).read_text(encoding="utf-8")
     return Absorbed(lm, text, adapter_dir, meta)

@@ -15,6 +15,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
+from .adapters import ADAPTER_KINDS
 from .errors import LiftError
 from .generator_styles import STYLES
 
@@ -84,6 +85,9 @@ class TrainSettings:
     tasks: tuple[str, ...] = setting(TASKS, "Training tasks, comma-separated: recite (segments "
                                      "of the text), qa (generated question/answer pairs).",
                                      flag="--tasks", choices=TASKS)
+    # adapters.py; the paper's is LoRA (no flag while it is the only kind)
+    adapter: str = setting("lora", "Adapter kind trained on the frozen base.",
+                           choices=tuple(ADAPTER_KINDS))
     # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
     rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128)
     # paper: alpha 256 / rank 128

@@ -49,7 +49,7 @@ class ServedModel:
 
     def __init__(self, lm, kept: int = 4):
         from .absorb import reset_adapter
-        from .train import base_view
+        from .adapters import base_view
 
         reset_adapter(lm)  # the view must start as the plain base
         self.lm = lm

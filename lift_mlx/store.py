@@ -77,23 +77,22 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def save_adapter(
-    out: Path, weights: dict, adapter_config: dict, meta: dict, document_text: str
+    out: Path, write: Callable[[Path], None], meta: dict, document_text: str
 ) -> Path:
-    """Write a complete adapter directory at `out`, replacing any adapter already there.
+    """Write a complete adapter directory at `out`, replacing any adapter already there;
+    `write(folder)` writes the adapter's own files (ADAPTER_FILE, CONFIG_FILE: its kind's
+    `save`).
 
     Adds the store format and the files' checksums to `meta` (the caller's dict, so a later
     rewrite of the metadata keeps them) and keeps the library name of the entry it replaces.
     """
-    import mlx.core as mx
-
     out = Path(out)
     if out.exists() and not _replaceable(out):
         raise LiftError(f"{out} exists and is not an adapter directory; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
-        mx.save_safetensors(str(tmp / ADAPTER_FILE), weights)
-        (tmp / CONFIG_FILE).write_text(json.dumps(adapter_config, indent=2))
+        write(tmp)
         (tmp / DOCUMENT_FILE).write_text(document_text, encoding="utf-8")
         meta["format"] = FORMAT_VERSION
         meta["checksums"] = checksums(tmp)

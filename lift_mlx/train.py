@@ -1,8 +1,7 @@
-"""LoRA training on a frozen (possibly 4-bit) base through one compiled MLX step."""
+"""Adapter training on a frozen (possibly 4-bit) base through one compiled MLX step."""
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -14,7 +13,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_flatten
 
 from .config import TrainSettings
 from .samples import (
@@ -26,50 +24,6 @@ from .samples import (
     make_batch,
     plan_epoch,
 )
-
-
-def lora_config(settings: TrainSettings, num_layers: int) -> dict:
-    """The adapter_config.json mlx-lm reads (`mlx_lm.load(..., adapter_path=...)`)."""
-    return {
-        "fine_tune_type": "lora",
-        "num_layers": num_layers,
-        "lora_parameters": {"rank": settings.rank, "scale": settings.scale, "dropout": 0.0},
-    }
-
-
-def attach_lora(model: nn.Module, settings: TrainSettings) -> dict:
-    """Freeze the base and put LoRA on every linear layer of every block (the paper's choice)."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    config = lora_config(settings, len(model.layers))
-    model.freeze()
-    mx.random.seed(settings.seed)  # LoRA A matrices start random
-    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
-    return config
-
-
-def base_view(model: nn.Module) -> nn.Module:
-    """A second module tree over the same weight arrays without any LoRA layers: the plain
-    base, whether they are attached already or later. Costs no memory (the arrays are
-    shared)."""
-    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
-    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
-
-    if isinstance(model, (LoRALinear, LoRASwitchLinear, DoRALinear)):
-        return base_view(model.linear)
-    if isinstance(model, (LoRAEmbedding, DoRAEmbedding)):
-        return base_view(model.embedding)
-    view = copy.copy(model)
-    for key, value in model.items():
-        if isinstance(value, nn.Module):
-            view[key] = base_view(value)
-        elif isinstance(value, list):
-            view[key] = [base_view(v) if isinstance(v, nn.Module) else v for v in value]
-    return view
-
-
-def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
-    return dict(tree_flatten(model.trainable_parameters()))
 
 
 def masked_loss(model: nn.Module, inputs, targets, mask) -> mx.array:
@@ -284,7 +238,7 @@ def train(
     pad_id: int,
     on_step: Callable[[int, int, float, int], None] | None = None,
 ) -> TrainReport:
-    """Train the model's LoRA parameters on `samples` for `settings.epochs` epochs.
+    """Train the model's adapter on `samples` for `settings.epochs` epochs.
 
     `on_step(step, total_steps, loss, tokens)` is called after every step (for progress bars).
     """

@@ -23,16 +23,17 @@ from pathlib import Path
 
 import click
 
+from lift_mlx.adapters import LORA
 from lift_mlx.bench import bench_document, bench_model, format_table, machine_info
 from lift_mlx.config import TrainSettings
 from lift_mlx.prompts import encode
 from lift_mlx.samples import fitted_buckets, make_batch, plan_epoch, recite_samples
-from lift_mlx.train import TrainLoop, attach_lora
+from lift_mlx.train import TrainLoop
 
 
 def lift_arm(model_name, samples, settings, warmup, steps):
     lm = bench_model(model_name)
-    attach_lora(lm.model, settings)
+    LORA.attach(lm.model, settings)
     buckets = fitted_buckets(max(len(s) for s in samples) - 1)
     rng = random.Random(0)
     batches = []
@@ -59,7 +60,7 @@ def mlx_lm_arm(model_name, samples, settings, warmup, steps):
     from mlx_lm.tuner.trainer import TrainingArgs, train
 
     lm = bench_model(model_name)
-    attach_lora(lm.model, settings)
+    LORA.attach(lm.model, settings)
     dataset = [(list(s.tokens), s.mask.index(1)) for s in samples]
     stamps = {}
 
@@ -90,7 +91,7 @@ def plain_arm(model_name, samples, settings, warmup, steps):
     from lift_mlx.train import masked_loss
 
     lm = bench_model(model_name)
-    attach_lora(lm.model, settings)
+    LORA.attach(lm.model, settings)
     optimizer = optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
     loss_and_grad = nn.value_and_grad(lm.model, masked_loss)
     length = max(len(s) for s in samples) - 1

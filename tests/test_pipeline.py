@@ -10,6 +10,7 @@ from conftest import FAST
 import lift_mlx.absorb as absorb_module
 from lift_mlx import store
 from lift_mlx.absorb import Absorbing, absorb
+from lift_mlx.adapters import LORA, base_view
 from lift_mlx.answer import stream_answer
 from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
@@ -23,7 +24,7 @@ from lift_mlx.samples import (
     make_batch,
     plan_epoch,
 )
-from lift_mlx.train import TrainLoop, attach_lora, base_view
+from lift_mlx.train import TrainLoop
 
 
 def _samples(n: int, rng: random.Random) -> list[Sample]:
@@ -86,7 +87,7 @@ def test_base_view_stays_the_base_while_the_adapter_trains(tiny_model_path, tiny
     base = load_model(str(tiny_model_path)).model(prompt)
     view = base_view(tiny_lm.model)
     settings = TrainSettings(rank=4, lr=1e-2, grad_checkpoint=True, compile=False)
-    attach_lora(tiny_lm.model, settings)
+    LORA.attach(tiny_lm.model, settings)
     loop = TrainLoop(tiny_lm.model, settings)
     sample = Sample(tuple(range(3, 60)), (1,) * 57, "doc")
     for _ in range(3):

@@ -3,11 +3,12 @@ import random
 import mlx.core as mx
 import pytest
 
+from lift_mlx.adapters import LORA
 from lift_mlx.config import TrainSettings
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, buckets_for, epoch_batches, recite_samples
-from lift_mlx.train import Trainer, attach_lora, mean_nll, train
+from lift_mlx.train import Trainer, mean_nll, train
 
 
 def plain_samples(ids: list[int], n: int = 256) -> list[Sample]:
@@ -24,7 +25,7 @@ def test_recite_training_cuts_document_nll(tiny_lm, demo_text):
     before = mean_nll(tiny_lm.model, doc, tok.pad_token_id)
     samples = recite_samples(tok, ids, 256, 96, 0, random.Random(0))
     settings = TrainSettings(rank=16, lr=1e-3, epochs=10, grad_checkpoint=False, compile=False)
-    attach_lora(tiny_lm.model, settings)
+    LORA.attach(tiny_lm.model, settings)
     report = train(tiny_lm.model, samples, settings, tok.pad_token_id)
     after = mean_nll(tiny_lm.model, doc, tok.pad_token_id)
     assert report.steps == 50  # 20 segments / batch 4 x 10 epochs
@@ -34,7 +35,7 @@ def test_recite_training_cuts_document_nll(tiny_lm, demo_text):
 
 def _few_steps(path, settings: TrainSettings, samples, steps=3):
     lm = load_model(str(path))
-    attach_lora(lm.model, settings)
+    LORA.attach(lm.model, settings)
     trainer = Trainer(lm.model, settings)
     buckets = buckets_for(max(len(s) for s in samples) - 1)
     batches = list(epoch_batches(samples, settings.batch_size, buckets, 0, random.Random(0)))
@@ -78,7 +79,7 @@ def test_qlora_on_a_4bit_base_trains_only_the_adapter(tiny_q4_path, demo_text):
     samples = recite_samples(tok, ids, 128, 128, 0, random.Random(0))
     base = {k: mx.array(v) for k, v in _flat(lm.model.parameters()).items()}
     settings = TrainSettings(rank=8, lr=3e-3, epochs=8, grad_checkpoint=False, compile=False)
-    attach_lora(lm.model, settings)
+    LORA.attach(lm.model, settings)
     before = mean_nll(lm.model, samples, tok.pad_token_id)
     train(lm.model, samples, settings, tok.pad_token_id)
     after = mean_nll(lm.model, samples, tok.pad_token_id)
@@ -116,7 +117,7 @@ def test_target_only_loss_equals_the_full_loss_and_trims_padding(tiny_lm, demo_t
     assert trimmed.inputs.shape == (2, max(len(s) for s in samples) - 1)
     assert trimmed.n_tokens == batch.n_tokens and trimmed.mask.sum() == batch.mask.sum()
     model = tiny_lm.model
-    attach_lora(model, TrainSettings(rank=4))
+    LORA.attach(model, TrainSettings(rank=4))
     assert output_layer(model) is not None
     full_fn = nn.value_and_grad(model, masked_loss)
     part_fn = nn.value_and_grad(model, target_loss)
@@ -157,7 +158,7 @@ def test_loss_mean_over_samples_weighs_each_sample_equally(tiny_lm, demo_text):
     for mean in ("tokens", "samples"):  # and the trainer uses the weighting it is given
         lm = load_model(str(tiny_lm.path))
         settings = TrainSettings(rank=4, lr=1e-9, loss_mean=mean, grad_checkpoint=False)
-        attach_lora(lm.model, settings)
+        LORA.attach(lm.model, settings)
         step_loss = Trainer(lm.model, settings).step(batch).item()
         assert step_loss == pytest.approx(loss_of(weighted if mean == "samples" else batch),
                                           rel=1e-3)
