@@ -154,8 +154,8 @@ class Trainer:
             self.optimizer.update(model, grads)
             return loss
 
-        if self.compiled:
-            state = [model.state, self.optimizer.state]
+        if self.compiled:  # the random state too, as mlx-lm's trainer has it (dropout)
+            state = [model.state, self.optimizer.state, mx.random.state]
             step = partial(mx.compile, inputs=state, outputs=state)(step)
         self._step = step
 
