@@ -25,14 +25,7 @@ from .ingest import Document, read_document
 from .models import LoadedModel, config_fingerprint, load_model, recommended_settings
 from .progress import Progress, timed
 from .prompts import encode
-from .samples import (
-    EpochScheduler,
-    Sample,
-    fitted_buckets,
-    make_batch,
-    qa_sample,
-    recite_samples,
-)
+from .samples import Sample, qa_sample, recite_samples
 from .split import segment_starts
 from .synthesize import (
     QAStream,
@@ -45,7 +38,7 @@ from .synthesize import (
     save_partial,
     task_windows,
 )
-from .train import TrainLoop, TrainReport
+from .train import TrainReport, train
 
 
 @dataclass
@@ -385,66 +378,53 @@ class _QASource:
 
 
 def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
-           source: _QASource | None, report: AbsorbReport, progress: Progress) -> TrainReport:
-    """Train on the recite samples and the QA samples as they come (see `EpochScheduler`).
-
-    Generation and training alternate on one device. Each training step is started
-    asynchronously and generation steps run while it computes (mlx-lm decodes on its own
-    stream), for about as long as the previous step took. Measured on MLX's CPU backend with
-    a 4-layer model, interleaving this way took 0.95x the time of generating then training,
-    while a producer thread generating next to the training thread took 1.17x: the two
-    compete for the same cores, and a thread adds lock contention for no gain.
-    """
+           source: _QASource | None, report: AbsorbReport,
+           progress: Progress) -> TrainReport:
+    """Train on the recite samples and on the QA samples as the generator writes them."""
     t = settings.train
     tok = lm.tokenizer
-    qa_bound = len(qa_sample(tok, "", "")) + settings.synth.max_tokens if source else 0
-    buckets = fitted_buckets(max([len(s) for s in recite] + [qa_bound, 2]) - 1)
-    sched = EpochScheduler(t.batch_size, t.epochs, buckets, random.Random(t.seed))
-    sched.add(recite)
+    longest = len(qa_sample(tok, "", "")) + settings.synth.max_tokens if source else 0
     expected_qa = 0
     if source is not None:
         expected_qa = len(source.fresh) if source.done else source.windows * (
             settings.synth.qa_per_sentence * settings.synth.sentences_per_task)
     estimate = (len(recite) + expected_qa) * t.epochs // t.batch_size + 1
-    times, pad = report.seconds, _pad_id(tok)
-
-    def add_qa() -> None:
-        if source is not None:
-            sched.add([qa_sample(tok, p.question, p.answer) for p in source.take()])
-
-    add_qa()
     with progress.bar("train", estimate) as update:
         def on_step(i, n, loss, tokens):
             qa = f", qa {len(source.pairs)}" if source is not None else ""
             update(i, tokens, f"loss {loss:.3f}{qa}")
 
-        loop = TrainLoop(lm.model, t, estimate, on_step)
-        start, burst = time.perf_counter(), 0.0
-        while source is not None and not source.done:
-            due = sched.next_batch(final=False)
-            cycle = time.perf_counter()
-            if due:
-                loop(make_batch(due[1], t.batch_size, due[0], pad), len(due[1]))
-            gen_start = time.perf_counter()
-            while not source.done:  # at least one step, then as long as the last cycle took
-                source.step()
-                if not due or time.perf_counter() - gen_start >= 0.9 * burst:
-                    break
-            times["synthesize"] = times.get("synthesize", 0.0) + time.perf_counter() - gen_start
-            burst = time.perf_counter() - cycle if due else burst
-            add_qa()
-        if source is not None:
-            report.qa_samples = len(source.pairs)
-            _warn_if_no_pairs(source, progress)
-        if not sched.added:
-            raise LiftError("nothing to train on: no QA pairs were kept and recite is off; "
-                            "add recite to --tasks or use a stronger --generator")
-        while due := sched.next_batch(final=True):
-            loop(make_batch(due[1], t.batch_size, due[0], pad), len(due[1]))
-        train_report = loop.close()
+        start = time.perf_counter()
+        train_report = train(lm.model, recite, t, _pad_id(tok), on_step,
+                             arriving=_qa_samples(source, tok, bool(recite), report, progress),
+                             longest=longest, total=estimate)
     elapsed = time.perf_counter() - start
+    times = report.seconds
     times["train"] = elapsed - (times.get("synthesize", 0.0) if report.pipeline else 0.0)
     return train_report
+
+
+def _qa_samples(source: _QASource | None, tok, recite: bool, report: AbsorbReport,
+                progress: Progress) -> Iterator[list[Sample]]:
+    """The QA samples for `train`: those at hand first, then one generator step per `next()`
+    and the samples of the pairs it finished; at the end, what was kept is reported."""
+    times = report.seconds
+
+    def samples() -> list[Sample]:
+        return [qa_sample(tok, p.question, p.answer) for p in source.take()]
+
+    if source is not None:
+        yield samples()
+        while not source.done:
+            start = time.perf_counter()
+            source.step()
+            times["synthesize"] = times.get("synthesize", 0.0) + time.perf_counter() - start
+            yield samples()
+        report.qa_samples = len(source.pairs)
+        _warn_if_no_pairs(source, progress)
+    if not recite and not (source and source.pairs):
+        raise LiftError("nothing to train on: no QA pairs were kept and recite is off; "
+                        "add recite to --tasks or use a stronger --generator")
 
 
 def _warn_if_no_pairs(source: _QASource, progress: Progress) -> None:

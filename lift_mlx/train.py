@@ -1,11 +1,12 @@
-"""Adapter training on a frozen (possibly 4-bit) base through one compiled MLX step."""
+"""Adapter training on a frozen (possibly 4-bit) base through one compiled MLX step, and
+`train`, the one driver every caller trains with: absorb, the benchmarks and the tests."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -17,6 +18,7 @@ import numpy as np
 from .config import TrainSettings
 from .samples import (
     Batch,
+    EpochScheduler,
     Sample,
     buckets_for,
     epoch_batches,
@@ -237,20 +239,64 @@ def train(
     settings: TrainSettings,
     pad_id: int,
     on_step: Callable[[int, int, float, int], None] | None = None,
+    *,
+    arriving: Iterator[list[Sample]] | None = None,
+    longest: int = 0,
+    total: int = 0,
+    max_steps: int | None = None,
 ) -> TrainReport:
-    """Train the model's adapter on `samples` for `settings.epochs` epochs.
+    """Train the model's adapter on `samples` and on those `arriving` yields while training
+    runs, each `settings.epochs` times (see `EpochScheduler`).
 
-    `on_step(step, total_steps, loss, tokens)` is called after every step (for progress bars).
+    `arriving` does a little work per `next()` (absorb: one generator step) and yields the
+    samples it finished; `longest` bounds their length. Generation and training alternate on
+    one device: each step is started asynchronously and `arriving` runs while it computes,
+    for about as long as the previous step took. Measured on MLX's CPU backend with a
+    4-layer model, interleaving this way took 0.95x the time of generating then training,
+    while a producer thread next to the training thread took 1.17x: the two compete for the
+    same cores, and a thread adds lock contention for no gain.
+
+    `on_step(step, total_steps, loss, tokens)` follows every step (progress bars; `total` is
+    the estimate it gets). `max_steps` stops early (benchmarks).
     """
-    if not samples:
+    if not samples and arriving is None:
         raise ValueError("no training samples")
-    rng = random.Random(settings.seed)
-    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
-    total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
+    buckets = fitted_buckets(max([len(s) for s in samples] + [longest, 2]) - 1)
+    sched = EpochScheduler(settings.batch_size, settings.epochs, buckets,
+                           random.Random(settings.seed))
+    if not total and arriving is None:
+        total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
     loop = TrainLoop(model, settings, total, on_step)
-    for _ in range(settings.epochs):
-        for length, chunk in plan_epoch(list(samples), settings.batch_size, buckets, rng):
-            loop(make_batch(chunk, settings.batch_size, length, pad_id), len(chunk))
+    add = sched.add
+
+    def run(due: tuple[int, list[Sample]]) -> None:
+        length, chunk = due
+        loop(make_batch(chunk, settings.batch_size, length, pad_id), len(chunk))
+
+    def stopped() -> bool:
+        return max_steps is not None and loop.report.steps >= max_steps
+
+    add(samples)
+    burst = 0.0
+    if arriving is not None:
+        add(next(arriving, []))  # what is at hand at once (cached or kept QA pairs)
+    while arriving is not None and not stopped():
+        due = sched.next_batch(final=False)
+        cycle = time.perf_counter()
+        if due:
+            run(due)
+        work = time.perf_counter()
+        while True:  # at least one step of work, then as long as the last cycle took
+            new = next(arriving, None)
+            if new is None:
+                arriving = None
+                break
+            add(new)
+            if not due or time.perf_counter() - work >= 0.9 * burst:
+                break
+        burst = time.perf_counter() - cycle if due else burst
+    while not stopped() and (due := sched.next_batch(final=True)):
+        run(due)
     return loop.close()
 
 

@@ -14,6 +14,7 @@ anew for each). Prints a table and writes JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import random
@@ -27,31 +28,24 @@ from lift_mlx.adapters import LORA
 from lift_mlx.bench import bench_document, bench_model, format_table, machine_info
 from lift_mlx.config import TrainSettings
 from lift_mlx.prompts import encode
-from lift_mlx.samples import fitted_buckets, make_batch, plan_epoch, recite_samples
-from lift_mlx.train import TrainLoop
+from lift_mlx.samples import make_batch, recite_samples
+from lift_mlx.train import train
 
 
 def lift_arm(model_name, samples, settings, warmup, steps):
+    """absorb's own driver (`train.train`), clocked as each step's loss is read."""
     lm = bench_model(model_name)
     LORA.attach(lm.model, settings)
-    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
-    rng = random.Random(0)
-    batches = []
-    while len(batches) < warmup + steps:
-        batches += plan_epoch(list(samples), settings.batch_size, buckets, rng)
-    loop = TrainLoop(lm.model, settings)
-    for length, chunk in batches[:warmup]:
-        loop(make_batch(chunk, settings.batch_size, length, 0))
-    loop.close()
-    loop = TrainLoop(lm.model, settings)
-    tokens = 0
-    start = time.perf_counter()
-    for length, chunk in batches[warmup : warmup + steps]:
-        batch = make_batch(chunk, settings.batch_size, length, 0)
-        tokens += batch.n_tokens
-        loop(batch)
-    loop.close()
-    return tokens, time.perf_counter() - start
+    stamps = {}
+
+    def clock(step, total, loss, tokens):
+        stamps[step] = (time.perf_counter(), tokens)
+
+    passes = -(-(warmup + steps) * settings.batch_size // len(samples))
+    train(lm.model, samples, dataclasses.replace(settings, epochs=passes), 0, clock,
+          max_steps=warmup + steps)
+    (start, before), (end, after) = stamps[warmup], stamps[warmup + steps]
+    return after - before, end - start
 
 
 def mlx_lm_arm(model_name, samples, settings, warmup, steps):

@@ -30,6 +30,32 @@ def test_adapter_loads_in_plain_mlx_lm_with_identical_logits(tiny_model_path, ti
     assert not mx.allclose(base(prompt), ours, atol=1e-3).item()  # the adapter does something
 
 
+def test_absorb_trains_with_the_driver_the_tests_and_benches_call(tiny_lm, tiny_model_path,
+                                                                   tmp_path, demo_text):
+    """absorb's training is `train.train`'s: the same samples and settings given to it
+    directly give the same losses, step for step."""
+    import random
+
+    from lift_mlx.adapters import LORA
+    from lift_mlx.config import Settings
+    from lift_mlx.prompts import encode
+    from lift_mlx.samples import recite_samples
+    from lift_mlx.train import train
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text(demo_text[:3000])
+    absorbed = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "epochs": 2})
+    s = Settings.from_dict(absorbed.meta["settings"])
+    lm = load_model(str(tiny_model_path))
+    tok = lm.tokenizer
+    recite = recite_samples(tok, encode(tok, doc.read_text()), s.split.seg_len, s.split.stride,
+                            s.split.context_len, random.Random(s.train.seed))
+    LORA.attach(lm.model, s.train)
+    direct = train(lm.model, recite, s.train, tok.pad_token_id)
+    assert absorbed.report.train.steps == direct.steps > 4
+    assert absorbed.report.train.losses == pytest.approx(direct.losses, rel=1e-5)
+
+
 def test_stored_adapter_is_reused_without_training(tiny_lm, tmp_path, demo_text):
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:2000])
