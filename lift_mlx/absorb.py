@@ -18,6 +18,7 @@ import mlx.core as mx
 from . import __version__, adapters, backend, store
 from .adapters import base_view
 from .answer import about_document, question_prompt, stream_answer
+from .checkpoints import Checkpoint
 from .config import Settings, preset, setting_sources
 from .errors import LiftError
 from .generator_styles import QAPair, resolve_style
@@ -162,11 +163,13 @@ def absorb(
     gen_id = gen.fingerprint if gen else "self"
     style = resolve_style(settings.synth.style, (gen or lm).model).fingerprint
     key = store.adapter_key(doc.sha256, lm.fingerprint,
-                            {**settings.to_dict(), "gen": gen_id, "style": style})
+                            {**settings.keyed(), "gen": gen_id, "style": style})
     target = Path(out) if out else store.adapters_dir() / key
     # One absorb per key at a time: a second one (another process or thread) waits for the
     # first, then finds its adapter and reuses it.
-    with _interruptible(progress, doc, gen or lm, settings, report), store.lock(
+    checkpoint = Checkpoint(store.checkpoints_dir() / key, settings.train.checkpoint_every,
+                            adapters.kind_named(settings.train.adapter).trainable)
+    with _interruptible(progress, doc, gen or lm, settings, report, checkpoint), store.lock(
             key, on_wait=lambda holder: progress.log(
                 f"Waiting for another absorb of this document to finish ({holder})")):
         if reuse and _stored(target, key, progress):
@@ -175,14 +178,18 @@ def absorb(
             report.reused = True
             absorbed.report = report
             return absorbed
+        if not reuse:
+            checkpoint.remove()  # absorb again from the start
         return _train_and_store(doc, lm, gen, settings, key, target, report, progress,
-                                pipeline, sources)
+                                pipeline, sources, checkpoint)
 
 
 def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
                      settings: Settings, key: str, target: Path, report: AbsorbReport,
-                     progress: Progress, pipeline: bool, sources: dict) -> Absorbed:
-    """Train the adapter of `doc` and store it at `target` (the caller holds the key's lock)."""
+                     progress: Progress, pipeline: bool, sources: dict,
+                     checkpoint: Checkpoint) -> Absorbed:
+    """Train the adapter of `doc` and store it at `target` (the caller holds the key's lock);
+    a checkpoint an interrupted run of the same key kept is resumed."""
     times = report.seconds
     reset_adapter(lm)
     tok = lm.tokenizer
@@ -210,7 +217,10 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
         _phase_peak(report, "synthesize")
     kind = adapters.kind_named(settings.train.adapter)
     adapter_config = kind.attach(lm.model, settings.train)
-    report.train = _train(lm, settings, recite, source, report, progress)
+    if state := checkpoint.state():
+        progress.log(f"Resuming training at step {state['step']}, where an interrupted "
+                     "absorb of this document stopped")
+    report.train = _train(lm, settings, recite, source, report, progress, checkpoint)
     _phase_peak(report, "train" if not pipeline or source is None else "synthesize+train")
     if source is not None:
         report.synth = source.report
@@ -230,6 +240,7 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
     with timed(times, "save"):
         path = store.save_adapter(target, lambda folder: kind.save(lm.model, adapter_config,
                                                                    folder), meta, doc.text)
+        checkpoint.remove()
     _phase_peak(report, "save")
     meta["report"] = report.to_dict()  # now with the save time
     store.write_atomic(path / store.META_FILE, _dumps(meta))
@@ -254,7 +265,7 @@ def _stored(target: Path, key: str, progress: Progress) -> bool:
 
 @contextmanager
 def _interruptible(progress: Progress, doc: Document, gen: LoadedModel, settings: Settings,
-                   report: AbsorbReport) -> Iterator[None]:
+                   report: AbsorbReport, checkpoint: Checkpoint) -> Iterator[None]:
     """SIGTERM stops an absorb as Ctrl-C does (the partial work is removed on the way out);
     either way the absorb says what it had done."""
     installed = threading.current_thread() is threading.main_thread()
@@ -263,7 +274,7 @@ def _interruptible(progress: Progress, doc: Document, gen: LoadedModel, settings
     try:
         yield
     except KeyboardInterrupt:
-        progress.warn(_interrupted_note(doc, gen, settings, report))
+        progress.warn(_interrupted_note(doc, gen, settings, report, checkpoint))
         raise
     finally:
         if installed:
@@ -276,7 +287,7 @@ def raise_interrupt(signum, frame):
 
 
 def _interrupted_note(doc: Document, gen: LoadedModel, settings: Settings,
-                      report: AbsorbReport) -> str:
+                      report: AbsorbReport, checkpoint: Checkpoint) -> str:
     done = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in report.seconds.items())
     note = f"absorb of {doc.source} interrupted after {done}: no adapter was stored."
     if "qa" in settings.train.tasks:
@@ -293,6 +304,9 @@ def _interrupted_note(doc: Document, gen: LoadedModel, settings: Settings,
                      "QA pairs kept; the same command again resumes from there.")
         else:
             note += " No QA pairs were cached yet."
+    if state := checkpoint.state():
+        note += (f" Training was checkpointed at step {state['step']}; the same command again "
+                 "resumes there.")
     return note
 
 
@@ -378,8 +392,8 @@ class _QASource:
 
 
 def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
-           source: _QASource | None, report: AbsorbReport,
-           progress: Progress) -> TrainReport:
+           source: _QASource | None, report: AbsorbReport, progress: Progress,
+           checkpoint: Checkpoint) -> TrainReport:
     """Train on the recite samples and on the QA samples as the generator writes them."""
     t = settings.train
     tok = lm.tokenizer
@@ -397,7 +411,7 @@ def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
         start = time.perf_counter()
         train_report = train(lm.model, recite, t, _pad_id(tok), on_step,
                              arriving=_qa_samples(source, tok, bool(recite), report, progress),
-                             longest=longest, total=estimate)
+                             longest=longest, total=estimate, checkpoint=checkpoint)
     elapsed = time.perf_counter() - start
     times = report.seconds
     times["train"] = elapsed - (times.get("synthesize", 0.0) if report.pipeline else 0.0)

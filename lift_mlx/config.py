@@ -24,17 +24,19 @@ TASKS = ("recite", "qa")
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
             min: float | None = None, max: float | None = None, min_open: bool = False,
-            choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None):
+            choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None,
+            keyed: bool = True):
     """A stage field with its declaration in the metadata.
 
     `flag`: the CLI option (none: settable from Python, presets and the server only). `name`:
     the flat name for `Settings.replace`, presets and models/presets.json, when the field's
     own name is taken by another stage. `min`/`max` (`min_open`: strictly above `min`) or
     `choices`: the values allowed. `paper`: the value of the "paper" preset. `shown`: the
-    default as the help states it, where the value alone would not say it.
+    default as the help states it, where the value alone would not say it. `keyed=False`: a
+    value that leaves the trained adapter as it is, so it is no part of the adapter's key.
     """
     metadata = dict(help=help, flag=flag, name=name, min=min, max=max, min_open=min_open,
-                    choices=choices, paper=paper, shown=shown)
+                    choices=choices, paper=paper, shown=shown, keyed=keyed)
     return field(default=default, metadata=metadata)
 
 
@@ -116,6 +118,10 @@ class TrainSettings:
                                    flag="--compile", shown="on for GPUs, off on the CPU, where "
                                    "compiled steps are no faster")
     seed: int = setting(0, "Random seed.", flag="--seed")
+    # mlx-lm saves every 100 steps too (steps_per_save)
+    checkpoint_every: int = setting(100, "Keep the adapter and optimizer state every N training "
+                                    "steps, so an interrupted absorb resumes there; 0 = never.",
+                                    flag="--checkpoint-every", min=0, keyed=False)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,7 @@ class Setting:
     choices: tuple[str, ...] | None
     paper: object
     shown: str | None
+    keyed: bool
 
     @property
     def label(self) -> str:
@@ -182,6 +189,14 @@ class Settings:
         d["train"]["tasks"] = list(self.train.tasks)
         return d
 
+    def keyed(self) -> dict:
+        """`to_dict` without the values that leave the adapter as it is: what its key hashes."""
+        d = self.to_dict()
+        for s in SETTINGS.values():
+            if not s.keyed:
+                del d[s.stage][s.field]
+        return d
+
     @classmethod
     def from_dict(cls, d: dict) -> Settings:
         train = dict(d.get("train", {}))
@@ -226,7 +241,7 @@ def _declared() -> dict[str, Setting]:
             m = f.metadata
             s = Setting(m["name"] or f.name, stage.name, f.name, types[f.name], f.default,
                         m["help"], m["flag"], m["min"], m["max"], m["min_open"], m["choices"],
-                        m["paper"], m["shown"])
+                        m["paper"], m["shown"], m["keyed"])
             if s.name in settings:  # give one of the two fields its own `name=`
                 raise TypeError(f"two settings are called {s.name!r}")
             settings[s.name] = s

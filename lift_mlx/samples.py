@@ -175,13 +175,34 @@ class EpochScheduler:
         self.buckets = buckets
         self.rng = rng
         self._pending: dict[tuple[int, int], list[Sample]] = {}  # (views, bucket) -> samples
-        self.added = 0
+        self.arrived: list[Sample] = []  # every sample added, in order
         self.views = 0  # sample-views handed out so far
+
+    @property
+    def added(self) -> int:
+        return len(self.arrived)
 
     def add(self, samples: list[Sample]) -> None:
         for s in samples:
             self._pending.setdefault((0, bucket_of(len(s), self.buckets)), []).append(s)
-        self.added += len(samples)
+        self.arrived += samples
+
+    def position(self) -> dict:
+        """Where the schedule stands, as JSON: what each sample (by its place in `arrived`)
+        is still owed, and the random state; `resume` continues from it."""
+        place = {id(s): i for i, s in enumerate(self.arrived)}
+        pending = [[views, length, [place[id(s)] for s in group]]
+                   for (views, length), group in self._pending.items() if group]
+        return {"pending": pending, "views": self.views, "rng": self.rng.getstate()}
+
+    def resume(self, arrived: list[Sample], position: dict) -> None:
+        """Continue where `position` (of a schedule given the samples `arrived`) stood."""
+        self.arrived = list(arrived)
+        self.views = position["views"]
+        self._pending = {(views, length): [self.arrived[i] for i in places]
+                         for views, length, places in position["pending"]}
+        version, internal, gauss = position["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
 
     @property
     def remaining(self) -> int:

@@ -49,6 +49,11 @@ def locks_dir() -> Path:
     return home() / "locks"
 
 
+def checkpoints_dir() -> Path:
+    """Where an absorb keeps its training checkpoints until its adapter is stored."""
+    return home() / "checkpoints"
+
+
 def qa_cache_path(key: str) -> Path:
     return home() / "qa-cache" / f"{key}.json"
 

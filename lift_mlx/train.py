@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,6 +16,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
+from .checkpoints import Checkpoint
 from .config import TrainSettings
 from .samples import (
     Batch,
@@ -199,14 +201,15 @@ class TrainLoop:
 
     def __call__(self, batch: Batch, n_samples: int | None = None) -> None:
         loss = self.trainer.submit(batch)
-        self._settle()
+        self.settle()
         self._in_flight = (loss, batch.n_tokens)
         r = self.report
         r.steps += 1
         r.target_tokens += int(batch.mask.sum())
         r.sample_views += n_samples if n_samples is not None else int(batch.mask.any(1).sum())
 
-    def _settle(self) -> None:
+    def settle(self) -> None:
+        """Wait for the step in flight and record its loss."""
         if self._in_flight is None:
             return
         loss, n_tokens = self._in_flight
@@ -220,7 +223,7 @@ class TrainLoop:
 
     def close(self) -> TrainReport:
         """Wait for the last step and return the report (the model is left in eval mode)."""
-        self._settle()
+        self.settle()
         self.model.eval()
         disable_grad_checkpoint(self.model)
         self.report.seconds += time.perf_counter() - self._start
@@ -243,6 +246,7 @@ def train(
     arriving: Iterator[list[Sample]] | None = None,
     longest: int = 0,
     total: int = 0,
+    checkpoint: Checkpoint | None = None,
     max_steps: int | None = None,
 ) -> TrainReport:
     """Train the model's adapter on `samples` and on those `arriving` yields while training
@@ -257,7 +261,10 @@ def train(
     same cores, and a thread adds lock contention for no gain.
 
     `on_step(step, total_steps, loss, tokens)` follows every step (progress bars; `total` is
-    the estimate it gets). `max_steps` stops early (benchmarks).
+    the estimate it gets). `checkpoint` keeps the run every `checkpoint.every` steps and
+    resumes the one it kept: the samples it holds are not added again when offered, so the
+    rest of the run is the one an uninterrupted run trains. `max_steps` stops early
+    (benchmarks).
     """
     if not samples and arriving is None:
         raise ValueError("no training samples")
@@ -267,11 +274,25 @@ def train(
     if not total and arriving is None:
         total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
     loop = TrainLoop(model, settings, total, on_step)
-    add = sched.add
+    kept = Counter()  # samples a resumed checkpoint already holds, offered again
+    if checkpoint is not None and checkpoint.resume(loop, sched):
+        kept.update(sched.arrived)
+
+    def add(new: list[Sample]) -> None:
+        fresh = []
+        for s in new:
+            if kept[s] > 0:
+                kept[s] -= 1
+            else:
+                fresh.append(s)
+        sched.add(fresh)
 
     def run(due: tuple[int, list[Sample]]) -> None:
         length, chunk = due
         loop(make_batch(chunk, settings.batch_size, length, pad_id), len(chunk))
+        if checkpoint is not None and checkpoint.due(loop.report.steps):
+            loop.settle()
+            checkpoint.save(loop, sched)
 
     def stopped() -> bool:
         return max_steps is not None and loop.report.steps >= max_steps

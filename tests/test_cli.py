@@ -36,6 +36,7 @@ GIVEN = {
     "--grad-checkpoint": ("train", "grad_checkpoint", ["--no-grad-checkpoint"], False),
     "--compile": ("train", "compile", ["--no-compile"], False),
     "--seed": ("train", "seed", ["--seed", "7"], 7),
+    "--checkpoint-every": ("train", "checkpoint_every", ["--checkpoint-every", "7"], 7),
 }
 # The commands that take the setting options, with their required arguments and their own
 # options named like a generator setting (SynthSettings.max_tokens, .temp), which must not

@@ -1,0 +1,119 @@
+"""Checkpoints of a training run, so that an interrupted absorb resumes where it stopped.
+
+Every `checkpoint_every` steps a run keeps the adapter's trainable arrays, the optimizer's
+state, the samples it has been given and the schedule's position (what each sample is still
+owed, the random state), in $LIFT_MLX_HOME/checkpoints/KEY. A run of the same key resumes
+there: the same batches follow in the same order, so it ends with the adapter that an
+uninterrupted run makes. `state.json` is written last and names its step's files, so a run
+stopped while saving leaves the checkpoint before whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .samples import Sample
+
+FORMAT = 1
+STATE_FILE = "state.json"
+_REPORT = ("steps", "tokens", "target_tokens", "losses", "seconds", "sample_views")
+
+
+class Checkpoint:
+    """The checkpoints of one run in `folder`, every `every` steps (0: never);
+    `trainable(model)` gives the arrays to keep (the adapter kind's)."""
+
+    def __init__(self, folder: Path, every: int, trainable: Callable[[object], dict]):
+        self.folder = Path(folder)
+        self.every = every
+        self.trainable = trainable
+
+    def due(self, steps: int) -> bool:
+        return self.every > 0 and steps % self.every == 0
+
+    def state(self) -> dict | None:
+        """What the kept checkpoint says (its step, schedule, report), or None."""
+        try:
+            state = json.loads((self.folder / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return state if isinstance(state, dict) and state.get("format") == FORMAT else None
+
+    def save(self, loop, sched) -> None:
+        """Keep the run of `loop` (a settled TrainLoop) and its schedule `sched`."""
+        import mlx.core as mx
+        from mlx.utils import tree_flatten
+
+        report = loop.report
+        stem = f"step-{report.steps:08d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        mx.save_safetensors(str(self.folder / f"{stem}.adapter.safetensors"),
+                            self.trainable(loop.model))
+        mx.save_safetensors(str(self.folder / f"{stem}.optimizer.safetensors"),
+                            dict(tree_flatten(loop.trainer.optimizer.state)))
+        _save_samples(self.folder / f"{stem}.samples.npz", sched.arrived)
+        state = {"format": FORMAT, "step": report.steps, "stem": stem, "buckets": sched.buckets,
+                 "schedule": sched.position(), "report": {k: getattr(report, k) for k in _REPORT}}
+        store.write_atomic(self.folder / STATE_FILE, json.dumps(state))
+        for old in self.folder.glob("step-*"):
+            if not old.name.startswith(f"{stem}."):
+                old.unlink(missing_ok=True)
+
+    def resume(self, loop, sched) -> bool:
+        """Put the kept run back into `loop` (a fresh TrainLoop on the model, its adapter
+        attached) and `sched`; False (and nothing changed) where there is none that fits."""
+        import mlx.core as mx
+        from mlx.utils import tree_map_with_path
+
+        state = self.state()
+        if state is None or state["buckets"] != sched.buckets:
+            return False
+        stem = self.folder / state["stem"]
+        try:
+            weights = mx.load(f"{stem}.adapter.safetensors")
+            moments = mx.load(f"{stem}.optimizer.safetensors")
+            arrived = _load_samples(Path(f"{stem}.samples.npz"))
+        except (OSError, ValueError, RuntimeError, KeyError):
+            return False
+        expected = self.trainable(loop.model)
+        optimizer = loop.trainer.optimizer
+        paths = []
+        tree_map_with_path(lambda path, _: paths.append(path), optimizer.state)
+        if ({k: v.shape for k, v in weights.items()} != {k: v.shape for k, v in expected.items()}
+                or set(moments) != set(paths)):
+            return False
+        loop.model.load_weights(list(weights.items()), strict=False)
+        restored = tree_map_with_path(lambda path, _: moments[path], optimizer.state)
+        optimizer.state.update(restored)  # in place: a compiled step holds this dict
+        sched.resume(arrived, state["schedule"])
+        for name, value in state["report"].items():
+            setattr(loop.report, name, value)
+        return True
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _save_samples(path: Path, samples: list[Sample]) -> None:
+    tokens = [t for s in samples for t in s.tokens]
+    mask = [m for s in samples for m in s.mask]
+    with open(path, "wb") as f:
+        np.savez(f, tokens=np.array(tokens, dtype=np.int32), mask=np.array(mask, dtype=np.int8),
+                 lengths=np.array([len(s) for s in samples], dtype=np.int64),
+                 kinds=np.array([s.kind for s in samples]))
+
+
+def _load_samples(path: Path) -> list[Sample]:
+    with np.load(path) as data:
+        tokens, mask = data["tokens"].tolist(), data["mask"].tolist()
+        ends = np.cumsum(data["lengths"]).tolist()
+        kinds = data["kinds"].tolist()
+    starts = [0, *ends[:-1]]
+    return [Sample(tuple(tokens[a:b]), tuple(mask[a:b]), kind)
+            for a, b, kind in zip(starts, ends, kinds)]

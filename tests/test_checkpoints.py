@@ -1,0 +1,150 @@
+"""Training checkpoints: a run stopped after a checkpoint and resumed from it trains the same
+batches in the same order, and ends with the adapter an uninterrupted run makes; an absorb
+really interrupted (Ctrl-C in a child process) resumes where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+from conftest import FAST
+
+from lift_mlx import store
+from lift_mlx.absorb import absorb
+from lift_mlx.adapters import LORA
+from lift_mlx.checkpoints import STATE_FILE, Checkpoint
+from lift_mlx.config import TrainSettings
+from lift_mlx.models import load_model
+from lift_mlx.prompts import encode
+from lift_mlx.samples import qa_sample, recite_samples
+from lift_mlx.train import train
+
+SETTINGS = TrainSettings(rank=4, lr=1e-3, epochs=3, batch_size=2, grad_checkpoint=False,
+                         compile=False, checkpoint_every=3)
+
+
+def _run(path, recite, qa, checkpoint=None, stop_at=None, settings=SETTINGS):
+    """Train a fresh copy of the model on `recite`, with `qa` arriving once training runs;
+    a KeyboardInterrupt once step `stop_at` is done. The report and the adapter's arrays."""
+    lm = load_model(str(path))
+    LORA.attach(lm.model, settings)
+
+    def on_step(step, total, loss, tokens):
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    report = train(lm.model, recite, settings, 0, on_step, arriving=iter([qa]),
+                   longest=max(len(s) for s in qa), checkpoint=checkpoint)
+    return report, LORA.trainable(lm.model)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_a_resumed_run_ends_as_an_uninterrupted_one(compiled, tiny_model_path, tiny_lm,
+                                                    demo_text, tmp_path):
+    """Eager and compiled (whose step holds the optimizer's state it was traced with)."""
+    settings = dataclasses.replace(SETTINGS, compile=compiled)
+    tok = tiny_lm.tokenizer
+    recite = recite_samples(tok, encode(tok, demo_text)[:700], 64, 32, 0, random.Random(0))
+    qa = [qa_sample(tok, f"Who was chair in year {i}?", "Ada Korrin") for i in range(5)]
+    whole, weights = _run(tiny_model_path, recite, qa, settings=settings)
+    assert whole.steps > 12
+
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=8,
+             settings=settings)
+    checkpoint = Checkpoint(folder, 3, LORA.trainable)
+    assert checkpoint.state()["step"] == 6  # the last multiple of 3 before the stop
+    assert sorted(p.name.split(".")[0] for p in folder.glob("step-*")) == ["step-00000006"] * 3
+
+    resumed, again = _run(tiny_model_path, recite, qa, checkpoint, settings=settings)
+    assert resumed.steps == whole.steps and resumed.sample_views == whole.sample_views
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+    assert resumed.tokens == whole.tokens
+    for name, value in weights.items():
+        assert mx.allclose(again[name], value, atol=1e-6).item(), name
+
+
+def test_a_checkpoint_that_does_not_fit_is_not_resumed(tiny_model_path, tiny_lm, demo_text,
+                                                       tmp_path):
+    """Other samples (their buckets differ) start the run over instead."""
+    tok = tiny_lm.tokenizer
+    recite = recite_samples(tok, encode(tok, demo_text)[:400], 64, 32, 0, random.Random(0))
+    qa = [qa_sample(tok, "Who?", "Ada Korrin")]
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=4)
+    longer = [qa_sample(tok, "Who?", "Ada Korrin " * 60)]
+    report, _ = _run(tiny_model_path, recite, longer, Checkpoint(folder, 3, LORA.trainable))
+    fresh, _ = _run(tiny_model_path, recite, longer)
+    assert report.losses == pytest.approx(fresh.losses, rel=1e-5)
+
+
+ARGS = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--rank", "4",
+        "--no-grad-checkpoint", "--tasks", "recite", "--epochs", "15", "--checkpoint-every", "5"]
+
+
+def _absorb_process(doc: Path, model: Path, home: Path) -> subprocess.Popen:
+    # Ctrl-C as at a terminal: a test run started in the background inherits SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt.
+    return subprocess.Popen([sys.executable, "-m", "lift_mlx.cli", "absorb", str(doc), "--model",
+                             str(model), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "LIFT_MLX_HOME": str(home)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_an_interrupted_absorb_resumes_from_its_checkpoint(tmp_path, demo_text,
+                                                           tiny_model_path, isolated_store):
+    doc = tmp_path / "charter.md"
+    doc.write_text(demo_text[:3000])
+    reference = _absorb_process(doc, tiny_model_path, tmp_path / "reference-home")
+    proc = _absorb_process(doc, tiny_model_path, isolated_store)
+    deadline = time.monotonic() + 120
+    while not list(store.checkpoints_dir().glob(f"*/{STATE_FILE}")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "no adapter was stored" in err and "Training was checkpointed at step" in err, err
+    assert out == "" and store.entry_dirs() == []
+    (folder,) = store.checkpoints_dir().iterdir()
+    step = Checkpoint(folder, 5, LORA.trainable).state()["step"]
+    assert step % 5 == 0 and step > 0
+
+    proc = _absorb_process(doc, tiny_model_path, isolated_store)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"Resuming training at step {step}," in err
+    assert not folder.exists()  # gone once the adapter is stored
+    ref_out, ref_err = reference.communicate(timeout=120)
+    assert reference.returncode == 0, ref_err
+    ours, theirs = Path(out.strip()), Path(ref_out.strip())
+    assert ours.name == theirs.name  # the same key
+    mine = store.verify(ours)["report"]["train"]
+    whole = store.verify(theirs)["report"]["train"]
+    assert mine["steps"] == whole["steps"] > step
+    assert mine["final_loss"] == pytest.approx(whole["final_loss"], rel=1e-5)
+    a, b = (mx.load(str(p / store.ADAPTER_FILE)) for p in (ours, theirs))
+    for name in b:
+        assert mx.allclose(a[name], b[name], atol=1e-6).item(), name
+
+
+def test_how_often_checkpoints_are_kept_is_no_part_of_the_adapter_key(tiny_lm, tmp_path,
+                                                                      demo_text):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    first = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "checkpoint_every": 1})
+    assert not first.report.reused and first.report.train.steps > 1
+    assert not any(store.checkpoints_dir().iterdir())  # removed once the adapter is stored
+    again = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "checkpoint_every": 7})
+    assert again.report.reused and again.adapter_path == first.adapter_path
+    assert again.meta["settings"]["train"]["checkpoint_every"] == 1  # as the first one ran
