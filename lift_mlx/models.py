@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 from .errors import LiftError
 
@@ -50,34 +51,110 @@ def _is_hub_id(name: str) -> bool:
     return not name.startswith((".", "/", "~")) and name.count("/") == 1 and "\\" not in name
 
 
+class ModelSource(Protocol):
+    """A kind of `--model` value: `resolve_model` asks each of `MODEL_SOURCES` in turn, and
+    the first that claims the value resolves it."""
+
+    name: str
+
+    def claims(self, model: str) -> bool:
+        """Whether `model` names a model of this source."""
+
+    def resolve(self, model: str) -> Path:
+        """Its local mlx-lm folder (fetched or imported on first use)."""
+
+
+class Alias:
+    """An alias of models/presets.json: a folder shipped in models/ (`path`), a GGUF inside a
+    wheel fetched with pip (`wheel`, as for smollm2), else its `hub_id`."""
+
+    name = "alias"
+
+    def claims(self, model: str) -> bool:
+        return model in presets()["models"]
+
+    def resolve(self, model: str) -> Path:
+        from . import sources
+
+        entry = presets()["models"][model]
+        if "path" in entry:
+            return _check_dir(MODELS_DIR / entry["path"], model)
+        if "wheel" in entry:
+            return sources.from_wheel(entry["wheel"])
+        return resolve_model(entry["hub_id"])
+
+
+class Ollama:
+    """`ollama:NAME[:TAG]`: a model Ollama has pulled, imported once from its GGUF blob."""
+
+    name = "ollama"
+
+    def claims(self, model: str) -> bool:
+        return model.startswith("ollama:")
+
+    def resolve(self, model: str) -> Path:
+        from . import gguf_import, sources
+
+        blob = sources.ollama_blob(model.removeprefix("ollama:"))
+        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"),
+                                       label=model)
+
+
+class GGUFFile:
+    """An existing file: a GGUF, imported once into $LIFT_MLX_HOME/models."""
+
+    name = "gguf"
+
+    def claims(self, model: str) -> bool:
+        return Path(model).expanduser().is_file()
+
+    def resolve(self, model: str) -> Path:
+        from . import gguf_import, sources
+
+        path = Path(model).expanduser()
+        return gguf_import.import_gguf(path, sha256=sources.cached_sha256(path))
+
+
+class Folder:
+    """An existing mlx-lm model folder."""
+
+    name = "folder"
+
+    def claims(self, model: str) -> bool:
+        return Path(model).expanduser().exists()
+
+    def resolve(self, model: str) -> Path:
+        return _check_dir(Path(model).expanduser(), model)
+
+
+class HubId:
+    """A Hugging Face id (owner/name), from the local cache or downloaded."""
+
+    name = "hub"
+
+    def claims(self, model: str) -> bool:
+        return _is_hub_id(model)
+
+    def resolve(self, model: str) -> Path:
+        return _from_hub(model)
+
+
+# Asked in this order: an alias or an existing path wins over a hub id of the same spelling.
+MODEL_SOURCES: dict[str, ModelSource] = {
+    source.name: source for source in (Alias(), Ollama(), GGUFFile(), Folder(), HubId())}
+
+
 def resolve_model(name: str) -> Path:
     """The local mlx-lm directory of a model given as an alias, a folder, a GGUF file, an
     `ollama:NAME[:TAG]` or a hub id (GGUF models are imported on first use)."""
-    from . import gguf_import, sources
-
-    entry = presets()["models"].get(name)
-    if entry:
-        if "path" in entry:
-            return _check_dir(MODELS_DIR / entry["path"], name)
-        if "wheel" in entry:
-            return sources.from_wheel(entry["wheel"])
-        name = entry["hub_id"]
-    if name.startswith("ollama:"):
-        blob = sources.ollama_blob(name[len("ollama:"):])
-        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"),
-                                       label=name)
-    path = Path(name).expanduser()
-    if path.is_file():
-        return gguf_import.import_gguf(path, sha256=sources.cached_sha256(path))
-    if path.exists():
-        return _check_dir(path, name)
-    if not _is_hub_id(name):
-        raise LiftError(
-            f"model {name!r} is neither an existing directory or .gguf file nor a Hugging "
-            "Face id (owner/name); give a local model folder, a GGUF file, ollama:NAME or an id "
-            "such as mlx-community/Qwen2.5-1.5B-Instruct-4bit"
-        )
-    return _from_hub(name)
+    for source in MODEL_SOURCES.values():
+        if source.claims(name):
+            return source.resolve(name)
+    raise LiftError(
+        f"model {name!r} is neither an existing directory or .gguf file nor a Hugging "
+        "Face id (owner/name); give a local model folder, a GGUF file, ollama:NAME or an id "
+        "such as mlx-community/Qwen2.5-1.5B-Instruct-4bit"
+    )
 
 
 def _check_dir(path: Path, name: str) -> Path:

@@ -1,7 +1,14 @@
 import pytest
 
 from lift_mlx.errors import LiftError
-from lift_mlx.models import MODELS_DIR, load_model, model_fingerprint, presets, resolve_model
+from lift_mlx.models import (
+    MODEL_SOURCES,
+    MODELS_DIR,
+    load_model,
+    model_fingerprint,
+    presets,
+    resolve_model,
+)
 
 
 def test_unknown_hub_model_offline_is_one_clear_error():
@@ -20,6 +27,38 @@ def test_missing_paths_and_malformed_ids_are_refused(name):
 def test_directory_without_config(tmp_path):
     with pytest.raises(LiftError, match="not a model directory"):
         resolve_model(str(tmp_path))
+
+
+def test_each_kind_of_model_value_goes_to_its_source(tmp_path):
+    """Asked in order: an alias or an existing path before a hub id of the same spelling."""
+    (tmp_path / "owner").mkdir()
+    (tmp_path / "owner" / "model.gguf").write_bytes(b"GGUF")
+    (tmp_path / "owner" / "folder").mkdir()
+
+    def source(value):
+        return next((s.name for s in MODEL_SOURCES.values() if s.claims(value)), None)
+
+    assert source("tiny") == "alias" and source("smollm2") == "alias"
+    assert source("ollama:qwen2.5:0.5b") == "ollama"
+    assert source(str(tmp_path / "owner" / "model.gguf")) == "gguf"
+    assert source(str(tmp_path / "owner" / "folder")) == "folder"
+    assert source("mlx-community/Qwen2.5-1.5B-Instruct-4bit") == "hub"
+    assert source("plainword") is None
+
+
+def test_a_new_model_source_is_one_registration(monkeypatch, tmp_path):
+    class Mirror:  # "mirror:NAME": the models of another folder, by name
+        name = "mirror"
+
+        def claims(self, model):
+            return model.startswith("mirror:")
+
+        def resolve(self, model):
+            return MODELS_DIR / model.removeprefix("mirror:")
+
+    monkeypatch.setitem(MODEL_SOURCES, "mirror", Mirror())
+    assert resolve_model("mirror:tiny-llama") == MODELS_DIR / "tiny-llama"
+    assert load_model("mirror:tiny-llama").fingerprint == load_model("tiny").fingerprint
 
 
 def test_bundled_tiny_alias_loads_offline():
