@@ -295,6 +295,8 @@ def parse_answers(output: str, preceding: str = "", target: str = "",
         if len(others) != 1:
             return [QAPair(question, answer)]  # the filter drops it: answer in question
         answer = others[0]
+    if len(spans) > 1 and not any(_has_words(question, s) for s in spans if s != answer):
+        return []  # names nothing of its sentence: "Who first took to the water?" of a ship
     return [QAPair(question, answer)]
 
 

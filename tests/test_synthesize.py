@@ -133,10 +133,13 @@ def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
         "Answer: Carrow Point\nQuestion:")
     # past the spans, the model writes both, as in the lines style
     assert ANSWERS.prompt(tok, "", target, 3, 2) == LINES.prompt(tok, "", target, 3, 2)
-    out = " How many steps does the tower have?\n\nSentence: Another."
+    out = " How many steps does the tower at Carrow Point have?\n\nSentence: Another."
     assert parse_answers(out, "", target, 0) == [
-        QAPair("How many steps does the tower have?", "142")]
+        QAPair("How many steps does the tower at Carrow Point have?", "142")]
     assert parse_answers(" The tower is tall.\n", "", target, 0) == []  # not a question
+    # The sentence names something besides the answer: a question that names none of it is
+    # not about this sentence ("How many steps are there?" of any tower).
+    assert parse_answers(" How many steps are there?\n", "", target, 0) == []
     assert parse_answers(" What is it?\nAnswer: a tower\n", "", target, 2) == [
         QAPair("What is it?", "a tower")]
     # Given one span, it asked for the other, naming the one given: the other is the answer.
