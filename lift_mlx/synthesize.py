@@ -199,8 +199,10 @@ class QAStream:
     slowest member). The part of the prompt that a group of requests shares (instructions or
     worked examples) is prefilled once; its KV cache is handed to each request, which then
     prefills only its own passage. A request stops at its token budget, at end-of-turn, or
-    (with `stop_early`) as soon as its style's stop rule sees the pairs complete. `step()` runs
-    one prefill chunk or one decode step for the whole batch.
+    (with `stop_early`) as soon as its style's stop rule sees the pairs complete. With
+    `verify_qa`, each kept pair's question is then asked back in the same batch, its target
+    sentence as the document. `step()` runs one prefill chunk or one decode step for the
+    whole batch.
     """
 
     def __init__(self, model, tokenizer, windows: list[TaskWindow], settings: SynthSettings,
@@ -222,8 +224,8 @@ class QAStream:
         self.finished_ids: list[int] = sorted(done)
         self._seen: set[str] = set(seen or ())
         self.kept_by_request: dict[int, list[QAPair]] = {}  # request index -> its kept pairs
-        # With settings.verify_qa, a request's pairs wait for their checks (uid -> request,
-        # pair); the request counts as finished once the last of them is answered.
+        # With settings.verify_qa, a request's pairs wait for their checks (asked in the same
+        # batch generator); the request counts as finished once the last one is answered.
         self._checks: dict[int, tuple[int, int, QAPair]] = {}  # uid -> request, index, pair
         self._pending: dict[int, list] = {}  # request -> its pairs, None where a check failed
         self._left: dict[int, int] = {}  # request -> its checks not answered yet
