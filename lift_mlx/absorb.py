@@ -32,11 +32,11 @@ from .synthesize import (
     QAStream,
     SynthReport,
     cache_key,
+    cached_json,
     load_cached,
     load_partial,
+    partial_json,
     question_key,
-    save_cached,
-    save_partial,
     task_windows,
 )
 from .train import TrainReport, train
@@ -372,10 +372,10 @@ class _QASource:
         self.fresh += new
         if self.stream.done:
             self.report = self.stream.close()
-            save_cached(self.path, self.pairs, self.report)
+            store.write_atomic(self.path, cached_json(self.pairs, self.report))
             self.partial.unlink(missing_ok=True)
         elif self.stream.finished > before:
-            save_partial(self.partial, self.pairs, self.stream.finished_ids)
+            store.write_atomic(self.partial, partial_json(self.pairs, self.stream.finished_ids))
 
     def take(self) -> list[QAPair]:
         fresh, self.fresh = self.fresh, []

@@ -151,18 +151,15 @@ def load_partial(path: Path) -> tuple[list[QAPair], frozenset[int]]:
         return [], frozenset()
 
 
-def save_partial(path: Path, pairs: list[QAPair], finished: list[int]) -> None:
-    from .store import write_atomic
-
-    write_atomic(path, json.dumps({"qa_pairs": [asdict(p) for p in pairs],
-                                   "finished": finished}))
+def partial_json(pairs: list[QAPair], finished: list[int]) -> str:
+    """What an interrupted generation leaves for the next run (`load_partial` reads it)."""
+    return json.dumps({"qa_pairs": [asdict(p) for p in pairs], "finished": finished})
 
 
-def save_cached(path: Path, pairs: list[QAPair], report: SynthReport) -> None:
-    from .store import write_atomic
-
-    data = {"qa_pairs": [asdict(p) for p in pairs], "report": asdict(report)}
-    write_atomic(path, json.dumps(data, indent=1))
+def cached_json(pairs: list[QAPair], report: SynthReport) -> str:
+    """A finished generation's QA cache file (`load_cached` reads it)."""
+    return json.dumps({"qa_pairs": [asdict(p) for p in pairs], "report": asdict(report)},
+                      indent=1)
 
 
 def generator_requests(windows: list[TaskWindow], settings: SynthSettings,

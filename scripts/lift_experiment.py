@@ -123,10 +123,11 @@ def write_oracle_cache(lm, doc: EvalDoc, settings, pairs) -> None:
     """Put `pairs` in the QA cache where `lift` looks for its self-written tasks."""
     from lift_mlx.absorb import qa_cache_file
     from lift_mlx.ingest import text_document
-    from lift_mlx.synthesize import SynthReport, save_cached
+    from lift_mlx.store import write_atomic
+    from lift_mlx.synthesize import SynthReport, cached_json
 
     path = qa_cache_file(text_document(doc.document).sha256, lm, settings)
-    save_cached(path, pairs, SynthReport(kept=len(pairs)))
+    write_atomic(path, cached_json(pairs, SynthReport(kept=len(pairs))))
 
 
 def general_questions() -> list[dict]:

@@ -69,6 +69,13 @@ def test_the_package_has_no_import_cycle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+def test_the_generation_stage_leaves_the_disk_to_the_store():
+    """Generating QA pairs reads and writes no files: the QA cache's formats are
+    synthesize's, writing them is the caller's (absorb, through store.write_atomic)."""
+    for stage in ("synthesize", "generator_styles"):
+        assert "store" not in imports_in((PACKAGE / f"{stage}.py").read_text()), stage
+
+
 def test_imports_inside_functions_and_lazy_command_names_count():
     source = ("from . import __version__, store\nfrom .config import Settings\n"
               "def command():\n    from .cli import model_option\n"
