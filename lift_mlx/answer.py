@@ -121,11 +121,10 @@ def about_document(question: str, document: str) -> bool:
     there), or at least half of its content words occur there. A document's adapter answers
     the former; the plain base the latter ("What is the capital of France?" asked of a
     fishing charter)."""
-    from .generator_styles import answer_spans
+    from .generator_styles import answer_spans, has_words
 
-    text = f" {document} "
     spans = [s for s in answer_spans(question) if not s.isdigit() or len(s) > 2]  # not "2 + 2"
-    if any(re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) for span in spans):
+    if any(has_words(document, span) for span in spans):
         return True
     content = [w for w in (t.lower() for t in _TOKEN.findall(question))
                if w not in _QUESTION_WORDS and len(w) > 2]

@@ -286,21 +286,22 @@ def parse_answers(output: str, preceding: str = "", target: str = "",
     if not question.endswith("?"):
         return []
     answer = spans[variant]
-    if _has_words(question, answer):
+    if has_words(question, answer):
         # It asked about something else, naming the answer it was given ("Druvourholm has a
         # population of 37390", given "Druvourholm": "What is the population of
         # Druvourholm?"). Where one other span of the sentence is not in the question, that
         # span is what it asks for.
-        others = [s for s in spans if s != answer and not _has_words(question, s)]
+        others = [s for s in spans if s != answer and not has_words(question, s)]
         if len(others) != 1:
             return [QAPair(question, answer)]  # the filter drops it: answer in question
         answer = others[0]
-    if len(spans) > 1 and not any(_has_words(question, s) for s in spans if s != answer):
+    if len(spans) > 1 and not any(has_words(question, s) for s in spans if s != answer):
         return []  # names nothing of its sentence: "Who first took to the water?" of a ship
     return [QAPair(question, answer)]
 
 
-def _has_words(text: str, span: str) -> bool:
+def has_words(text: str, span: str) -> bool:
+    """Whether `span` occurs in `text` as whole words."""
     return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
 
 
