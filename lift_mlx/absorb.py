@@ -33,6 +33,7 @@ from .synthesize import (
     SynthReport,
     cache_key,
     cached_json,
+    cloze_pairs,
     load_cached,
     load_partial,
     partial_json,
@@ -47,6 +48,7 @@ class AbsorbReport:
     doc_tokens: int = 0
     segments: int = 0
     recite_samples: int = 0
+    cloze_samples: int = 0
     qa_samples: int = 0
     synth: SynthReport = field(default_factory=SynthReport)
     train: TrainReport = field(default_factory=TrainReport)
@@ -203,7 +205,11 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
         if "recite" in settings.train.tasks:
             rng = random.Random(settings.train.seed)
             recite = recite_samples(tok, doc_tokens, s.seg_len, s.stride, s.context_len, rng)
-    report.recite_samples = len(recite)
+        report.recite_samples = len(recite)
+        if "cloze" in settings.train.tasks:  # ready at once, as the recite samples are
+            cloze = cloze_pairs(doc.text, settings.synth.window_chars)
+            report.cloze_samples = len(cloze)
+            recite += [qa_sample(tok, p.question, p.answer) for p in cloze]
     source = None
     if "qa" in settings.train.tasks:
         # The generator is the plain base even while its LoRA trains: a view that shares the

@@ -106,12 +106,6 @@ def stream_answer(
             yield response.text
 
 
-# Words a question is made of whatever it asks about; the rest are what it is about.
-_QUESTION_WORDS = frozenset("""
-a an the in on at of to by for from with and or is was are were be been it its this that these
-those what which when where who whom whose why how many much does did do has have had can could
-would should will shall may might there their they them he she his her him i you your we our
-me my name called tell give please about than then so if not no any some one all""".split())
 _TOKEN = re.compile(r"[\w'-]+")
 
 
@@ -121,13 +115,12 @@ def about_document(question: str, document: str) -> bool:
     there), or at least half of its content words occur there. A document's adapter answers
     the former; the plain base the latter ("What is the capital of France?" asked of a
     fishing charter)."""
-    from .generator_styles import answer_spans, has_words
+    from .generator_styles import answer_spans, content_words, has_words
 
     spans = [s for s in answer_spans(question) if not s.isdigit() or len(s) > 2]  # not "2 + 2"
     if any(has_words(document, span) for span in spans):
         return True
-    content = [w for w in (t.lower() for t in _TOKEN.findall(question))
-               if w not in _QUESTION_WORDS and len(w) > 2]
+    content = content_words(question)
     if not content:
         return False
     words = {t.lower() for t in _TOKEN.findall(document)}

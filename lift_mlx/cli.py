@@ -257,7 +257,8 @@ def info(adapter):
         click.echo(f"{stage:<12} " + ", ".join(
             f"{k}={v}" + (f" ({sources[names[stage, k]]})" if names.get((stage, k)) in sources
                           else "") for k, v in values.items()))
-    click.echo(f"samples      {r.get('recite_samples', 0)} recite, {r.get('qa_samples', 0)} qa")
+    click.echo(f"samples      {r.get('recite_samples', 0)} recite, {r.get('qa_samples', 0)} qa, "
+               f"{r.get('cloze_samples', 0)} cloze")
     click.echo(f"training     {t.get('steps', 0)} steps, {t.get('tokens', 0):,} tokens, "
                f"final loss {t.get('final_loss', float('nan')):.3f}")
     times = r.get("seconds", {})

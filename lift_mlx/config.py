@@ -19,7 +19,7 @@ from .adapters import ADAPTER_KINDS
 from .errors import LiftError
 from .generator_styles import STYLES
 
-TASKS = ("recite", "qa")
+TASKS = ("recite", "qa", "cloze")
 
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
@@ -84,9 +84,11 @@ class SynthSettings:
 
 @dataclass
 class TrainSettings:
-    tasks: tuple[str, ...] = setting(TASKS, "Training tasks, comma-separated: recite (segments "
-                                     "of the text), qa (generated question/answer pairs).",
-                                     flag="--tasks", choices=TASKS)
+    tasks: tuple[str, ...] = setting(("recite", "qa"), "Training tasks, comma-separated: "
+                                     "recite (segments of the text), qa (generated "
+                                     "question/answer pairs), cloze (each sentence asked back "
+                                     "with a name or number of it as the answer: made by rule, "
+                                     "no generation).", flag="--tasks", choices=TASKS)
     # adapters.py; the paper's is LoRA (no flag while it is the only kind)
     adapter: str = setting("lora", "Adapter kind trained on the frozen base.",
                            choices=tuple(ADAPTER_KINDS))

@@ -40,14 +40,16 @@ class GeneratorStyle:
     # (the generator's output, the request's preceding text, target text, variant) -> pairs
     parse: Callable[[str, str, str, int], list[QAPair]]
     stop: Callable[[], Callable[[str], bool]]  # a fresh watcher per request: piece -> done?
-    requests_per_window: Callable[[int], int]  # requests made for n wanted pairs
+    # (preceding, target, n wanted pairs) -> requests made about the window
+    requests: Callable[[str, str, int], int]
+    uses: tuple[Callable, ...] = ()  # helpers the functions above call (their code keys too)
 
     @property
     def fingerprint(self) -> str:
         """A hash of the style's wording and of its functions' code: editing either keys its
         cached pairs anew."""
-        blob = json.dumps([self.name, *self.wording,
-                           *(_source(f) for f in (self.prompt, self.parse, self.stop))])
+        functions = (self.prompt, self.parse, self.stop, self.requests, *self.uses)
+        blob = json.dumps([self.name, *self.wording, *(_source(f) for f in functions)])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -138,7 +140,7 @@ JSON = GeneratorStyle(
     prompt=_json_prompt,
     parse=parse_qa,
     stop=lambda: JsonEnd().feed,
-    requests_per_window=lambda n: 1,  # the instructions ask for n pairs at once
+    requests=lambda preceding, target, n: 1,  # the instructions ask for n pairs at once
 )
 
 
@@ -200,7 +202,7 @@ LINES = GeneratorStyle(
     prompt=_lines_prompt,
     parse=parse_lines,
     stop=_blank_line_end,
-    requests_per_window=lambda n: n,  # one pair per request
+    requests=lambda preceding, target, n: n,  # one pair per request
 )
 
 
@@ -219,8 +221,9 @@ def answer_spans(target: str, preceding: str = "") -> list[str]:
     """Short answers a question about `target` could have: its numbers and its names, each
     once, the last first (an English sentence usually ends with what it tells: "X was born in
     1826" is asked as "When was X born?" before "Who was born in 1826?"). One capitalised
-    word that opens a sentence counts as a name only where it is capitalised elsewhere in
-    `preceding` or `target` too ("Toureinwick ... Toureinwick", not "Visitors")."""
+    word that opens a sentence counts as a name only where `preceding` or `target` has it
+    capitalised inside a sentence too ("... sail from Toureinwick.", not "Visitors", nor
+    "Little is written about ..." however often it is said)."""
     found: list[tuple[int, str]] = []
     for m in _NUMBER.finditer(target):
         found.append((m.start(), m.group()))
@@ -234,8 +237,7 @@ def answer_spans(target: str, preceding: str = "") -> list[str]:
             continue
         name = " ".join(words)
         start = m.start() + m.group().index(words[0])
-        if (len(words) == 1 and start in sentence_starts
-                and len(re.findall(rf"\b{re.escape(name)}\b", context)) < 2):
+        if len(words) == 1 and start in sentence_starts and not _recurs_as_name(name, context):
             continue  # one capitalised word opening a sentence: as likely a common word
         found.append((start, name))
     seen, out = set(), []
@@ -244,6 +246,11 @@ def answer_spans(target: str, preceding: str = "") -> list[str]:
             seen.add(span)
             out.append(span)
     return out
+
+
+def _recurs_as_name(word: str, context: str) -> bool:
+    """Whether `word` occurs capitalised where no sentence starts."""
+    return re.search(rf"(?<=[^.!?\s])\s+{re.escape(word)}(?!\w)", context) is not None
 
 
 # Worked examples with the answer given first, as `answer_spans` would find it; the last one
@@ -300,6 +307,22 @@ def parse_answers(output: str, preceding: str = "", target: str = "",
     return [QAPair(question, answer)]
 
 
+# Words a question is made of whatever it asks about; the rest are what it is about.
+_QUESTION_WORDS = frozenset("""
+a an the in on at of to by for from with and or is was are were be been it its this that these
+those what which when where who whom whose why how many much does did do has have had can could
+would should will shall may might there their they them he she his her him i you your we our
+me my name called tell give please about than then so if not no any some one all""".split())
+_TOKEN = re.compile(r"[\w'-]+")
+
+
+def content_words(text: str) -> list[str]:
+    """`text`'s words that say what it is about: lower-cased, without question words and
+    words of one or two letters."""
+    return [w for w in (t.lower() for t in _TOKEN.findall(text))
+            if w not in _QUESTION_WORDS and len(w) > 2]
+
+
 def has_words(text: str, span: str) -> bool:
     """Whether `span` occurs in `text` as whole words."""
     return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
@@ -313,11 +336,145 @@ ANSWERS = GeneratorStyle(
     prompt=_answers_prompt,
     parse=parse_answers,
     stop=_blank_line_end,
-    requests_per_window=lambda n: n,
+    requests=lambda preceding, target, n: n,
+    uses=(answer_spans, has_words, _recurs_as_name, _lines_prompt, parse_lines),
 )
 
 
-STYLES = {style.name: style for style in (JSON, LINES, ANSWERS)}
+# --- about -----------------------------------------------------------------------------------
+
+# Questions are asked the way a reader asks them: a document's questions name what they are
+# about and ask for something the sentence tells of it ("When was X born?", not "Who was born
+# in 1826?"). Worked examples of both forms: the subject and the answer given, the model writes
+# the question; or the subject given, the model writes question and answer.
+ABOUT_EXAMPLES = (  # sentence, subject, answer given, its question, a question, its answer
+    ("The mill at Harlow Green was built in 1765 by the carpenter Josiah Pell.", "Harlow Green",
+     "1765", "When was the mill at Harlow Green built?",
+     "Who built the mill at Harlow Green?", "the carpenter Josiah Pell"),
+    ("Brookfield holds its market every Thursday on Mill Square.", "Brookfield",
+     "Mill Square", "Where does Brookfield hold its market?",
+     "When does Brookfield hold its market?", "every Thursday"),
+    ("The Orla bridge is 240 metres long and was opened by Queen Edith.", "Orla",
+     "Queen Edith", "Who opened the Orla bridge?",
+     "How long is the Orla bridge?", "240 metres"),
+    ("Marta Quill was born in Dunmore and keeps the accounts of the rowing club.",
+     "Marta Quill", "Dunmore", "Where was Marta Quill born?",
+     "What does Marta Quill keep?", "the accounts of the rowing club"),
+)
+PARAGRAPH_BREAK = "\n\n"
+BLANK = "___"
+ABOUT_GIVEN = "Sentence: {sentence}\nAbout: {subject}\nAnswer: {answer}\nQuestion: {question}\n\n"
+ABOUT_FREE = "Sentence: {sentence}\nAbout: {subject}\nQuestion: {question}\nAnswer: {answer}\n\n"
+
+
+def subject_and_asks(target: str, preceding: str = "") -> tuple[str | None, list[str | None]]:
+    """What a sentence is about and what its questions ask for: the subject is the name (of
+    `answer_spans`) that its paragraph so far repeats most, the first in the sentence on a tie
+    ("The Reidrys is captained by Thulath Shethoke" in a paragraph about the Reidrys); the
+    asks are each other span, last first, then None (the model picks the answer); request k
+    about the sentence makes ask k (mod their number), with the examples in another order, so
+    a fact can be asked in more than one phrasing. A sentence without a name asks for its
+    numbers without a subject; one with no span asks nothing (in a knowledge-world document:
+    the filler)."""
+    spans = answer_spans(target, preceding)
+    names = [span for span in spans if not _NUMBER.fullmatch(span)]
+    if not names:
+        return None, spans
+    context = f"{preceding.rsplit(PARAGRAPH_BREAK, 1)[-1]} {target}"
+    subject = max(names, key=lambda n: (len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)",
+                                                       context)), -target.index(n)))
+    return subject, [span for span in spans if span != subject] + [None]
+
+
+def _about_requests(preceding: str, target: str, n: int) -> int:
+    return n if subject_and_asks(target, preceding)[1] else 0
+
+
+def _about_prompt(tokenizer, preceding: str, target: str, n: int, variant: int) -> list[int]:
+    subject, asks = subject_and_asks(target, preceding)
+    if subject is None:  # numbers only: asked as the answers style asks
+        return _answers_prompt(tokenizer, preceding, target, n, variant)
+    k = (variant + len(target)) % len(ABOUT_EXAMPLES)  # sentences see the examples in turn
+    examples = ABOUT_EXAMPLES[k:] + ABOUT_EXAMPLES[:k]
+    answer = asks[variant % len(asks)]
+    sentence = " ".join(target.split())
+    if answer is None:
+        text = "".join(ABOUT_FREE.format(sentence=e[0], subject=e[1], question=e[4],
+                                         answer=e[5]) for e in examples)
+        opening = f"Sentence: {sentence}\nAbout: {subject}\nQuestion:"
+    else:  # the answer blanked out of its sentence: the question asks for what is missing
+        text = "".join(ABOUT_GIVEN.format(sentence=_blank(e[0], e[2]), subject=e[1],
+                                          answer=e[2], question=e[3]) for e in examples)
+        opening = (f"Sentence: {_blank(sentence, answer)}\nAbout: {subject}\n"
+                   f"Answer: {answer}\nQuestion:")
+    return prompts.encode(tokenizer, text + opening)
+
+
+def _blank(sentence: str, span: str) -> str:
+    return re.sub(rf"(?<!\w){re.escape(span)}(?!\w)", BLANK, sentence)
+
+
+def parse_about(output: str, preceding: str = "", target: str = "",
+                variant: int = 0) -> list[QAPair]:
+    """The pair an `about` request made, kept only if its question names the subject: the
+    question it wrote and the answer it was given, or (where none was given) the pair it
+    wrote."""
+    subject, asks = subject_and_asks(target, preceding)
+    if subject is None:
+        return parse_answers(output, preceding, target, variant)
+    answer = asks[variant % len(asks)]
+    if answer is None:
+        pairs = parse_lines(output)
+    else:
+        question = output.split("\n")[0].strip()
+        pairs = [QAPair(question, answer)] if question.endswith("?") else []
+    return [p for p in pairs if has_words(p.question, subject)
+            and _asks_what_the_sentence_tells(p, target, subject) and _wh_fits(p)]
+
+
+def _stems(text: str) -> set[str]:
+    return {w[:4] for w in content_words(text)}
+
+
+def _asks_what_the_sentence_tells(pair: QAPair, target: str, subject: str) -> bool:
+    """The question shares a word (by its first four letters) with the sentence besides the
+    subject's and the answer's: "What is the captain of the Greisim?", not "What is the
+    Greisim?" (which any of its sentences would answer)."""
+    told = _stems(target) - _stems(subject) - _stems(pair.answer)
+    return bool(_stems(pair.question) & told)
+
+
+_ASKS_NUMBER = re.compile(r"^(when|what year|in what year|in which year|how many|how much|"
+                          r"how old|how long|how big|how large)\b", re.IGNORECASE)
+_ASKS_NAME = re.compile(r"^(who|whom|whose|where|in which town|which town|which company|"
+                        r"which person)\b", re.IGNORECASE)
+
+
+def _wh_fits(pair: QAPair) -> bool:
+    """The question's opening asks for the kind of thing its answer is: a number for "when"
+    or "how many", something that is no bare number for "who" or "where"."""
+    number = _NUMBER.fullmatch(pair.answer.strip()) is not None
+    if _ASKS_NAME.match(pair.question):
+        return not number
+    if _ASKS_NUMBER.match(pair.question) and pair.answer[:1].isupper():
+        return False  # "When was the Greisim launched?" -> "Purford"
+    return True
+
+
+ABOUT = GeneratorStyle(
+    name="about",
+    wording=(ABOUT_GIVEN, ABOUT_FREE, *(str(e) for e in ABOUT_EXAMPLES), *ANSWERS.wording,
+             _ASKS_NUMBER.pattern, _ASKS_NAME.pattern, *sorted(_QUESTION_WORDS)),
+    prompt=_about_prompt,
+    parse=parse_about,
+    stop=_blank_line_end,
+    requests=_about_requests,
+    uses=(subject_and_asks, *ANSWERS.uses, _answers_prompt, parse_answers, _stems, content_words,
+          _asks_what_the_sentence_tells, _wh_fits),
+)
+
+
+STYLES = {style.name: style for style in (JSON, LINES, ANSWERS, ABOUT)}
 SMALL_MODEL = 1e9  # parameters; below it, `auto` picks the lines style
 
 

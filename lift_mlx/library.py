@@ -392,7 +392,8 @@ def docs_command() -> click.Group:
         report = e.field("report", default={})
         train = report.get("train", {})
         click.echo(f"samples      {report.get('recite_samples', 0)} recite, "
-                   f"{report.get('qa_samples', 0)} qa; {train.get('steps', 0)} steps, final "
+                   f"{report.get('qa_samples', 0)} qa, {report.get('cloze_samples', 0)} cloze; "
+                   f"{train.get('steps', 0)} steps, final "
                    f"loss {train.get('final_loss') or float('nan'):.3f}")
         click.echo(f"integrity    {integrity}")
 

@@ -94,6 +94,49 @@ def question_key(question: str) -> str:
     return " ".join(_words(question))
 
 
+def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
+    """Question/answer pairs made from the document by rule, with no model: each sentence
+    asked back with one of its numbers or names (not its subject) turned into a question
+    word ("The Reidrys is captained by Thulath Shethoke." -> "The Reidrys is captained by
+    what?" / "Thulath Shethoke"), so the adapter learns a fact as a question about its
+    subject, in the sentence's own words."""
+    from .generator_styles import subject_and_asks
+
+    pairs, seen = [], set()
+    for window in task_windows(text, 1, window_chars):
+        sentence = " ".join(window.target.split())
+        for span in subject_and_asks(sentence, window.preceding)[1]:
+            if span is None:
+                continue
+            question = _echo_question(sentence, span)
+            if question and (key := question_key(question)) not in seen:
+                seen.add(key)
+                pairs.append(QAPair(question, span))
+    return pairs
+
+
+_YEAR = re.compile(r"1\d{3}|20\d{2}")
+
+
+def _echo_question(sentence: str, span: str) -> str | None:
+    """`sentence` as a question for `span`: the span's first occurrence becomes "what year",
+    "how many" (a number counting the word after it), "who" (a name opening the sentence)
+    or "what"."""
+    at = re.search(rf"(?<!\w){re.escape(span)}(?!\w)", sentence)
+    if at is None:
+        return None
+    after = sentence[at.end():]
+    if _YEAR.fullmatch(span):
+        word = "what year"
+    elif span[0].isdigit():
+        word = "how many" if re.match(r"\s+[a-z]", after) else "what"
+    else:
+        word = "who" if at.start() == 0 else "what"
+    if at.start() == 0:
+        word = word.capitalize()
+    return (sentence[:at.start()] + word + after).rstrip(" .!;:") + "?"
+
+
 def filter_pairs(
     pairs: list[QAPair], window: str, min_overlap: float, seen: set[str], report: SynthReport
 ) -> list[QAPair]:
@@ -164,12 +207,12 @@ def cached_json(pairs: list[QAPair], report: SynthReport) -> str:
 
 def generator_requests(windows: list[TaskWindow], settings: SynthSettings,
                        style: GeneratorStyle) -> list[tuple[TaskWindow, int]]:
-    """(window, variant) of every request: one per window, or one per wanted pair for a
-    style that writes one pair per request."""
+    """(window, variant) of every request: as many about each window as its style makes for
+    the pairs wanted (one for all, one per pair, or none where there is nothing to ask)."""
     out = []
     for w in windows:
         n = settings.qa_per_sentence * w.n_sentences
-        out += [(w, k) for k in range(style.requests_per_window(n))]
+        out += [(w, k) for k in range(style.requests(w.preceding, w.target, n))]
     return out
 
 

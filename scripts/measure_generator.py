@@ -101,6 +101,9 @@ def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
         row["right"] = sum(p["right"] for p in kept) / len(kept) if kept else 0.0
         row["forward"] = sum(p["forward"] for p in kept) / len(kept) if kept else 0.0
         row["facts"] = len(facts)
+        asked = {f.key for p in kept if p["forward"] for f in world.facts
+                 if contains(p["answer"], f.value) and contains(p["question"], f.entity)}
+        row["facts_asked_forward"] = len(asked)
     return row
 
 
@@ -135,7 +138,8 @@ def main() -> None:
             row["document"] = name
             rows.append(row)
             extra = (f", right {100 * row['right']:.0f}% (entity -> value "
-                     f"{100 * row['forward']:.0f}%)" if "right" in row else "")
+                     f"{100 * row['forward']:.0f}%, facts asked so "
+                     f"{row['facts_asked_forward']}/{row['facts']})" if "right" in row else "")
             print(f"{name:34s} {style:8s} requests {row['requests']:4d} kept {row['kept']:4d} "
                   f"sentences covered {row['covered']}/{row['sentences']} "
                   f"({100 * row['coverage']:.0f}%){extra}, {row['seconds']:.0f} s "

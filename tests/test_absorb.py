@@ -87,6 +87,24 @@ def test_qa_pairs_from_the_cache_become_training_samples(tiny_lm, tmp_path, demo
     assert absorbed.meta["report"]["qa_samples"] == 2
 
 
+def test_cloze_tasks_train_without_any_generation(tiny_lm, tmp_path, demo_text):
+    """`--tasks recite,cloze`: the cloze pairs are QA samples in the prompt `ask` uses,
+    trained from the first step, and no generator request is made."""
+    from lift_mlx.ingest import read_document
+    from lift_mlx.synthesize import cloze_pairs
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    settings = preset("default", tasks=("recite", "cloze"), **FAST)
+    absorbed = absorb(doc, tiny_lm, settings=settings)
+    pairs = cloze_pairs(read_document(doc).text, settings.synth.window_chars)
+    assert absorbed.report.cloze_samples == len(pairs) > 3
+    assert absorbed.report.synth.requests == 0 and absorbed.report.qa_samples == 0
+    trained = absorbed.report.train.sample_views  # every sample, every epoch
+    assert trained == (absorbed.report.recite_samples + len(pairs)) * settings.train.epochs
+    assert not qa_cache_file(read_document(doc).sha256, tiny_lm, settings).exists()
+
+
 def test_generator_without_usable_output_warns_and_trains_on_recite(tiny_lm, tmp_path,
                                                                     demo_text):
     doc = tmp_path / "doc.md"

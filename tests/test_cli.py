@@ -142,7 +142,7 @@ def test_invalid_option_values_are_usage_errors(runner, doc, args):
     (["--rank", "0"], "Invalid value for '--rank': must be at least 1, not 0"),
     (["--context-len", "-8"], "Invalid value for '--context-len': must be at least 0, not -8"),
     (["--generator-batch-size", "0"], "'--generator-batch-size': must be at least 1, not 0"),
-    (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa, not "
+    (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa,cloze, not "
                                   "recite,dance"),
 ])
 def test_an_out_of_range_value_is_one_line_that_says_the_range(runner, doc, args, message):

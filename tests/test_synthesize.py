@@ -96,7 +96,7 @@ def test_lines_style_prompt_parse_and_stop(tiny_lm):
     assert parse_lines(" What?\n") == [] and parse_lines("") == []
     stop = LINES.stop()
     assert not stop(" How many?") and not stop("\nAnswer: 142") and stop("\n\n")
-    assert LINES.requests_per_window(3) == 3
+    assert LINES.requests("", "Any.", 3) == 3
     # A small model may go straight on to another pair: the answer's line ends the request.
     stop = LINES.stop()
     assert not stop(" How many?\nAnswer: 14") and stop("2\nQuestion: And?")
@@ -109,10 +109,14 @@ def test_lines_style_prompt_parse_and_stop(tiny_lm):
      ["Josiah Pell", "1765", "Harlow Green"]),
     ("In 1822, Drynind Neizour was born.", "", ["Drynind Neizour", "1822"]),
     ("The Bairinirk has a tonnage of 1,470.", "", ["1,470", "Bairinirk"]),
-    # one capitalised word opening a sentence: a name only if it recurs capitalised
+    # one capitalised word opening a sentence: a name only if it is capitalised inside a
+    # sentence too
     ("Toureinwick has a population of 54620.", "", ["54620"]),
-    ("Toureinwick has a population of 54620.", "Toureinwick was founded in 1435.",
+    ("Toureinwick has a population of 54620.", "Ships sail from Toureinwick.",
      ["54620", "Toureinwick"]),
+    ("Toureinwick has a population of 54620.", "Toureinwick was founded in 1435.", ["54620"]),
+    ("Little is written about Ada Korrin.", "Little is written about Tomas Vell.",
+     ["Ada Korrin"]),
     ("Visitors often mention the smell of the sea.", "", []),
     ("The weather that year was unusually wet.", "", []),
 ])
@@ -149,6 +153,48 @@ def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
     three = "Ada Korrin kept the lamp at Carrow Point in 1919."
     assert parse_answers(" Who kept the lamp at Carrow Point?\n", "", three, 1) == [
         QAPair("Who kept the lamp at Carrow Point?", "Carrow Point")]
+
+
+def test_about_style_names_the_subject_and_asks_for_what_the_sentence_tells(tiny_lm):
+    from lift_mlx.generator_styles import ABOUT, parse_about, subject_and_asks
+
+    paragraph = "The Reidrys first took to the water in 1855. The Reidrys carries marble."
+    target = "The Reidrys is captained by Thulath Shethoke."
+    # the subject is the name its paragraph repeats, not the sentence's last name
+    assert subject_and_asks(target, paragraph) == ("Reidrys", ["Thulath Shethoke", None])
+    # ... and only its own paragraph counts
+    other = "Gyham is a port. Gyham has a mayor. Gyham is old.\n\n" + paragraph
+    assert subject_and_asks("The Reidrys sails from Gyham.", other)[0] == "Reidrys"
+    assert subject_and_asks("Thulath Shethoke serves as mayor of Gyham.", "") == (
+        "Thulath Shethoke", ["Gyham", None])  # a tie: the first in the sentence
+    assert subject_and_asks("It was built in 1765.", "") == (None, ["1765"])
+    assert subject_and_asks("The weather that year was unusually wet.", "") == (None, [])
+    # one request per pair wanted, the asks in turn; none for a sentence with nothing to ask
+    assert ABOUT.requests(paragraph, target, 3) == 3
+    assert ABOUT.requests("", "The weather that year was unusually wet.", 2) == 0
+
+    tok = tiny_lm.tokenizer
+    given = tok.decode(ABOUT.prompt(tok, paragraph, target, 2, 0))
+    # the answer it is given is blanked out of the sentence (and of the examples')
+    assert given.endswith("Sentence: The Reidrys is captained by ___.\nAbout: Reidrys\n"
+                          "Answer: Thulath Shethoke\nQuestion:")
+    assert "built in ___ by the carpenter Josiah Pell.\nAbout: Harlow Green\nAnswer: 1765" in given
+    free = tok.decode(ABOUT.prompt(tok, paragraph, target, 2, 1))
+    assert free.endswith(f"Sentence: {target}\nAbout: Reidrys\nQuestion:")
+    assert "\nAnswer: the accounts of the rowing club\n" in free  # the examples' own form
+    again = tok.decode(ABOUT.prompt(tok, paragraph, target, 3, 2))  # the first ask once more,
+    assert again.endswith("Answer: Thulath Shethoke\nQuestion:") and again != given  # reordered
+    asked = " Who is the captain of the Reidrys?\n\nSentence: Another."
+    assert parse_about(asked, paragraph, target, 0) == [
+        QAPair("Who is the captain of the Reidrys?", "Thulath Shethoke")]
+    # a question that does not name the subject is not kept: it is asked backwards
+    assert parse_about(" Who commands a ship?\n", paragraph, target, 0) == []
+    assert parse_about(" What is it?\n", paragraph, target, 0) == []
+    wrote = " What does the Reidrys carry?\nAnswer: marble\n"
+    assert parse_about(wrote, paragraph, "The Reidrys carries marble.", 0) == [
+        QAPair("What does the Reidrys carry?", "marble")]
+    assert parse_about(" What is carried?\nAnswer: marble\n", paragraph,
+                       "The Reidrys carries marble.", 0) == []
 
 
 def test_style_choice_and_cache_keys(tiny_lm):
@@ -252,3 +298,19 @@ def test_verify_qa_keeps_a_pair_whose_answer_is_read_back(tiny_lm):
                                                     add_special_tokens=False)
     assert stream._checked(uid) == [pair]
     stream.close()
+
+
+def test_cloze_pairs_ask_each_sentence_back_for_its_names_and_numbers():
+    from lift_mlx.synthesize import cloze_pairs
+
+    text = ("The Reidrys first took to the water in 1855. The Reidrys displaces 510 tons. "
+            "The Reidrys is captained by Thulath Shethoke. The weather that year was wet. "
+            "The Reidrys first took to the water in 1855.\n\n"
+            "Nouhei Trading employs Thulath Shethoke.")
+    assert cloze_pairs(text, 600) == [
+        QAPair("The Reidrys first took to the water in what year?", "1855"),
+        QAPair("The Reidrys displaces how many tons?", "510"),
+        QAPair("The Reidrys is captained by what?", "Thulath Shethoke"),
+        # (the repeated sentence asks nothing new; the filler sentence nothing at all)
+        QAPair("Who employs Thulath Shethoke?", "Nouhei Trading"),
+    ]
