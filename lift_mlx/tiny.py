@@ -64,6 +64,7 @@ def build_tiny_model(
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
+    num_kv_heads: int | None = None,
     intermediate_size: int = 128,
     vocab_size: int = 512,
     max_position_embeddings: int = 1024,
@@ -72,7 +73,8 @@ def build_tiny_model(
     tokenizer=None,
     seed: int = 0,
 ) -> Path:
-    """Write a tiny random-weight `arch` model (llama or qwen2) and its tokenizer to `out`."""
+    """Write a tiny random-weight `arch` model (llama or qwen2) and its tokenizer to `out`
+    (`num_kv_heads` below `num_heads`: grouped-query attention)."""
     import importlib
 
     from mlx_lm.utils import quantize_model, save_config, save_model
@@ -90,7 +92,7 @@ def build_tiny_model(
         "hidden_size": hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
-        "num_key_value_heads": num_heads,
+        "num_key_value_heads": num_kv_heads or num_heads,
         "intermediate_size": intermediate_size,
         "vocab_size": len(tokenizer),
         "max_position_embeddings": max_position_embeddings,
