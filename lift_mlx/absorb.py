@@ -139,7 +139,8 @@ def absorb(
     pipeline: bool = True,
     **overrides,
 ) -> Absorbed:
-    """Absorb `document` (a path, "-" or a Document) into a LoRA adapter on `model`.
+    """Absorb `document` (a path, "-" or a Document) into an adapter on `model` (LoRA, or
+    the kind `adapter=` names).
 
     Settings come from `settings`, else the preset with flat overrides (`rank=16`, ...). The
     adapter goes to `out` or the store; a stored adapter for the same document, model and
@@ -212,8 +213,8 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
             recite += [qa_sample(tok, p.question, p.answer) for p in cloze]
     source = None
     if "qa" in settings.train.tasks:
-        # The generator is the plain base even while its LoRA trains: a view that shares the
-        # base's weight arrays and never gets the LoRA layers.
+        # The generator is the plain base even while its adapter trains: a view that shares the
+        # base's weight arrays and never gets the adapter's layers.
         source = _QASource(doc, gen or lm, None if gen else base_view(lm.model), settings,
                            progress)
     _phase_peak(report, "split")

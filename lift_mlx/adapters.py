@@ -3,6 +3,8 @@ folder stores them, one `AdapterKind` each, picked by name (`--adapter`).
 
 - `lora`: LoRA on every linear layer of every block (the paper's choice), with mlx-lm's
   layers and in mlx-lm's format, so `mlx_lm.load(model, adapter_path=DIR)` loads it too.
+- `gated`: Gated Memory (gated.py), the attention adapter of the paper's earlier versions, in
+  a format of its own that only lift-mlx loads.
 
 A stored adapter names its kind in adapter_config.json's `fine_tune_type` (as mlx-lm's do);
 one that names none is LoRA. Adding a kind: a module with an object that has the methods of
@@ -18,6 +20,7 @@ from typing import Protocol
 
 from . import store
 from .errors import LiftError
+from .gated import GATED
 
 
 class AdapterKind(Protocol):
@@ -29,6 +32,7 @@ class AdapterKind(Protocol):
     """
 
     name: str  # its adapter_config.json's "fine_tune_type"
+    defaults: dict  # flat settings it trains with unless an option sets them (config.preset)
 
     def attach(self, model, settings) -> dict:
         """Freeze the base and add the kind's trainable layers (`settings`: TrainSettings);
@@ -36,6 +40,9 @@ class AdapterKind(Protocol):
 
     def trainable(self, model) -> dict:
         """The arrays training updates, by parameter path (what a checkpoint keeps)."""
+
+    def optimizer(self, settings):
+        """The optimizer that trains its arrays (`settings`: TrainSettings)."""
 
     def save(self, model, config: dict, folder: Path) -> None:
         """Write the adapter's files (`store.ADAPTER_FILE`, `store.CONFIG_FILE`) in `folder`."""
@@ -54,6 +61,7 @@ class LoRA:
     """mlx-lm's LoRA layers on every linear layer of every block."""
 
     name = "lora"
+    defaults: dict = {}
 
     def attach(self, model, settings) -> dict:
         import mlx.core as mx
@@ -73,6 +81,11 @@ class LoRA:
         from mlx.utils import tree_flatten
 
         return dict(tree_flatten(model.trainable_parameters()))
+
+    def optimizer(self, settings):
+        import mlx.optimizers as optim
+
+        return optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
 
     def save(self, model, config: dict, folder: Path) -> None:
         import mlx.core as mx
@@ -103,7 +116,7 @@ class LoRA:
 
 LORA = LoRA()
 
-ADAPTER_KINDS: dict[str, AdapterKind] = {kind.name: kind for kind in (LORA,)}
+ADAPTER_KINDS: dict[str, AdapterKind] = {kind.name: kind for kind in (LORA, GATED)}
 
 
 def kind_named(name: str) -> AdapterKind:

@@ -25,7 +25,7 @@ TASKS = ("recite", "qa", "cloze")
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
             min: float | None = None, max: float | None = None, min_open: bool = False,
             choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None,
-            keyed: bool = True):
+            keyed: bool = True, kind: str | None = None):
     """A stage field with its declaration in the metadata.
 
     `flag`: the CLI option (none: settable from Python, presets and the server only). `name`:
@@ -34,9 +34,10 @@ def setting(default, help: str, *, flag: str | None = None, name: str | None = N
     `choices`: the values allowed. `paper`: the value of the "paper" preset. `shown`: the
     default as the help states it, where the value alone would not say it. `keyed=False`: a
     value that leaves the trained adapter as it is, so it is no part of the adapter's key.
+    `kind`: a setting of that adapter kind alone, part of the key only when the kind trains.
     """
     metadata = dict(help=help, flag=flag, name=name, min=min, max=max, min_open=min_open,
-                    choices=choices, paper=paper, shown=shown, keyed=keyed)
+                    choices=choices, paper=paper, shown=shown, keyed=keyed, kind=kind)
     return field(default=default, metadata=metadata)
 
 
@@ -89,17 +90,24 @@ class TrainSettings:
                                      "question/answer pairs), cloze (each sentence asked back "
                                      "with a name or number of it as the answer: made by rule, "
                                      "no generation).", flag="--tasks", choices=TASKS)
-    # adapters.py; the paper's is LoRA (no flag while it is the only kind)
-    adapter: str = setting("lora", "Adapter kind trained on the frozen base.",
+    # adapters.py; the paper's is LoRA (its earlier versions: Gated Memory)
+    adapter: str = setting("lora", "Adapter kind trained on the frozen base: lora (LoRA on every "
+                           "linear layer, in mlx-lm's format) or gated (Gated Memory on every "
+                           "attention layer, which only lift-mlx loads).", flag="--adapter",
                            choices=tuple(ADAPTER_KINDS))
     # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
-    rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128)
+    rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128, kind="lora")
     # paper: alpha 256 / rank 128
-    scale: float = setting(2.0, "LoRA scale (alpha / rank).", flag="--scale", min=0,
-                           min_open=True, paper=2.0)
-    # paper: 5e-5 x 5 epochs; fast setting 3e-4 x 1 epoch
+    scale: float = setting(2.0, "LoRA scale (alpha / rank); also Gated Memory's o_proj LoRA.",
+                           flag="--scale", min=0, min_open=True, paper=2.0)
+    # paper (Gated Memory): rank 2 on the output projection
+    o_proj_rank: int = setting(2, "Gated Memory: rank of the LoRA on each attention output "
+                               "projection (o_proj), trained with the memory; 0 = none.",
+                               flag="--o-proj-rank", min=0, kind="gated")
+    # paper: 5e-5 x 5 epochs; fast setting 3e-4 x 1 epoch; Gated Memory: 1e-3 (gated.py)
     lr: float = setting(2e-4, "Learning rate (AdamW, constant).", flag="--lr", min=0,
-                        min_open=True, paper=5e-5)
+                        min_open=True, paper=5e-5,
+                        shown="2e-4; 1e-3 with --adapter gated, the paper's for it")
     epochs: int = setting(3, "Passes over all samples.", flag="--epochs", min=1, paper=5)
     # paper: 4
     batch_size: int = setting(4, "Samples per training step.", flag="--batch-size", min=1)
@@ -144,6 +152,7 @@ class Setting:
     paper: object
     shown: str | None
     keyed: bool
+    kind: str | None
 
     @property
     def label(self) -> str:
@@ -195,7 +204,7 @@ class Settings:
         """`to_dict` without the values that leave the adapter as it is: what its key hashes."""
         d = self.to_dict()
         for s in SETTINGS.values():
-            if not s.keyed:
+            if not s.keyed or s.kind not in (None, self.train.adapter):
                 del d[s.stage][s.field]
         return d
 
@@ -243,7 +252,7 @@ def _declared() -> dict[str, Setting]:
             m = f.metadata
             s = Setting(m["name"] or f.name, stage.name, f.name, types[f.name], f.default,
                         m["help"], m["flag"], m["min"], m["max"], m["min_open"], m["choices"],
-                        m["paper"], m["shown"], m["keyed"])
+                        m["paper"], m["shown"], m["keyed"], m["kind"])
             if s.name in settings:  # give one of the two fields its own `name=`
                 raise TypeError(f"two settings are called {s.name!r}")
             settings[s.name] = s
@@ -266,11 +275,15 @@ PRESETS: dict[str, dict] = {
 
 def preset(name: str, model_settings: dict | None = None, **overrides) -> Settings:
     """Settings of a named preset with flat overrides applied, over the settings recommended
-    for the model (its entry in models/presets.json), which come first."""
+    for the model (its entry in models/presets.json), which come first. The adapter kind's
+    own `defaults` (Gated Memory's learning rate) replace the model's and the preset's values,
+    which are LoRA's, and give way to the overrides."""
     if name not in PRESETS:
         raise LiftError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in overrides.items() if v is not None}
-    return Settings().replace(**{**(model_settings or {}), **PRESETS[name], **given})
+    settings = Settings().replace(**{**(model_settings or {}), **PRESETS[name], **given})
+    kind = ADAPTER_KINDS[settings.train.adapter]
+    return settings.replace(**{k: v for k, v in kind.defaults.items() if k not in given})
 
 
 def setting_sources(name: str, model_settings: dict | None = None, **overrides) -> dict:
@@ -278,5 +291,10 @@ def setting_sources(name: str, model_settings: dict | None = None, **overrides) 
     NAME" or "option" (the last one to set it)."""
     sources = dict.fromkeys(model_settings or {}, "model")
     sources.update(dict.fromkeys(PRESETS.get(name, {}), f"preset {name}"))
-    sources.update({k: "option" for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    adapter = {**(model_settings or {}), **PRESETS.get(name, {}), **given}.get(
+        "adapter", TrainSettings.adapter)
+    if adapter in ADAPTER_KINDS:
+        sources.update(dict.fromkeys(ADAPTER_KINDS[adapter].defaults, f"adapter {adapter}"))
+    sources.update(dict.fromkeys(given, "option"))
     return sources

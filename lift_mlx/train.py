@@ -16,6 +16,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 
+from .adapters import kind_named
 from .checkpoints import Checkpoint
 from .config import TrainSettings
 from .samples import (
@@ -138,7 +139,7 @@ class Trainer:
     def __init__(self, model: nn.Module, settings: TrainSettings):
         self.model = model
         self.settings = settings
-        self.optimizer = optim.AdamW(learning_rate=settings.lr, weight_decay=0.0)
+        self.optimizer = kind_named(settings.adapter).optimizer(settings)  # AdamW, its betas
         # Create the moments now: state that appears at the first update would change the
         # compiled function's inputs and force a second trace.
         self.optimizer.init(model.trainable_parameters())

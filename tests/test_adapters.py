@@ -80,8 +80,9 @@ def test_an_adapter_stored_before_adapter_kinds_still_loads(tmp_path):
 
 
 def test_an_unknown_kind_is_refused_in_words(tmp_path):
-    (tmp_path / store.CONFIG_FILE).write_text(json.dumps({"fine_tune_type": "gated"}))
-    with pytest.raises(LiftError, match="unknown adapter kind 'gated'; this lift-mlx knows lora"):
+    (tmp_path / store.CONFIG_FILE).write_text(json.dumps({"fine_tune_type": "prefix"}))
+    with pytest.raises(LiftError,
+                       match="unknown adapter kind 'prefix'; this lift-mlx knows lora, gated"):
         adapters.kind_of(tmp_path)
-    with pytest.raises(LiftError, match="adapter must be one of lora, not gated"):
-        Settings().replace(adapter="gated")
+    with pytest.raises(LiftError, match="adapter must be one of lora, gated, not prefix"):
+        Settings().replace(adapter="prefix")

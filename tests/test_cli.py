@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from lift_mlx import store
+from lift_mlx.adapters import ADAPTER_KINDS
 from lift_mlx.cli import LAZY_COMMANDS, cli
 from lift_mlx.config import Settings, preset
 from lift_mlx.options import SETTING_OPTIONS, pop_settings
@@ -27,8 +28,10 @@ GIVEN = {
                                ["--generator-batch-size", "3"], 3),
     "--verify-qa": ("synth", "verify_qa", ["--verify-qa"], True),
     "--tasks": ("train", "tasks", ["--tasks", "recite"], ("recite",)),
+    "--adapter": ("train", "adapter", ["--adapter", "gated"], "gated"),
     "--rank": ("train", "rank", ["--rank", "3"], 3),
     "--scale": ("train", "scale", ["--scale", "1.5"], 1.5),
+    "--o-proj-rank": ("train", "o_proj_rank", ["--o-proj-rank", "0"], 0),
     "--lr": ("train", "lr", ["--lr", "3e-3"], 3e-3),
     "--epochs": ("train", "epochs", ["--epochs", "2"], 2),
     "--batch-size": ("train", "batch_size", ["--batch-size", "1"], 1),
@@ -184,8 +187,9 @@ def test_help_lists_every_command_without_importing_the_lazy_ones():
 @pytest.mark.parametrize("flag", sorted(SETTING_OPTIONS))
 @pytest.mark.parametrize("command", SETTING_COMMANDS)
 def test_each_setting_option_lands_in_the_field_it_names(command, flag):
-    """The option alone changes its own stage's field and nothing else, in every command that
-    takes it; the commands' own --max-tokens and --temp change no setting."""
+    """The option alone changes its own stage's field and nothing else (but the defaults of the
+    adapter kind --adapter names), in every command that takes it; the commands' own
+    --max-tokens and --temp change no setting."""
     stage, name, args, value = GIVEN[flag]
     ctx = click.Context(cli)
     params = dict(cli.get_command(ctx, command).make_context(
@@ -193,6 +197,7 @@ def test_each_setting_option_lands_in_the_field_it_names(command, flag):
     settings = preset(params["preset_name"], **pop_settings(params))
     expected = Settings()
     setattr(getattr(expected, stage), name, value)
+    expected = expected.replace(**ADAPTER_KINDS[expected.train.adapter].defaults)
     assert settings == expected
 
 

@@ -82,3 +82,25 @@ def test_flat_names_reach_their_own_stage():
         512, "json", ("recite",), False)
     with pytest.raises(TypeError, match="unknown setting 'segment'"):
         Settings().replace(segment=3)
+
+
+def test_gated_trains_at_its_own_learning_rate_unless_an_option_says_else():
+    model = {"lr": 5e-4, "rank": 16}  # tuned for LoRA
+    for name in PRESETS:
+        assert preset(name, model, adapter="gated").train.lr == 1e-3
+    assert preset("fast", model, adapter="gated", lr=3e-3).train.lr == 3e-3
+    assert preset("fast", model).train.lr == PRESETS["fast"]["lr"]  # LoRA as before
+    assert setting_sources("default", model, adapter="gated")["lr"] == "adapter gated"
+    assert setting_sources("default", model, adapter="gated", lr=3e-3)["lr"] == "option"
+    assert setting_sources("default", model)["lr"] == "model"
+
+
+def test_a_kind_s_own_settings_key_only_its_adapters():
+    """o_proj_rank is Gated Memory's, rank LoRA's: changing one leaves the other kind's
+    adapter key as it was (so LoRA adapters stored before Gated Memory keep their keys)."""
+    lora, gated = preset("default"), preset("default", adapter="gated")
+    assert "o_proj_rank" not in lora.keyed()["train"] and "rank" in lora.keyed()["train"]
+    assert "rank" not in gated.keyed()["train"] and "o_proj_rank" in gated.keyed()["train"]
+    assert lora.replace(o_proj_rank=0).keyed() == lora.keyed()
+    assert gated.replace(rank=8).keyed() == gated.keyed()
+    assert gated.replace(o_proj_rank=0).keyed() != gated.keyed()
