@@ -140,12 +140,13 @@ def _print_summary(absorbed) -> None:
               help="Write the adapter here instead of the store.")
 @setting_options
 def absorb(document, model, **opts):
-    """Absorb DOC (txt, md, pdf, or - for stdin) into a LoRA adapter.
+    """Absorb DOC (txt, md, pdf, or - for stdin) into an adapter (LoRA by default).
 
     Ingests and splits the text, has the generator write question/answer tasks about it,
     trains a LoRA adapter on the recite and QA samples, and stores it in mlx-lm's format
-    (usable with `mlx_lm.generate --adapter-path DIR`). Prints a summary: tokens, segments,
-    QA pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
+    (usable with `mlx_lm.generate --adapter-path DIR`). With --adapter gated it trains Gated
+    Memory instead, in a format only lift-mlx loads. Prints a summary: tokens, segments, QA
+    pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
     """
     absorbed = _absorb(document, model, opts)
     if not opts["quiet"]:
@@ -239,7 +240,12 @@ def chat(target, model, no_context, max_tokens, temp, now, **opts):
 @cli.command()
 @click.argument("adapter", type=click.Path(path_type=Path))
 def info(adapter):
-    """Show what a stored adapter holds: document, base model, settings, counts, timings."""
+    """Show what a stored adapter holds: document, base model, settings, counts, timings.
+
+    For a Gated Memory adapter it also loads the base model and shows each layer's mean gate
+    (0: attention alone, 1: the memory alone; it starts at 0.047) on the first 512 tokens of
+    the document and on a short general text.
+    """
     meta = store.read_meta(adapter)
     r = meta.get("report", {})
     t = r.get("train", {})
@@ -264,6 +270,23 @@ def info(adapter):
     times = r.get("seconds", {})
     click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     click.echo(f"peak memory  {r.get('peak_memory_gb', 0):.2f} GB")
+    if s.get("train", {}).get("adapter") == "gated":
+        _print_gates(adapter)
+
+
+def _print_gates(adapter: Path) -> None:
+    from .absorb import load_absorbed
+    from .gated import probe_gates
+
+    try:
+        absorbed = load_absorbed(adapter)
+    except LiftError as e:
+        click.echo(f"gates        not measured: {e}")
+        return
+    gates = probe_gates(absorbed.lm.model, absorbed.lm.tokenizer, absorbed.document_text)
+    click.echo("gates        mean per layer, first layer first")
+    for probe, values in gates.items():
+        click.echo(f"  {probe:<10} " + " ".join(f"{g:.3f}" for g in values))
 
 
 @cli.command()

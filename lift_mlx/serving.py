@@ -54,12 +54,12 @@ class ServedModel:
         reset_adapter(lm)  # the view must start as the plain base
         self.lm = lm
         self.fingerprint = lm.fingerprint
-        self.model = base_view(lm.model)  # absorb jobs put their own LoRA on lm.model
+        self.model = base_view(lm.model)  # absorb jobs put their own adapter on lm.model
         self.lock = threading.Lock()
         self.kept = kept
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
         self._active: _Adapter | None = None
-        self._lora_config: dict | None = None
+        self._layers: dict | None = None  # the config of the adapter layers on the view
 
     def adapter(self, entry: library.Entry) -> _Adapter:
         """The entry's adapter, from memory or from the store after checking it (hold the
@@ -96,19 +96,26 @@ class ServedModel:
 
     def activate(self, adapter: _Adapter | None) -> None:
         """Put `adapter` (None: none) on the served model (hold the lock)."""
-        from mlx_lm.tuner.utils import linear_to_lora_layers, remove_lora_layers
+        from mlx_lm.tuner.utils import linear_to_lora_layers
+
+        from . import adapters
+        from .gated import GATED
 
         if adapter is self._active:
             return
-        lora = None if adapter is None else {k: adapter.config.get(k) for k in (
-            "num_layers", "lora_parameters", "fine_tune_type")}
-        if lora != self._lora_config:  # new LoRA layers only when their shape changes
-            remove_lora_layers(self.model)
-            if lora is not None:
+        gated = adapter is not None and adapter.config.get("fine_tune_type") == GATED.name
+        layers = None if adapter is None else adapter.config if gated else {
+            k: adapter.config.get(k) for k in ("num_layers", "lora_parameters", "fine_tune_type")}
+        if layers != self._layers:  # new layers only when their shape changes
+            adapters.remove(self.model)
+            if gated:  # its starting weights follow from its config (then get the adapter's)
+                GATED.build(self.model, layers)
+            elif layers is not None:
                 _own_random_state()  # the layers start random (then get the adapter's weights)
-                linear_to_lora_layers(self.model, lora["num_layers"], lora["lora_parameters"],
-                                      use_dora=lora["fine_tune_type"] == "dora")
-            self._lora_config = lora
+                linear_to_lora_layers(self.model, layers["num_layers"],
+                                      layers["lora_parameters"],
+                                      use_dora=layers["fine_tune_type"] == "dora")
+            self._layers = layers
         if adapter is not None:
             self.model.load_weights(list(adapter.weights.items()), strict=False)
         self.model.eval()

@@ -1,6 +1,7 @@
 """Gated Memory (gated.py, gated_attention.py): a closed gate is the base bit for bit, a fresh
 adapter is close to it, the memory reads the query before the rotary embedding, only its arrays
-train, it saves and loads to the same logits, on 4-bit and grouped-query models too."""
+train, it saves and loads to the same logits, on 4-bit and grouped-query models too, and it goes
+through absorb, ask, info and the server."""
 
 import json
 import math
@@ -9,18 +10,22 @@ import random
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
-from conftest import DEMO_DOC
+from click.testing import CliRunner
+from conftest import DEMO_DOC, FAST
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import KVCache
 
-from lift_mlx import adapters, store
+from lift_mlx import adapters, library, store
+from lift_mlx.absorb import absorb, load_absorbed
 from lift_mlx.adapters import GATED, LORA, base_view
+from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
 from lift_mlx.gated import gated_layers, mean_gates
 from lift_mlx.gated_attention import GatedAttention
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, buckets_for, epoch_batches
+from lift_mlx.serving import ServedModel
 from lift_mlx.tiny import build_tiny_model
 from lift_mlx.train import Trainer, mean_nll, train
 
@@ -219,3 +224,51 @@ def test_an_adapter_of_another_shape_is_refused(tiny_model_path, gqa_model_path,
     with pytest.raises(LiftError, match="does not fit this model"):
         GATED.load(other.model, tmp_path)
     assert not gated_layers(other.model)
+
+
+def test_absorb_with_adapter_gated_then_ask_and_info(tiny_model_path, tmp_path, demo_text):
+    doc = tmp_path / "charter.md"
+    doc.write_text(demo_text[:2500])
+    runner = CliRunner()
+    fast = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--epochs", "1",
+            "--no-grad-checkpoint", "--qa-per-sentence", "1"]
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--adapter",
+                            "gated", *fast])
+    assert r.exit_code == 0, r.output
+    adapter = store.Path(r.stdout.strip().splitlines()[-1])
+    config = json.loads((adapter / store.CONFIG_FILE).read_text())
+    meta = json.loads((adapter / store.META_FILE).read_text())
+    assert config["fine_tune_type"] == "gated" and config["o_proj_rank"] == 2
+    assert meta["settings"]["train"]["adapter"] == "gated"
+    assert meta["settings"]["train"]["lr"] == 1e-3  # the paper's, not LoRA's 2e-4
+    assert meta["settings_from"]["lr"] == "adapter gated"
+    r = runner.invoke(cli, ["ask", str(adapter), "Who owns the lighthouse?", "--no-context",
+                            "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["info", str(adapter)])
+    assert r.exit_code == 0, r.output
+    lines = {line.split()[0]: line.split()[1:] for line in r.stdout.splitlines()
+             if line.startswith("  ")}
+    gates = [float(g) for g in lines["document"]] + [float(g) for g in lines["general"]]
+    assert len(gates) == 4 and all(0 < g < 1 for g in gates)
+    assert gates != pytest.approx([FRESH_GATE] * 4, abs=1e-4)  # trained away from the start
+
+
+def test_the_server_swaps_gated_and_lora_adapters(tiny_model_path):
+    lm = load_model(str(tiny_model_path))
+    made = {}
+    for kind in ("gated", "lora"):
+        a = absorb(DEMO_DOC, lm, tasks=("recite",), adapter=kind, **FAST)
+        made[kind] = (a.adapter_path, lm.model(PROMPT))
+    served = ServedModel(lm)
+    base = served.model(PROMPT)
+    for kind in ("gated", "lora", "gated", None):
+        entry = None
+        if kind is not None:
+            path = made[kind][0]
+            entry = served.adapter(library.Entry(path, store.verify(path)))
+        served.activate(entry)
+        expected = base if kind is None else made[kind][1]
+        assert mx.allclose(served.model(PROMPT), expected, atol=1e-5).item(), kind
+    assert mx.allclose(load_absorbed(made["gated"][0], lm).lm.model(PROMPT),
+                       made["gated"][1], atol=1e-6).item()
