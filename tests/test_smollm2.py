@@ -113,3 +113,28 @@ def test_cli_ask_absorbs_and_answers(smollm2, tmp_path):
     assert meta["model"]["name"] == "smollm2"
     # What the CLI printed is the stored adapter's own greedy answer.
     assert load_absorbed(adapter).ask(question, max_tokens=16).strip() == printed
+
+
+def test_gated_memory_on_the_import(smollm2_lm):
+    """Gated Memory on the real model's grouped-query attention (9 query heads, 3 KV heads,
+    head dim 64): its trainable arrays, a closed gate that is the base bit for bit, and a fresh
+    adapter that keeps most of the base's next-token choices (measured: 94.5% of 256 tokens)."""
+    from lift_mlx.adapters import GATED
+    from lift_mlx.config import TrainSettings
+    from lift_mlx.gated import gated_layers
+
+    model = smollm2_lm.model
+    ids = mx.array([encode(smollm2_lm.tokenizer, VOYAGE)])
+    base = model(ids)
+    GATED.attach(model, TrainSettings(adapter="gated"))
+    try:
+        weights = GATED.trainable(model)
+        assert weights["model.layers.0.self_attn.w1"].shape == (9, 64, 128)
+        per_layer = 9 * (2 * 64 * 128 + 64 * 8 + 8) + 2 * (576 + 576)  # memory, gate, o_proj
+        assert sum(v.size for v in weights.values()) == 30 * per_layer == 4_633_200
+        assert (model(ids).argmax(-1) == base.argmax(-1)).mean().item() > 0.85
+        for attention in gated_layers(model):
+            attention.forced_gate = 0.0
+        assert mx.array_equal(model(ids), base).item()
+    finally:
+        reset_adapter(smollm2_lm)
