@@ -200,11 +200,19 @@ class Settings:
         d["train"]["tasks"] = list(self.train.tasks)
         return d
 
-    def keyed(self) -> dict:
-        """`to_dict` without the values that leave the adapter as it is: what its key hashes."""
+    def used(self) -> dict:
+        """`to_dict` without the settings of the adapter kinds that do not train."""
         d = self.to_dict()
         for s in SETTINGS.values():
-            if not s.keyed or s.kind not in (None, self.train.adapter):
+            if s.kind not in (None, self.train.adapter):
+                del d[s.stage][s.field]
+        return d
+
+    def keyed(self) -> dict:
+        """`used` without the values that leave the adapter as it is: what its key hashes."""
+        d = self.used()
+        for s in SETTINGS.values():
+            if not s.keyed and s.field in d[s.stage]:
                 del d[s.stage][s.field]
         return d
 

@@ -154,7 +154,7 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
 
 
 def settings_tag(settings, args) -> str:
-    blob = json.dumps([settings.to_dict(), args.window, args.max_tokens, args.filler,
+    blob = json.dumps([settings.used(), args.window, args.max_tokens, args.filler,
                        args.questions], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 

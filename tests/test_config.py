@@ -104,3 +104,5 @@ def test_a_kind_s_own_settings_key_only_its_adapters():
     assert lora.replace(o_proj_rank=0).keyed() == lora.keyed()
     assert gated.replace(rank=8).keyed() == gated.keyed()
     assert gated.replace(o_proj_rank=0).keyed() != gated.keyed()
+    # what experiments tag their runs with: a LoRA run's settings as before Gated Memory
+    assert "o_proj_rank" not in lora.used()["train"] and "rank" not in gated.used()["train"]
