@@ -22,8 +22,10 @@ import click
 
 from . import store
 from .answer import question_prompt, stream_answer
+from .config import SETTINGS
 from .errors import LiftError
 from .models import LoadedModel, load_model
+from .options import setting_option
 from .progress import Progress
 from .prompts import encode
 
@@ -318,7 +320,8 @@ def plot(records: list[dict], path: Path) -> bool:
               help="Plot file. [default: next to --out, when matplotlib is installed]")
 @click.option("--quick", is_flag=True, help="Small lengths and budgets on the tiny model: "
                                             "under a minute, for CI.")
-def bench(model, lengths, doc_path, out, png, quick):
+@setting_option(SETTINGS["adapter"])
+def bench(model, lengths, doc_path, out, png, quick, train_adapter):
     """Measure absorbing and answering per document length, with and without the pipeline.
 
     Per length and arm: time of each stage (split, QA generation, training, save), time to
@@ -331,7 +334,8 @@ def bench(model, lengths, doc_path, out, png, quick):
 
     model = model or ("tiny" if quick else None)
     lengths = lengths or ([256, 512] if quick else [1024, 2048, 4096, 8192])
-    settings = QUICK_SETTINGS if quick else FULL_SETTINGS
+    settings = {**(QUICK_SETTINGS if quick else FULL_SETTINGS),
+                "adapter": train_adapter or SETTINGS["adapter"].default}
     decode_tokens = 16 if quick else 64
     start = time.perf_counter()
     lm = bench_model(model) if model else load_model()

@@ -36,6 +36,17 @@ def test_quick_bench_writes_a_record_per_length_and_arm(tmp_path):
     assert "TTFT s" in r.stdout and "pipeline" in r.stdout
 
 
+def test_quick_bench_of_a_gated_memory_adapter(tmp_path):
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(bench, ["--quick", "--lengths", "256", "--adapter", "gated",
+                                   "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    result = json.loads(out.read_text())
+    assert result["settings"]["adapter"] == "gated"
+    trained = [rec for rec in result["records"] if rec["arm"] in ("sequential", "pipeline")]
+    assert len(trained) == 2 and all(rec["train_steps"] > 0 for rec in trained)
+
+
 def test_lengths_and_table():
     assert _lengths(None, None, "1k,2k,512") == [1024, 2048, 512]
     assert _lengths(None, None, None) is None
