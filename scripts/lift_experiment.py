@@ -153,6 +153,45 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
         reset_adapter(lm)
 
 
+def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
+    """For a Gated Memory adapter: the mean gate (over layers, heads and the prompt's tokens,
+    and at the prompt's last token, where the answer starts) on the document's questions and on
+    the general questions, asked as `ask --no-context` asks. None for other kinds."""
+    import mlx.core as mx
+
+    from lift_mlx import adapters
+    from lift_mlx.absorb import load_absorbed, reset_adapter
+    from lift_mlx.gated import GATED, gated_layers
+
+    if adapters.kind_of(Path(adapter)) is not GATED:
+        return None
+    load_absorbed(adapter, lm)
+    try:
+        layers = gated_layers(lm.model)
+
+        def gates(question: str) -> tuple[float, float]:
+            seen = []
+            for layer in layers:
+                layer.on_gate = seen.append
+            ids = question_prompt(lm.tokenizer, question, None, lm.window, max_tokens)
+            mx.eval(lm.model(mx.array([ids])))
+            for layer in layers:
+                layer.on_gate = None
+            stacked = mx.stack([g[0, :, :, 0] for g in seen])  # layers, heads, tokens
+            return mx.mean(stacked).item(), mx.mean(stacked[:, :, -1]).item()
+
+        out = {}
+        for name, questions in (("document", [q.question for q in doc.questions]),
+                                ("general", [q["question"] for q in general_questions()])):
+            values = [gates(q) for q in questions]
+            out[name] = {"mean": statistics.mean(v[0] for v in values),
+                         "last_token": statistics.mean(v[1] for v in values),
+                         "questions": len(values)}
+        return out
+    finally:
+        reset_adapter(lm)
+
+
 def settings_tag(settings, args) -> str:
     blob = json.dumps([settings.used(), args.window, args.max_tokens, args.filler,
                        args.questions], sort_keys=True)
@@ -222,6 +261,8 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
             general[a["adapter"] + " (routed)"] = [
                 s if routed else b for s, b, routed in zip(scores, base_general, to_adapter)]
         seconds["general"] = time.perf_counter() - t
+    gates = {a["adapter"]: g for a in absorbs
+             if (g := gate_values(lm, a["path"], doc, args.max_tokens)) is not None}
     rows = [{"length": length, "doc": doc.id, "arm": r["arm"], "region": r["meta"]["region"],
              **{m: fn(r["prediction"] or "", r["references"]) for m, fn in METRICS.items()}}
             for r in records if r["prediction"] is not None]
@@ -229,7 +270,7 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
            "questions": len(doc.questions), "inside": inside,
            "seconds": round(time.perf_counter() - start, 1),
            "phase_seconds": {k: round(v, 1) for k, v in seconds.items()}, "absorbs": absorbs,
-           "general": general,
+           "general": general, "gates": gates,
            "examples": [{k: r[k] for k in ("arm", "question", "references", "prediction")}
                         for r in records[:: max(1, len(records) // 16)]]}
     result = {"run": run, "rows": rows}

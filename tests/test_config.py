@@ -66,7 +66,8 @@ def test_each_declared_range_is_enforced_in_its_own_words(name):
     (dict(lr=-1.0), "--lr must be positive, not -1"),
     (dict(rank=0), "--rank must be at least 1, not 0"),
     (dict(min_overlap=1.5), "min_overlap must be between 0 and 1, not 1.5"),
-    (dict(style="xml"), "--generator-style must be one of auto, json, lines, answers, about, not xml"),
+    (dict(style="xml"),
+     "--generator-style must be one of auto, json, lines, answers, about, not xml"),
     (dict(tasks=()), "--tasks must be a comma-separated subset of recite,qa,cloze, not none"),
     (dict(seg_len=256, stride=300), "--stride must be between 1 and --seg-len"),
 ])

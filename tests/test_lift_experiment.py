@@ -99,3 +99,25 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     experiment.main()
     assert sorted(p.stat().st_mtime for p in work.rglob("adapters.safetensors")) == before
     assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+
+
+def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, tmp_path,
+                                                          demo_text):
+    from conftest import FAST
+
+    from lift_mlx.absorb import absorb
+    from lift_mlx.datasets import EvalDoc, Question
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    questions = [Question("q1", "Who chaired the first meeting?", ["Ada Korrin"]),
+                 Question("q2", "When was the charter adopted?", ["1921"])]
+    eval_doc = EvalDoc("d", demo_text[:1500], questions)
+    gated = absorb(doc, tiny_lm, tasks=("recite",), adapter="gated", **FAST)
+    values = experiment.gate_values(tiny_lm, str(gated.adapter_path), eval_doc, 8)
+    assert values["document"]["questions"] == 2
+    assert values["general"]["questions"] == len(experiment.general_questions())
+    for name in ("document", "general"):  # near the start, sigmoid(-3), after a short training
+        assert 0.01 < values[name]["mean"] < 0.2 and 0.01 < values[name]["last_token"] < 0.2
+    lora = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    assert experiment.gate_values(tiny_lm, str(lora.adapter_path), eval_doc, 8) is None
