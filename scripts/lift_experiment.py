@@ -10,9 +10,11 @@ lift-mlx's own evaluation (`lift_mlx.evaluate.run_eval`):
 - icl-full   the base model with the whole document in its own (8k) window: the reading bar
 - icl-trunc  the base model with the head+tail view that fits --window
 - raw-ft     an adapter trained on recite segments only (fine-tuning on the raw text)
-- lift       an adapter trained on recite segments + QA tasks the model wrote itself
+- lift       an adapter trained on the model preset's tasks, made from the document alone:
+             recite segments + QA tasks the model writes itself and/or cloze tasks made
+             by rule (SmolLM2's preset: recite + cloze; --set 'tasks=[...]' to choose)
 - lift+icl   the lift adapter with the head+tail view in the prompt
-- lift (oracle tasks)  lift trained on a perfect generator's tasks (each fact, asked once)
+- lift (oracle tasks)  recite + a perfect generator's QA tasks (each fact, asked once)
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
 token F1 and exact match, split by whether the fact's sentence lies inside the head+tail view
@@ -237,8 +239,12 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
         t = time.perf_counter()
         os.environ["LIFT_MLX_HOME"] = str(work / "home-oracle")  # its QA cache is replaced
         try:
-            write_oracle_cache(lm, doc, settings, oracle_pairs(world, random.Random(index)))
-            oracle = run_eval([doc], lm, folder / "oracle", arms=["lift"], settings=settings,
+            # recite + the oracle's pairs, whatever tasks the preset trains `lift` on
+            oracle_settings = settings.replace(tasks=("recite", "qa"))
+            write_oracle_cache(lm, doc, oracle_settings,
+                               oracle_pairs(world, random.Random(index)))
+            oracle = run_eval([doc], lm, folder / "oracle", arms=["lift"],
+                              settings=oracle_settings,
                               max_tokens=args.max_tokens, window=args.window, pipeline=False,
                               progress=progress)
         finally:
