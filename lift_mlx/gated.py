@@ -117,20 +117,25 @@ def gated_layers(model) -> list:
             if GATED.base_of(layer.self_attn) is not None]
 
 
-def mean_gates(model, tokens: list[int]) -> list[float]:
-    """The mean gate value (over heads and tokens) of each gated layer on `tokens`."""
+def gate_values(model, tokens: list[int]):
+    """Every gated layer's gate on `tokens`, as one array [layers, heads, tokens]."""
     import mlx.core as mx
 
     layers = gated_layers(model)
-    seen: list[list] = [[] for _ in layers]
-    for attention, gates in zip(layers, seen):
-        attention.on_gate = gates.append
+    seen: list = []
+    for attention in layers:
+        attention.on_gate = seen.append
     try:
         mx.eval(model(mx.array([tokens])))
     finally:
         for attention in layers:
             attention.on_gate = None
-    return [mx.mean(mx.concatenate([g.reshape(-1) for g in gates])).item() for gates in seen]
+    return mx.stack([gate[0, :, :, 0] for gate in seen])
+
+
+def mean_gates(model, tokens: list[int]) -> list[float]:
+    """The mean gate value (over heads and tokens) of each gated layer on `tokens`."""
+    return gate_values(model, tokens).mean(axis=(1, 2)).tolist()
 
 
 def probe_gates(model, tokenizer, document: str, tokens: int = 512) -> dict[str, list[float]]:

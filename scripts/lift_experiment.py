@@ -159,35 +159,21 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
     """For a Gated Memory adapter: the mean gate (over layers, heads and the prompt's tokens,
     and at the prompt's last token, where the answer starts) on the document's questions and on
     the general questions, asked as `ask --no-context` asks. None for other kinds."""
-    import mlx.core as mx
-
-    from lift_mlx import adapters
+    from lift_mlx import adapters, gated
     from lift_mlx.absorb import load_absorbed, reset_adapter
-    from lift_mlx.gated import GATED, gated_layers
 
-    if adapters.kind_of(Path(adapter)) is not GATED:
+    if adapters.kind_of(Path(adapter)) is not gated.GATED:
         return None
     load_absorbed(adapter, lm)
     try:
-        layers = gated_layers(lm.model)
-
-        def gates(question: str) -> tuple[float, float]:
-            seen = []
-            for layer in layers:
-                layer.on_gate = seen.append
-            ids = question_prompt(lm.tokenizer, question, None, lm.window, max_tokens)
-            mx.eval(lm.model(mx.array([ids])))
-            for layer in layers:
-                layer.on_gate = None
-            stacked = mx.stack([g[0, :, :, 0] for g in seen])  # layers, heads, tokens
-            return mx.mean(stacked).item(), mx.mean(stacked[:, :, -1]).item()
-
         out = {}
         for name, questions in (("document", [q.question for q in doc.questions]),
                                 ("general", [q["question"] for q in general_questions()])):
-            values = [gates(q) for q in questions]
-            out[name] = {"mean": statistics.mean(v[0] for v in values),
-                         "last_token": statistics.mean(v[1] for v in values),
+            values = [gated.gate_values(lm.model, question_prompt(
+                lm.tokenizer, q, None, lm.window, max_tokens)) for q in questions]
+            out[name] = {"mean": statistics.mean(v.mean().item() for v in values),
+                         "last_token": statistics.mean(v[:, :, -1].mean().item()
+                                                       for v in values),
                          "questions": len(values)}
         return out
     finally:
