@@ -202,15 +202,15 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
         report.doc_tokens = len(doc_tokens)
         s = settings.split
         report.segments = len(segment_starts(len(doc_tokens), s.seg_len, s.stride))
-        recite = []
+        ready = []  # samples there from the start: recite, then cloze
         if "recite" in settings.train.tasks:
             rng = random.Random(settings.train.seed)
-            recite = recite_samples(tok, doc_tokens, s.seg_len, s.stride, s.context_len, rng)
-        report.recite_samples = len(recite)
-        if "cloze" in settings.train.tasks:  # ready at once, as the recite samples are
+            ready = recite_samples(tok, doc_tokens, s.seg_len, s.stride, s.context_len, rng)
+        report.recite_samples = len(ready)
+        if "cloze" in settings.train.tasks:
             cloze = cloze_pairs(doc.text, settings.synth.window_chars)
             report.cloze_samples = len(cloze)
-            recite += [qa_sample(tok, p.question, p.answer) for p in cloze]
+            ready += [qa_sample(tok, p.question, p.answer) for p in cloze]
     source = None
     if "qa" in settings.train.tasks:
         # The generator is the plain base even while its adapter trains: a view that shares the
@@ -227,7 +227,7 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
     if state := checkpoint.state():
         progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                      "absorb of this document stopped")
-    report.train = _train(lm, settings, recite, source, report, progress, checkpoint)
+    report.train = _train(lm, settings, ready, source, report, progress, checkpoint)
     _phase_peak(report, "train" if not pipeline or source is None else "synthesize+train")
     if source is not None:
         report.synth = source.report
@@ -398,10 +398,11 @@ class _QASource:
                 update(self.stream.finished, self.stream.report.generated_tokens)
 
 
-def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
+def _train(lm: LoadedModel, settings: Settings, ready: list[Sample],
            source: _QASource | None, report: AbsorbReport, progress: Progress,
            checkpoint: Checkpoint) -> TrainReport:
-    """Train on the recite samples and on the QA samples as the generator writes them."""
+    """Train on the samples `ready` (recite, cloze) and on the QA samples as the generator
+    writes them."""
     t = settings.train
     tok = lm.tokenizer
     longest = len(qa_sample(tok, "", "")) + settings.synth.max_tokens if source else 0
@@ -409,15 +410,15 @@ def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
     if source is not None:
         expected_qa = len(source.fresh) if source.done else source.windows * (
             settings.synth.qa_per_sentence * settings.synth.sentences_per_task)
-    estimate = (len(recite) + expected_qa) * t.epochs // t.batch_size + 1
+    estimate = (len(ready) + expected_qa) * t.epochs // t.batch_size + 1
     with progress.bar("train", estimate) as update:
         def on_step(i, n, loss, tokens):
             qa = f", qa {len(source.pairs)}" if source is not None else ""
             update(i, tokens, f"loss {loss:.3f}{qa}")
 
         start = time.perf_counter()
-        train_report = train(lm.model, recite, t, _pad_id(tok), on_step,
-                             arriving=_qa_samples(source, tok, bool(recite), report, progress),
+        train_report = train(lm.model, ready, t, _pad_id(tok), on_step,
+                             arriving=_qa_samples(source, tok, bool(ready), report, progress),
                              longest=longest, total=estimate, checkpoint=checkpoint)
     elapsed = time.perf_counter() - start
     times = report.seconds
@@ -425,7 +426,7 @@ def _train(lm: LoadedModel, settings: Settings, recite: list[Sample],
     return train_report
 
 
-def _qa_samples(source: _QASource | None, tok, recite: bool, report: AbsorbReport,
+def _qa_samples(source: _QASource | None, tok, ready: bool, report: AbsorbReport,
                 progress: Progress) -> Iterator[list[Sample]]:
     """The QA samples for `train`: those at hand first, then one generator step per `next()`
     and the samples of the pairs it finished; at the end, what was kept is reported."""
@@ -443,7 +444,7 @@ def _qa_samples(source: _QASource | None, tok, recite: bool, report: AbsorbRepor
             yield samples()
         report.qa_samples = len(source.pairs)
         _warn_if_no_pairs(source, progress)
-    if not recite and not (source and source.pairs):
+    if not ready and not (source and source.pairs):
         raise LiftError("nothing to train on: no QA pairs were kept and recite is off; "
                         "add recite to --tasks or use a stronger --generator")
 

@@ -3,7 +3,6 @@ streamed through mlx-lm's generation loop."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from . import prompts
@@ -106,16 +105,13 @@ def stream_answer(
             yield response.text
 
 
-_TOKEN = re.compile(r"[\w'-]+")
-
-
 def about_document(question: str, document: str) -> bool:
     """Whether `question` is about `document` rather than about the world at large: it names
     something of the document (a capitalised name or a number of 3 digits or more found
     there), or at least half of its content words occur there. A document's adapter answers
     the former; the plain base the latter ("What is the capital of France?" asked of a
     fishing charter)."""
-    from .generator_styles import answer_spans, content_words, has_words
+    from .generator_styles import answer_spans, content_words, has_words, words
 
     spans = [s for s in answer_spans(question) if not s.isdigit() or len(s) > 2]  # not "2 + 2"
     if any(has_words(document, span) for span in spans):
@@ -123,5 +119,5 @@ def about_document(question: str, document: str) -> bool:
     content = content_words(question)
     if not content:
         return False
-    words = {t.lower() for t in _TOKEN.findall(document)}
-    return sum(w in words for w in content) / len(content) >= 0.5
+    present = set(words(document))
+    return sum(w in present for w in content) / len(content) >= 0.5

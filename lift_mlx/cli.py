@@ -270,7 +270,10 @@ def info(adapter):
     times = r.get("seconds", {})
     click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     click.echo(f"peak memory  {r.get('peak_memory_gb', 0):.2f} GB")
-    if s.get("train", {}).get("adapter") == "gated":
+    from .adapters import kind_of
+    from .gated import GATED
+
+    if kind_of(adapter) is GATED:
         _print_gates(adapter)
 
 

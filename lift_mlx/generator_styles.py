@@ -316,16 +316,25 @@ me my name called tell give please about than then so if not no any some one all
 _TOKEN = re.compile(r"[\w'-]+")
 
 
+def words(text: str) -> list[str]:
+    """`text`'s words, lower-cased (hyphens and apostrophes kept inside them)."""
+    return [t.lower() for t in _TOKEN.findall(text)]
+
+
 def content_words(text: str) -> list[str]:
     """`text`'s words that say what it is about: lower-cased, without question words and
     words of one or two letters."""
-    return [w for w in (t.lower() for t in _TOKEN.findall(text))
-            if w not in _QUESTION_WORDS and len(w) > 2]
+    return [w for w in words(text) if w not in _QUESTION_WORDS and len(w) > 2]
+
+
+def whole_words(span: str) -> str:
+    """A pattern that finds `span` as whole words (not inside a longer word)."""
+    return rf"(?<!\w){re.escape(span)}(?!\w)"
 
 
 def has_words(text: str, span: str) -> bool:
     """Whether `span` occurs in `text` as whole words."""
-    return re.search(rf"(?<!\w){re.escape(span)}(?!\w)", text) is not None
+    return re.search(whole_words(span), text) is not None
 
 
 ANSWERS = GeneratorStyle(
@@ -337,7 +346,7 @@ ANSWERS = GeneratorStyle(
     parse=parse_answers,
     stop=_blank_line_end,
     requests=lambda preceding, target, n: n,
-    uses=(answer_spans, has_words, _recurs_as_name, _lines_prompt, parse_lines),
+    uses=(answer_spans, has_words, whole_words, _recurs_as_name, _lines_prompt, parse_lines),
 )
 
 
@@ -381,8 +390,8 @@ def subject_and_asks(target: str, preceding: str = "") -> tuple[str | None, list
     if not names:
         return None, spans
     context = f"{preceding.rsplit(PARAGRAPH_BREAK, 1)[-1]} {target}"
-    subject = max(names, key=lambda n: (len(re.findall(rf"(?<!\w){re.escape(n)}(?!\w)",
-                                                       context)), -target.index(n)))
+    subject = max(names, key=lambda n: (len(re.findall(whole_words(n), context)),
+                                        -target.index(n)))
     return subject, [span for span in spans if span != subject] + [None]
 
 
@@ -411,7 +420,7 @@ def _about_prompt(tokenizer, preceding: str, target: str, n: int, variant: int) 
 
 
 def _blank(sentence: str, span: str) -> str:
-    return re.sub(rf"(?<!\w){re.escape(span)}(?!\w)", BLANK, sentence)
+    return re.sub(whole_words(span), BLANK, sentence)
 
 
 def parse_about(output: str, preceding: str = "", target: str = "",
@@ -470,7 +479,7 @@ ABOUT = GeneratorStyle(
     stop=_blank_line_end,
     requests=_about_requests,
     uses=(subject_and_asks, *ANSWERS.uses, _answers_prompt, parse_answers, _stems, content_words,
-          _asks_what_the_sentence_tells, _wh_fits),
+          words, _blank, _asks_what_the_sentence_tells, _wh_fits),
 )
 
 

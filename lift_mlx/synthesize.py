@@ -20,7 +20,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from .config import SynthSettings
-from .generator_styles import GeneratorStyle, QAPair, resolve_style
+from .generator_styles import GeneratorStyle, QAPair, resolve_style, whole_words
 from .split import sentence_spans
 
 
@@ -122,7 +122,7 @@ def _echo_question(sentence: str, span: str) -> str | None:
     """`sentence` as a question for `span`: the span's first occurrence becomes "what year",
     "how many" (a number counting the word after it), "who" (a name opening the sentence)
     or "what"."""
-    at = re.search(rf"(?<!\w){re.escape(span)}(?!\w)", sentence)
+    at = re.search(whole_words(span), sentence)
     if at is None:
         return None
     after = sentence[at.end():]

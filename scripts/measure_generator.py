@@ -59,10 +59,11 @@ def right(pair, world, window) -> bool:
         for f in world.facts)
 
 
-def forward(pair, world) -> bool:
-    """Asked as the experiment's questions are: the entity named, its value the answer."""
-    return any(contains(pair.answer, f.value) and contains(pair.question, f.entity)
-               for f in world.facts)
+def forward_facts(pair, world) -> set:
+    """The facts `pair` asks as the experiment's questions do: the entity named, its value
+    the answer (by key; empty if none)."""
+    return {f.key for f in world.facts
+            if contains(pair.answer, f.value) and contains(pair.question, f.entity)}
 
 
 def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
@@ -75,7 +76,7 @@ def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
         stream.step()
     report = stream.close()
     seconds = time.perf_counter() - start
-    covered, total, kept = set(), 0, []
+    covered, total, kept, asked = set(), 0, [], set()
     for w_index, window in enumerate(windows):
         sentences = split_sentences(window.target)
         total += len(sentences)
@@ -87,10 +88,12 @@ def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
                             None)
                 if home is not None:
                     covered.add((w_index, home))
+                facts = forward_facts(pair, world) if world else set()
+                asked |= facts
                 kept.append({"question": pair.question, "answer": pair.answer,
                              "sentence": sentences[home] if home is not None else window.target,
                              "right": right(pair, world, window) if world else None,
-                             "forward": forward(pair, world) if world else None})
+                             "forward": bool(facts) if world else None})
     row = {"style": style.name, "requests": report.requests, "kept": report.kept,
            "dropped": report.dropped, "sentences": total, "covered": len(covered),
            "coverage": len(covered) / total if total else 0.0,
@@ -101,8 +104,6 @@ def measure(lm, text: str, world, style, settings, window_chars: int) -> dict:
         row["right"] = sum(p["right"] for p in kept) / len(kept) if kept else 0.0
         row["forward"] = sum(p["forward"] for p in kept) / len(kept) if kept else 0.0
         row["facts"] = len(facts)
-        asked = {f.key for p in kept if p["forward"] for f in world.facts
-                 if contains(p["answer"], f.value) and contains(p["question"], f.entity)}
         row["facts_asked_forward"] = len(asked)
     return row
 
