@@ -19,9 +19,11 @@ lift-mlx's own evaluation (`lift_mlx.evaluate.run_eval`):
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
 token F1 and exact match, split by whether the fact's sentence lies inside the head+tail view
 of the in-context arms. Collateral damage: how many of the general questions the base answers
-right (scripts/data/general_questions.jsonl) each adapter still answers. Every document, arm
-and adapter is kept in --work, so an interrupted run resumes. Prints a table; writes JSON, a
-PNG and the table into the README.
+right (scripts/data/general_questions.jsonl) each adapter still answers. Documents, adapters
+and answers are kept in --work; each finished document's rows in --out's records/ folder (a
+small JSON per document, under the model and settings tag), so an interrupted run resumes, on
+this machine or, from the committed records, on another. Prints a table; writes JSON, a PNG
+and the table into the README.
 
     python scripts/lift_experiment.py                    # 3 documents each of ~4k and ~8k tokens
     python scripts/lift_experiment.py --lengths 1024 --docs 1 --set epochs=4   # a quick try
@@ -187,13 +189,16 @@ def settings_tag(settings, args) -> str:
 
 
 def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
-            base_general: list[float]) -> dict:
-    """Every arm on one document; returns (and keeps in work/) its rows and run record."""
+            base_general: list[float], records: Path) -> dict:
+    """Every arm on one document; returns its rows and run record and keeps them in
+    `records` (one small JSON per document, next to results.json, so that the table can be
+    rebuilt and a run resumed on another machine without the work folder's adapters)."""
     from lift_mlx.evaluate import read_jsonl, run_eval
     from lift_mlx.progress import Progress
+    from lift_mlx.store import write_atomic
 
     folder = work / f"doc-{length}-{index}"
-    done = folder / "rows.json"
+    done = records / f"doc-{length}-{index}.json"
     if done.exists():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
@@ -266,7 +271,7 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
            "examples": [{k: r[k] for k in ("arm", "question", "references", "prediction")}
                         for r in records[:: max(1, len(records) // 16)]]}
     result = {"run": run, "rows": rows}
-    done.write_text(json.dumps(result, indent=1))
+    write_atomic(done, json.dumps(result, indent=1))
     return result
 
 
@@ -471,7 +476,8 @@ def main() -> None:
     work = work / f"{re.sub(r'[^A-Za-z0-9.-]', '_', lm.name)}-{tag}"
     work.mkdir(parents=True, exist_ok=True)
     (work / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
-    print(f"{lm.name}: settings tag {tag}, work folder {work}", flush=True)
+    records = Path(args.out) / "records" / work.name
+    print(f"{lm.name}: settings tag {tag}, work folder {work}, records {records}", flush=True)
     cpt = chars_per_token(lm.tokenizer, args.filler)
     base_general = []
     if args.general:
@@ -486,7 +492,8 @@ def main() -> None:
     done = []
     for length in [int(x) for x in args.lengths.split(",")]:
         for index in range(args.docs):
-            done.append(run_doc(lm, length, index, args, settings, work, cpt, base_general))
+            done.append(run_doc(lm, length, index, args, settings, work, cpt, base_general,
+                                records))
             rows = [r for d in done for r in d["rows"]]
             print(format_table(summarize(rows), summarize_general([d["run"] for d in done])),
                   flush=True)
