@@ -99,13 +99,19 @@ def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
     asked back with one of its numbers or names (not its subject) turned into a question
     word ("The Reidrys is captained by Thulath Shethoke." -> "The Reidrys is captained by
     what?" / "Thulath Shethoke"), so the adapter learns a fact as a question about its
-    subject, in the sentence's own words."""
+    subject, in the sentence's own words; a sentence about a named subject is also asked for
+    the common word it ends on ("Orla Vell works as a tanner." -> "tanner"), where values
+    such as trades and goods sit."""
     from .generator_styles import subject_and_asks
 
     pairs, seen = [], set()
     for window in task_windows(text, 1, window_chars):
         sentence = " ".join(window.target.split())
-        for span in subject_and_asks(sentence, window.preceding)[1]:
+        subject, asks = subject_and_asks(sentence, window.preceding)
+        if subject is not None and (tail := _tail_word(sentence)) \
+                and not any(s and tail in s.split() for s in asks):
+            asks = [*asks, tail]
+        for span in asks:
             if span is None:
                 continue
             question = _echo_question(sentence, span)
@@ -116,6 +122,22 @@ def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
 
 
 _YEAR = re.compile(r"1\d{3}|20\d{2}")
+_TAIL = re.compile(r"(\S+)\s+([a-z][a-z-]{2,})[.!]$")
+_COUNTS = frozenset("""one two three four five six seven eight nine ten eleven twelve twenty
+thirty forty fifty hundred hundreds thousand thousands million few several many""".split())
+
+
+def _tail_word(sentence: str) -> str | None:
+    """The lower-case word `sentence` ends on, unless it is a function word or counted by
+    the word before it ("510 tons", "twenty-six years": the number is what is told)."""
+    m = _TAIL.search(sentence)
+    if m is None or m.group(2) in _FUNCTION_WORDS:
+        return None
+    before = m.group(1).lower()
+    if any(c.isdigit() for c in before) or before.split("-")[-1] in _COUNTS \
+            or before.split("-")[0] in _COUNTS:
+        return None
+    return m.group(2)
 
 
 def _echo_question(sentence: str, span: str) -> str | None:
