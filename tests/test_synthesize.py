@@ -314,3 +314,19 @@ def test_cloze_pairs_ask_each_sentence_back_for_its_names_and_numbers():
         # (the repeated sentence asks nothing new; the filler sentence nothing at all)
         QAPair("Who employs Thulath Shethoke?", "Nouhei Trading"),
     ]
+
+
+def test_cloze_pairs_ask_a_named_subject_for_the_word_its_sentence_ends_on():
+    from lift_mlx.synthesize import cloze_pairs
+
+    text = ("Orla Vell works as a tanner. The Reidrys carries salt. The Reidrys displaces 510 "
+            "tons. Tobias Wren kept the light for twenty-six years. The weather was wet. "
+            "Orla Vell lives in Harlow.")
+    assert cloze_pairs(text, 600) == [
+        QAPair("Orla Vell works as a what?", "tanner"),
+        QAPair("The Reidrys carries what?", "salt"),
+        # a counted word is not what is told ("510 tons", "twenty-six years"); no subject,
+        # no ask ("The weather was wet."); a name at the end is asked once, as a name
+        QAPair("The Reidrys displaces how many tons?", "510"),
+        QAPair("Orla Vell lives in what?", "Harlow"),
+    ]
