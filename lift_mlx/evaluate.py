@@ -178,7 +178,9 @@ def run_eval(
                         "doc_id": doc.id, "adapter": kind, "path": str(absorbed.adapter_path),
                         "reused": report.reused, "pipeline": report.pipeline,
                         "train_steps": report.train.steps,
-                        "qa_pairs": report.qa_samples,
+                        "trained_tokens": report.train.tokens,
+                        "qa_pairs": report.qa_samples, "cloze_pairs": report.cloze_samples,
+                        "peak_memory_gb": round(report.peak_memory_gb, 3),
                         "seconds": round(time.perf_counter() - start, 3)})
                 cache = PromptCache(lm.model)  # one per adapter: it holds that model's keys
                 # A bar per adapter: absorb draws its own bars and must not run inside one.
@@ -395,7 +397,7 @@ def eval_command() -> click.Command:
         The results folder holds:
           records.jsonl     one line per question and arm: prediction, references,
                             scores (f1, em, contains, rouge_l; keyword_match; accuracy), seconds
-          absorbs.jsonl     each adapter made or reused, with its training time
+          absorbs.jsonl     each adapter made or reused: its time, steps, tokens, peak memory
           judgements.jsonl  the --judge's replies and 0/1 verdicts
           summary.json      the table printed at the end
         Records are written as they are made; run the same command again after an

@@ -90,6 +90,9 @@ def test_adapter_arms_use_one_adapter_per_document(sample_run):
     absorbs = read_jsonl(out / "absorbs.jsonl")
     assert len(absorbs) == 2 * len(docs)  # lift and raw-ft, each made once per document
     assert not any(a["reused"] for a in absorbs) and all(a["train_steps"] > 0 for a in absorbs)
+    # each made adapter's cost: tokens trained (more than one step's worth) and peak memory
+    assert all(a["trained_tokens"] > a["train_steps"] and a["peak_memory_gb"] > 0
+               for a in absorbs)
     assert all(a["pipeline"] for a in absorbs)  # absorb's default
     for doc in docs:
         by_arm = {r["arm"]: r.get("adapter") for r in records if r["doc_id"] == doc.id}
