@@ -431,7 +431,11 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     lines += ["", f"Documents: {counts}; model {result['model']}, window {args.window}, "
               f"answers of at most {args.max_tokens} tokens, settings tag `{result['tag']}` "
-              f"(everything in `{where}/results.json`).", "", README_END]
+              f"(everything in `{where}/results.json`, each document's rows in "
+              f"`{where}/records/`)."]
+    if (out / "lift_experiment.png").exists():
+        lines += ["", f"![answer containment per arm and region]({where}/lift_experiment.png)"]
+    lines += ["", README_END]
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
     readme.write_text(text[:start] + "\n".join(lines) + text[end:])
 
