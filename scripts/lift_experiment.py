@@ -423,7 +423,7 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
         return
     lines = [README_START, "", table, ""]
     lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on ~{c['length'] // 1024}k "
-              f"documents ({c['value']:+.1f} points)" for c in checks]
+              f"documents (margin {c['value']:+.1f} points)" for c in checks]
     docs = {length: len({r["doc"] for r in result["rows"] if r["length"] == length})
             for length in result["summary"]}
     counts = ", ".join(f"{n} of ~{k // 1024}k tokens" for k, n in docs.items())
