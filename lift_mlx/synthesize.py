@@ -108,9 +108,8 @@ def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
     for window in task_windows(text, 1, window_chars):
         sentence = " ".join(window.target.split())
         subject, asks = subject_and_asks(sentence, window.preceding)
-        if subject is not None and (tail := _tail_word(sentence)) \
-                and not any(s and tail in s.split() for s in asks):
-            asks = [*asks, tail]
+        if subject is not None and (tail := _tail_word(sentence)):
+            asks = [*asks, tail]  # never one of the spans: those end on a capital or a digit
         for span in asks:
             if span is None:
                 continue
@@ -133,9 +132,8 @@ def _tail_word(sentence: str) -> str | None:
     m = _TAIL.search(sentence)
     if m is None or m.group(2) in _FUNCTION_WORDS:
         return None
-    before = m.group(1).lower()
-    if any(c.isdigit() for c in before) or before.split("-")[-1] in _COUNTS \
-            or before.split("-")[0] in _COUNTS:
+    before = m.group(1).lower().split("-")  # "twenty-six": either end may count
+    if any(c.isdigit() for c in m.group(1)) or {before[0], before[-1]} & _COUNTS:
         return None
     return m.group(2)
 
