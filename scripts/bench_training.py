@@ -8,8 +8,10 @@ the same warm-up), and lift-mlx's driver with Gated Memory instead of LoRA. All 
 real (unpadded) tokens per second: lift-mlx pads to fixed buckets (trimmed again when the step
 is not compiled), runs the output layer only where the loss is taken and keeps one step in
 flight; mlx-lm pads each batch to a multiple of 32 and synchronises after every step; the plain
-loop takes full logits over the padded batch and synchronises after every step. Peak memory is
-MLX's, per arm (the model is loaded anew for each). Prints a table and writes JSON.
+loop takes full logits over the padded batch and synchronises after every step. A last arm runs
+lift-mlx's driver with gradient checkpointing (each block's activations recomputed in the
+backward pass), for what it saves in memory and costs in speed. Peak memory is MLX's, per arm
+(the model is loaded anew for each). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -107,6 +109,23 @@ def plain_arm(model_name, samples, settings, warmup, steps):
     return tokens, time.perf_counter() - start
 
 
+BASELINE = "lift-mlx"
+# --arms name: (the label in the table and JSON, the arm)
+ARMS = {BASELINE: ("lift-mlx", lift_arm), "mlx-lm": ("mlx-lm trainer", mlx_lm_arm),
+        "plain": ("plain value_and_grad", plain_arm),
+        "gated": ("lift-mlx, Gated Memory", functools.partial(lift_arm, kind=GATED)),
+        "checkpoint": ("lift-mlx, gradient checkpointing", lift_arm)}
+# (arm, how the ratio reads, its JSON key, the arm over the baseline or the baseline over it)
+RATIOS = (("mlx-lm", "lift-mlx / mlx-lm trainer: {:.2f}x training tokens/s (target >= 1.1x)",
+           "ratio", False),
+          ("plain", "lift-mlx / plain loop: {:.2f}x training tokens/s (target >= 1.0x)",
+           "ratio_plain", False),
+          ("gated", "Gated Memory / LoRA (both lift-mlx): {:.2f}x training tokens/s",
+           "ratio_gated_lora", True),
+          ("checkpoint", "gradient checkpointing / none (both lift-mlx): {:.2f}x training "
+           "tokens/s", "ratio_checkpoint", True))
+
+
 @click.command()
 @click.option("--model", default="cpu-bench", show_default=True)
 @click.option("--tokens", default=4096, show_default=True, help="Document length.")
@@ -115,10 +134,18 @@ def plain_arm(model_name, samples, settings, warmup, steps):
 @click.option("--batch-size", default=4, show_default=True)
 @click.option("--warmup", default=2, show_default=True)
 @click.option("--steps", default=10, show_default=True)
+@click.option("--arms", "arm_names", default=",".join(ARMS), show_default=True,
+              help="Comma-separated arms; the lift-mlx baseline always runs first.")
 @click.option("--out", default="bench_training.json", show_default=True)
-def main(model, tokens, seg_len, rank, batch_size, warmup, steps, out):
+def main(model, tokens, seg_len, rank, batch_size, warmup, steps, arm_names, out):
     import mlx.core as mx
 
+    chosen = [a.strip() for a in arm_names.split(",") if a.strip()]
+    unknown = [a for a in chosen if a not in ARMS]
+    if unknown:
+        raise click.BadParameter(f"unknown arm {unknown[0]!r}; choose from "
+                                 f"{', '.join(ARMS)}", param_hint="--arms")
+    chosen = [BASELINE] + [a for a in chosen if a != BASELINE]
     lm = bench_model(model)
     ids = encode(lm.tokenizer, bench_document(lm.tokenizer, tokens))
     samples = recite_samples(lm.tokenizer, ids, seg_len, seg_len * 3 // 8, 128,
@@ -126,33 +153,33 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, out):
     samples = samples[: len(samples) // batch_size * batch_size]
     # mlx-lm's loop is always compiled; lift-mlx's compiles on GPUs only (CPU: no faster).
     settings = TrainSettings(rank=rank, batch_size=batch_size, grad_checkpoint=False)
-    records = []
-    arms = (("lift-mlx", lift_arm), ("mlx-lm trainer", mlx_lm_arm),
-            ("plain value_and_grad", plain_arm),
-            ("lift-mlx, Gated Memory", functools.partial(lift_arm, kind=GATED)))
-    for arm, fn in arms:
+    records = {}
+    for arm in chosen:
         gc.collect()
         mx.clear_cache()
         mx.reset_peak_memory()
-        n_tokens, seconds = fn(model, samples, settings, warmup, steps)
-        records.append({"arm": arm, "steps": steps, "tokens": n_tokens, "seconds": seconds,
-                        "tok_s": n_tokens / seconds, "peak_gb": mx.get_peak_memory() / 1e9})
-    ratio = records[0]["tok_s"] / records[1]["tok_s"]
-    plain_ratio = records[0]["tok_s"] / records[2]["tok_s"]
-    gated_ratio = records[3]["tok_s"] / records[0]["tok_s"]
+        label, fn = ARMS[arm]
+        arm_settings = dataclasses.replace(settings, grad_checkpoint=arm == "checkpoint")
+        n_tokens, seconds = fn(model, samples, arm_settings, warmup, steps)
+        records[arm] = {"arm": label, "steps": steps, "tokens": n_tokens, "seconds": seconds,
+                        "tok_s": n_tokens / seconds, "peak_gb": mx.get_peak_memory() / 1e9}
     columns = [("arm", "arm", "{}"), ("steps", "steps", "{}"), ("tokens", "tokens", "{:,}"),
                ("seconds", "seconds", "{:.1f}"), ("tok/s", "tok_s", "{:,.0f}"),
                ("peak GB", "peak_gb", "{:.2f}")]
     click.echo(f"{len(samples)} recite samples of {len(samples[0])} tokens, rank {rank}, "
                f"batch {batch_size}")
-    click.echo(format_table(records, columns))
-    click.echo(f"lift-mlx / mlx-lm trainer: {ratio:.2f}x training tokens/s (target >= 1.1x)")
-    click.echo(f"lift-mlx / plain loop: {plain_ratio:.2f}x training tokens/s (target >= 1.0x)")
-    click.echo(f"Gated Memory / LoRA (both lift-mlx): {gated_ratio:.2f}x training tokens/s")
+    click.echo(format_table(list(records.values()), columns))
+    base = records[BASELINE]["tok_s"]
+    ratios = {}
+    for arm, text, key, over_base in RATIOS:
+        if arm in records:
+            ratios[key] = records[arm]["tok_s"] / base if over_base else \
+                base / records[arm]["tok_s"]
+            click.echo(text.format(ratios[key]) + f"; peak {records[arm]['peak_gb']:.2f} GB "
+                       f"against {records[BASELINE]['peak_gb']:.2f} GB")
     Path(out).write_text(json.dumps({"model": lm.name, "machine": machine_info(),
-                                     "records": records, "ratio": ratio,
-                                     "ratio_plain": plain_ratio,
-                                     "ratio_gated_lora": gated_ratio}, indent=1))
+                                     "records": list(records.values()), **ratios},
+                                     indent=1))
     click.echo(f"wrote {out}")
 
 
