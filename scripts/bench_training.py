@@ -1,7 +1,8 @@
 """lift-mlx's training loop vs mlx-lm's trainer (`mlx_lm.tuner.trainer.train`) and a plain
 `nn.value_and_grad` loop.
 
-    python scripts/bench_training.py [--model cpu-bench|smollm2] [--steps 10] [--arms lift-mlx,checkpoint]
+    python scripts/bench_training.py [--model cpu-bench|smollm2] [--steps 10]
+        [--arms lift-mlx,checkpoint]
 
 Same model, the same recite samples, LoRA rank, batch size and number of measured steps (after
 the same warm-up), and lift-mlx's driver with Gated Memory instead of LoRA. All are timed on
