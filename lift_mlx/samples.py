@@ -97,6 +97,12 @@ class Batch:
         return Batch(self.inputs[:rows, :cols], self.targets[:rows, :cols],
                      self.mask[:rows, :cols], self.n_tokens, rows, cols)
 
+    def row_chunks(self, size: int) -> list[Batch]:
+        """The batch cut into batches of `size` rows or fewer (micro-batches)."""
+        return [Batch(self.inputs[i:i + size], self.targets[i:i + size],
+                      self.mask[i:i + size], 0, min(size, max(self.rows - i, 0)), self.longest)
+                for i in range(0, len(self.inputs), size)]
+
     def per_sample(self) -> Batch:
         """The mask scaled so each row's targets sum to 1: a masked mean is then the mean of
         the samples' own mean losses."""

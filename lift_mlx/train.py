@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
+from mlx.utils import tree_map
 
 from .adapters import kind_named
 from .checkpoints import Checkpoint
@@ -31,11 +32,16 @@ from .samples import (
 )
 
 
-def masked_loss(model: nn.Module, inputs, targets, mask) -> mx.array:
+def _mean(ce: mx.array, weights: mx.array, total: mx.array | None) -> mx.array:
+    # `total`: the whole batch's weight, when this is one micro-batch of it
+    return ce.sum() / (mx.maximum(weights.sum(), 1.0) if total is None else total)
+
+
+def masked_loss(model: nn.Module, inputs, targets, mask, total=None) -> mx.array:
     """Mean cross-entropy over the target tokens only."""
     logits = model(inputs)
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * mask
-    return ce.sum() / mx.maximum(mask.sum(), 1.0)
+    return _mean(ce, mask, total)
 
 
 def output_layer(model: nn.Module):
@@ -48,7 +54,7 @@ def output_layer(model: nn.Module):
     return head if head is not None else body.embed_tokens.as_linear
 
 
-def target_loss(model: nn.Module, inputs, index, target_ids, weights) -> mx.array:
+def target_loss(model: nn.Module, inputs, index, target_ids, weights, total=None) -> mx.array:
     """`masked_loss` with the output layer run only at the target positions (`index` into the
     flattened batch). With a 49k-token vocabulary the logits of every position are most of a
     small model's training memory."""
@@ -56,7 +62,7 @@ def target_loss(model: nn.Module, inputs, index, target_ids, weights) -> mx.arra
     hidden = mx.take(hidden.reshape(-1, hidden.shape[-1]), index, axis=0)
     logits = output_layer(model)(hidden)
     ce = nn.losses.cross_entropy(logits.astype(mx.float32), target_ids) * weights
-    return ce.sum() / mx.maximum(weights.sum(), 1.0)
+    return _mean(ce, weights, total)
 
 
 def _splits_like_its_call(model: nn.Module) -> bool:
@@ -152,17 +158,38 @@ class Trainer:
             enable_grad_checkpoint(model)
         loss_and_grad = nn.value_and_grad(model, target_loss if self.split else masked_loss)
 
+        def update(grads):
+            grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
+            self.optimizer.update(model, grads)
+
         def step(*batch):
             self.traces += 1  # Python side effect: runs once per trace, not per call
             loss, grads = loss_and_grad(model, *batch)
-            grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
-            self.optimizer.update(model, grads)
+            update(grads)
             return loss
 
+        # A micro-batched step: each part's share of the loss and its gradients, then one
+        # update with their sum.
+        def grads_of(*batch):
+            self.traces += 1
+            return loss_and_grad(model, *batch)
+
+        self.micro = settings.micro_batch
         if self.compiled:  # the random state too, as mlx-lm's trainer has it (dropout)
             state = [model.state, self.optimizer.state, mx.random.state]
             step = partial(mx.compile, inputs=state, outputs=state)(step)
-        self._step = step
+            # the model state is an output too: value_and_grad leaves traced parameters in it
+            grads_of = partial(mx.compile, inputs=[model.state, mx.random.state],
+                               outputs=[model.state, mx.random.state])(grads_of)
+            update = partial(mx.compile, inputs=state[:2], outputs=state[:2])(update)
+        self._step, self._grads_of, self._update = step, grads_of, update
+
+    def _arrays(self, batch: Batch, total: float | None = None) -> list[mx.array]:
+        if self.split:
+            arrays = (batch.inputs, *_target_index(batch.mask, batch.targets))
+        else:
+            arrays = (batch.inputs, batch.targets, batch.mask)
+        return [mx.array(a) for a in arrays] + ([] if total is None else [mx.array(total)])
 
     def submit(self, batch: Batch) -> mx.array:
         """Start a step on the device and return its (not yet computed) loss."""
@@ -170,11 +197,18 @@ class Trainer:
             batch = batch.trimmed()
         if self.settings.loss_mean == "samples":
             batch = batch.per_sample()
-        if self.split:
-            arrays = (batch.inputs, *_target_index(batch.mask, batch.targets))
+        parts = batch.row_chunks(self.micro) if 0 < self.micro < len(batch.inputs) else []
+        if not parts:
+            loss = self._step(*self._arrays(batch))
         else:
-            arrays = (batch.inputs, batch.targets, batch.mask)
-        loss = self._step(*(mx.array(a) for a in arrays))
+            total = max(float(batch.mask.sum()), 1.0)
+            loss, grads = mx.array(0.0), None
+            for part in parts:
+                part_loss, part_grads = self._grads_of(*self._arrays(part, total))
+                loss = loss + part_loss
+                grads = part_grads if grads is None else tree_map(mx.add, grads, part_grads)
+                mx.eval(loss, grads)  # this part's activations are freed before the next
+            self._update(grads)
         mx.async_eval(loss, self.model.state, self.optimizer.state)
         return loss
 

@@ -2,17 +2,19 @@
 `nn.value_and_grad` loop.
 
     python scripts/bench_training.py [--model cpu-bench|smollm2] [--steps 10]
-        [--arms lift-mlx,checkpoint]
+        [--arms lift-mlx,checkpoint,micro]
 
 Same model, the same recite samples, LoRA rank, batch size and number of measured steps (after
 the same warm-up), and lift-mlx's driver with Gated Memory instead of LoRA. All are timed on
 real (unpadded) tokens per second: lift-mlx pads to fixed buckets (trimmed again when the step
 is not compiled), runs the output layer only where the loss is taken and keeps one step in
 flight; mlx-lm pads each batch to a multiple of 32 and synchronises after every step; the plain
-loop takes full logits over the padded batch and synchronises after every step. A last arm runs
-lift-mlx's driver with gradient checkpointing (each block's activations recomputed in the
-backward pass), for what it saves in memory and costs in speed. Peak memory is MLX's, per arm
-(the model is loaded anew for each). Prints a table and writes JSON.
+loop takes full logits over the padded batch and synchronises after every step. Two more arms
+run lift-mlx's driver with gradient checkpointing (each block's activations recomputed in the
+backward pass) and with micro-batches (half the batch's rows through the model at a time, the
+gradients summed before the one update), for what they save in memory and cost in speed.
+Peak memory is MLX's, per arm (the model is loaded anew for each). Prints a table and writes
+JSON.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ BASELINE = "lift-mlx"
 ARMS = {BASELINE: ("lift-mlx", lift_arm), "mlx-lm": ("mlx-lm trainer", mlx_lm_arm),
         "plain": ("plain value_and_grad", plain_arm),
         "gated": ("lift-mlx, Gated Memory", functools.partial(lift_arm, kind=GATED)),
-        "checkpoint": ("lift-mlx, gradient checkpointing", lift_arm)}
+        "checkpoint": ("lift-mlx, gradient checkpointing", lift_arm),
+        "micro": ("lift-mlx, micro-batches of half the batch", lift_arm)}
 # (arm, how the ratio reads, its JSON key, the arm over the baseline or the baseline over it)
 RATIOS = (("mlx-lm", "lift-mlx / mlx-lm trainer: {:.2f}x training tokens/s (target >= 1.1x)",
            "ratio", False),
@@ -124,7 +127,9 @@ RATIOS = (("mlx-lm", "lift-mlx / mlx-lm trainer: {:.2f}x training tokens/s (targ
           ("gated", "Gated Memory / LoRA (both lift-mlx): {:.2f}x training tokens/s",
            "ratio_gated_lora", True),
           ("checkpoint", "gradient checkpointing / none (both lift-mlx): {:.2f}x training "
-           "tokens/s", "ratio_checkpoint", True))
+           "tokens/s", "ratio_checkpoint", True),
+          ("micro", "micro-batches / the whole batch at once (both lift-mlx): {:.2f}x training "
+           "tokens/s", "ratio_micro", True))
 
 
 @click.command()
@@ -160,7 +165,9 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, arm_names, out
         mx.clear_cache()
         mx.reset_peak_memory()
         label, fn = ARMS[arm]
-        arm_settings = dataclasses.replace(settings, grad_checkpoint=arm == "checkpoint")
+        arm_settings = dataclasses.replace(
+            settings, grad_checkpoint=arm == "checkpoint",
+            micro_batch=max(1, batch_size // 2) if arm == "micro" else 0)
         n_tokens, seconds = fn(model, samples, arm_settings, warmup, steps)
         records[arm] = {"arm": label, "steps": steps, "tokens": n_tokens, "seconds": seconds,
                         "tok_s": n_tokens / seconds, "peak_gb": mx.get_peak_memory() / 1e9}

@@ -183,7 +183,9 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
 
 
 def settings_tag(settings, args) -> str:
-    blob = json.dumps([settings.used(), args.window, args.max_tokens, args.filler,
+    """What a run's records are filed under: the settings that shape the adapter (not, e.g.,
+    --micro-batch or --checkpoint-every) and the experiment's own."""
+    blob = json.dumps([settings.keyed(), args.window, args.max_tokens, args.filler,
                        args.questions], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -432,7 +434,8 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
     lines += ["", f"Documents: {counts}; model {result['model']}, window {args.window}, "
               f"answers of at most {args.max_tokens} tokens, settings tag `{result['tag']}` "
               f"(everything in `{where}/results.json`, each document's rows in "
-              f"`{where}/records/`)."]
+              f"`{where}/records/`); made by `python scripts/lift_experiment.py "
+              f"{' '.join(sys.argv[1:])}`."]
     if (out / "lift_experiment.png").exists():
         lines += ["", f"![answer containment per arm and region]({where}/lift_experiment.png)"]
     lines += ["", README_END]
@@ -461,6 +464,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "docs" / "lift_experiment"))
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "lift-experiment"),
                         help="documents, adapters and records (a rerun resumes from them)")
+    parser.add_argument("--recorded", action="store_true",
+                        help="run nothing: the table from the documents already recorded "
+                        "(under --out), skipping the others")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--verbose", action="store_true", help="absorb's progress bars")
     args = parser.parse_args()
@@ -484,7 +490,7 @@ def main() -> None:
     print(f"{lm.name}: settings tag {tag}, work folder {work}, records {records}", flush=True)
     cpt = chars_per_token(lm.tokenizer, args.filler)
     base_general = []
-    if args.general:
+    if args.general and not args.recorded:  # each record holds the base's answers too
         key = hashlib.sha256(GENERAL.read_bytes()).hexdigest()[:10]
         cached = work / f"general-base-{key}.json"  # a new list of questions: answered anew
         if not cached.exists():
@@ -496,6 +502,9 @@ def main() -> None:
     done = []
     for length in [int(x) for x in args.lengths.split(",")]:
         for index in range(args.docs):
+            if args.recorded and not (records / f"doc-{length}-{index}.json").exists():
+                print(f"doc-{length}-{index}: not recorded, skipped", flush=True)
+                continue
             done.append(run_doc(lm, length, index, args, settings, work, cpt, base_general,
                                 records))
             rows = [r for d in done for r in d["rows"]]

@@ -102,6 +102,15 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     experiment.main()
     assert not list((tmp_path / "elsewhere").rglob("adapters.safetensors"))
     assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+    # --recorded: a second document has no record, so it is skipped, not run.
+    argv[argv.index("--docs") + 1] = "2"
+    monkeypatch.setattr(sys, "argv", argv + ["--recorded"])
+    experiment.main()
+    assert not list((tmp_path / "elsewhere").rglob("doc-1024-1"))
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+    # the table names the command that made it
+    assert "made by `python scripts/lift_experiment.py --model" in readme.read_text()
+    assert "--max_tokens=24 --recorded`" in readme.read_text().replace("--set ", "--")
 
 
 def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, tmp_path,

@@ -71,6 +71,30 @@ def test_grad_checkpoint_gives_the_same_losses(tiny_model_path, tiny_lm, demo_te
     assert l_ckpt == pytest.approx(l_plain, rel=1e-4)
 
 
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("mean", ["tokens", "samples"])
+def test_micro_batches_take_the_whole_batch_step_in_less_memory(tiny_model_path, tiny_lm,
+                                                                demo_text, compile, mean):
+    ids = encode(tiny_lm.tokenizer, demo_text)
+    # rows of unequal length and targets, so each part's share of the loss must be weighed
+    samples = [Sample(tuple(ids[i:i + n]), (0,) * (n // 3) + (1,) * (n - n // 3), "doc")
+               for i, n in [(0, 300), (40, 180), (90, 300), (400, 250)]]
+    results = {}
+    for micro in (0, 1, 3):
+        settings = TrainSettings(rank=8, lr=1e-3, batch_size=4, compile=compile,
+                                 grad_checkpoint=False, loss_mean=mean, micro_batch=micro)
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        losses, _, _ = _few_steps(tiny_model_path, settings, samples, steps=4)
+        results[micro] = losses, mx.get_peak_memory()
+    whole, whole_peak = results[0]
+    for micro in (1, 3):
+        losses, peak = results[micro]
+        assert losses == pytest.approx(whole, rel=1e-4), micro  # the same four updates
+        assert losses[-1] < losses[0]
+    assert results[1][1] < 0.8 * whole_peak, (results[1][1], whole_peak)
+
+
 def test_qlora_on_a_4bit_base_trains_only_the_adapter(tiny_q4_path, demo_text):
     lm = load_model(str(tiny_q4_path))
     assert lm.quantized
