@@ -130,7 +130,7 @@ class TrainReport:
     target_tokens: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    traces: int = 0  # times the step was traced (compiled); bounded by the number of shapes
+    traces: int = 0  # times the step was traced (compiled): once per shape (micro-batches: +1)
     sample_views: int = 0  # samples trained on, counted once per step they are in
 
     @property
