@@ -26,7 +26,7 @@ from .ingest import Document, read_document
 from .models import LoadedModel, config_fingerprint, load_model, recommended_settings
 from .progress import Progress, timed
 from .prompts import encode
-from .samples import Sample, qa_sample, recite_samples
+from .samples import QASamples, Sample, qa_sample, recite_samples
 from .split import segment_starts
 from .synthesize import (
     QAStream,
@@ -207,10 +207,12 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
             rng = random.Random(settings.train.seed)
             ready = recite_samples(tok, doc_tokens, s.seg_len, s.stride, s.context_len, rng)
         report.recite_samples = len(ready)
+        make_qa = QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
+                               random.Random(settings.train.seed + 1))
         if "cloze" in settings.train.tasks:
             cloze = cloze_pairs(doc.text, settings.synth.window_chars)
             report.cloze_samples = len(cloze)
-            ready += [qa_sample(tok, p.question, p.answer) for p in cloze]
+            ready += make_qa(cloze)
     source = None
     if "qa" in settings.train.tasks:
         # The generator is the plain base even while its adapter trains: a view that shares the
@@ -227,7 +229,8 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
     if state := checkpoint.state():
         progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                      "absorb of this document stopped")
-    report.train = _train(lm, settings, ready, source, report, progress, checkpoint)
+    report.train = _train(lm, settings, ready, source, make_qa, report, progress,
+                          checkpoint)
     _phase_peak(report, "train" if not pipeline or source is None else "synthesize+train")
     if source is not None:
         report.synth = source.report
@@ -399,13 +402,14 @@ class _QASource:
 
 
 def _train(lm: LoadedModel, settings: Settings, ready: list[Sample],
-           source: _QASource | None, report: AbsorbReport, progress: Progress,
-           checkpoint: Checkpoint) -> TrainReport:
+           source: _QASource | None, make_qa: QASamples, report: AbsorbReport,
+           progress: Progress, checkpoint: Checkpoint) -> TrainReport:
     """Train on the samples `ready` (recite, cloze) and on the QA samples as the generator
     writes them."""
     t = settings.train
     tok = lm.tokenizer
-    longest = len(qa_sample(tok, "", "")) + settings.synth.max_tokens if source else 0
+    longest = (len(qa_sample(tok, "", "", make_qa.view)) + settings.synth.max_tokens
+               if source else 0)
     expected_qa = 0
     if source is not None:
         expected_qa = len(source.fresh) if source.done else source.windows * (
@@ -418,7 +422,8 @@ def _train(lm: LoadedModel, settings: Settings, ready: list[Sample],
 
         start = time.perf_counter()
         train_report = train(lm.model, ready, t, _pad_id(tok), on_step,
-                             arriving=_qa_samples(source, tok, bool(ready), report, progress),
+                             arriving=_qa_samples(source, make_qa, bool(ready), report,
+                                                  progress),
                              longest=longest, total=estimate, checkpoint=checkpoint)
     elapsed = time.perf_counter() - start
     times = report.seconds
@@ -426,14 +431,14 @@ def _train(lm: LoadedModel, settings: Settings, ready: list[Sample],
     return train_report
 
 
-def _qa_samples(source: _QASource | None, tok, ready: bool, report: AbsorbReport,
-                progress: Progress) -> Iterator[list[Sample]]:
+def _qa_samples(source: _QASource | None, make_qa: QASamples, ready: bool,
+                report: AbsorbReport, progress: Progress) -> Iterator[list[Sample]]:
     """The QA samples for `train`: those at hand first, then one generator step per `next()`
     and the samples of the pairs it finished; at the end, what was kept is reported."""
     times = report.seconds
 
     def samples() -> list[Sample]:
-        return [qa_sample(tok, p.question, p.answer) for p in source.take()]
+        return make_qa(source.take())
 
     if source is not None:
         yield samples()

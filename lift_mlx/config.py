@@ -25,7 +25,7 @@ TASKS = ("recite", "qa", "cloze")
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
             min: float | None = None, max: float | None = None, min_open: bool = False,
             choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None,
-            keyed: bool = True, kind: str | None = None):
+            keyed: bool | str = True, kind: str | None = None):
     """A stage field with its declaration in the metadata.
 
     `flag`: the CLI option (none: settable from Python, presets and the server only). `name`:
@@ -33,7 +33,9 @@ def setting(default, help: str, *, flag: str | None = None, name: str | None = N
     own name is taken by another stage. `min`/`max` (`min_open`: strictly above `min`) or
     `choices`: the values allowed. `paper`: the value of the "paper" preset. `shown`: the
     default as the help states it, where the value alone would not say it. `keyed=False`: a
-    value that leaves the trained adapter as it is, so it is no part of the adapter's key.
+    value that leaves the trained adapter as it is, so it is no part of the adapter's key;
+    `keyed="changed"`: part of the key only away from its default (a setting added after
+    adapters were stored, whose keys it then leaves as they were).
     `kind`: a setting of that adapter kind alone, part of the key only when the kind trains.
     """
     metadata = dict(help=help, flag=flag, name=name, min=min, max=max, min_open=min_open,
@@ -52,6 +54,15 @@ class SplitSettings:
     # head+tail prefix of recite samples (paper: 4096)
     context_len: int = setting(512, "Head+tail document view (tokens) before each recite "
                                "segment; 0 = off.", flag="--context-len", min=0, paper=4096)
+    # the view `ask` shows (not in the paper): QA samples that look like answering with it
+    qa_context_len: int = setting(0, "Head+tail document view (tokens) before a share "
+                                  "(--qa-context-share) of the QA and cloze samples, laid out "
+                                  "as `ask` lays out its view; 0 = off.",
+                                  flag="--qa-context-len", min=0, keyed="changed")
+    qa_context_share: float = setting(0.25, "Share of the QA and cloze samples that get the "
+                                      "--qa-context-len view, picked by --seed.",
+                                      flag="--qa-context-share", min=0.0, max=1.0,
+                                      keyed="changed")
 
 
 @dataclass
@@ -156,7 +167,7 @@ class Setting:
     choices: tuple[str, ...] | None
     paper: object
     shown: str | None
-    keyed: bool
+    keyed: bool | str
     kind: str | None
 
     @property
@@ -217,7 +228,8 @@ class Settings:
         """`used` without the values that leave the adapter as it is: what its key hashes."""
         d = self.used()
         for s in SETTINGS.values():
-            if not s.keyed and s.field in d[s.stage]:
+            if s.field in d[s.stage] and (not s.keyed or (
+                    s.keyed == "changed" and d[s.stage][s.field] == s.default)):
                 del d[s.stage][s.field]
         return d
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import prompts
+from .answer import head_tail_context
 from .split import head_tail, segments
 
 
@@ -40,11 +41,33 @@ def end_of_turn(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id]
 
 
-def qa_sample(tokenizer, question: str, answer: str) -> Sample:
-    """`user: question` / `assistant: answer`, in the wording `ask` uses; loss on the answer."""
-    prompt = prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question))
+def qa_sample(tokenizer, question: str, answer: str,
+              context: list[int] | None = None) -> Sample:
+    """`user: question` / `assistant: answer`, in the wording `ask` uses (with `context`, a
+    document view before the question, as `ask` shows one); loss on the answer."""
+    prompt = prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question, context))
     target = prompts.encode(tokenizer, answer.strip()) + end_of_turn(tokenizer)
     return _sample(prompt, target, "qa")
+
+
+class QASamples:
+    """QA samples of pairs, a `share` of them (picked by `rng`, in the order the pairs come)
+    with the document's head+tail view of `context_len` tokens before the question."""
+
+    def __init__(self, tokenizer, doc_tokens: list[int], context_len: int, share: float,
+                 rng: random.Random):
+        self.tokenizer, self.share, self.rng = tokenizer, share, rng
+        self.view = None
+        if context_len > 0 and share > 0:
+            self.view = head_tail_context(tokenizer, doc_tokens, context_len) or None
+
+    def __call__(self, pairs) -> list[Sample]:
+        out = []
+        for p in pairs:
+            shown = self.view is not None and self.rng.random() < self.share
+            out.append(qa_sample(self.tokenizer, p.question, p.answer,
+                                 self.view if shown else None))
+        return out
 
 
 def recite_samples(

@@ -56,6 +56,40 @@ def test_absorb_trains_with_the_driver_the_tests_and_benches_call(tiny_lm, tiny_
     assert absorbed.report.train.losses == pytest.approx(direct.losses, rel=1e-5)
 
 
+def test_qa_views_train_a_share_of_the_cloze_samples_with_the_document_view(
+        tiny_lm, tiny_model_path, tmp_path, demo_text):
+    """--qa-context-len/--qa-context-share: the cloze samples absorb trains on are the recite
+    samples and QASamples' (a seeded share with the head+tail view), step for step; the view
+    makes them longer, so the trained tokens grow."""
+    import random
+
+    from lift_mlx.adapters import LORA
+    from lift_mlx.config import Settings
+    from lift_mlx.prompts import encode
+    from lift_mlx.samples import QASamples, recite_samples
+    from lift_mlx.synthesize import cloze_pairs
+    from lift_mlx.train import train
+
+    doc = tmp_path / "doc.txt"
+    doc.write_text(demo_text[:3000])
+    opts = {**FAST, "tasks": ("recite", "cloze")}
+    plain = absorb(doc, tiny_lm, **opts)
+    viewed = absorb(doc, tiny_lm, **opts, qa_context_len=96, qa_context_share=0.5)
+    assert viewed.adapter_path != plain.adapter_path
+    assert viewed.report.train.tokens > plain.report.train.tokens
+    s = Settings.from_dict(viewed.meta["settings"])
+    lm = load_model(str(tiny_model_path))
+    tok = lm.tokenizer
+    ids = encode(tok, doc.read_text())
+    samples = recite_samples(tok, ids, s.split.seg_len, s.split.stride, s.split.context_len,
+                             random.Random(s.train.seed))
+    make_qa = QASamples(tok, ids, 96, 0.5, random.Random(s.train.seed + 1))
+    samples += make_qa(cloze_pairs(doc.read_text(), s.synth.window_chars))
+    LORA.attach(lm.model, s.train)
+    direct = train(lm.model, samples, s.train, tok.pad_token_id)
+    assert viewed.report.train.losses == pytest.approx(direct.losses, rel=1e-5)
+
+
 def test_stored_adapter_is_reused_without_training(tiny_lm, tmp_path, demo_text):
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:2000])

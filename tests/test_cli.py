@@ -22,6 +22,8 @@ GIVEN = {
     "--seg-len": ("split", "seg_len", ["--seg-len", "400"], 400),  # over the default stride
     "--stride": ("split", "stride", ["--stride", "40"], 40),
     "--context-len": ("split", "context_len", ["--context-len", "16"], 16),
+    "--qa-context-len": ("split", "qa_context_len", ["--qa-context-len", "48"], 48),
+    "--qa-context-share": ("split", "qa_context_share", ["--qa-context-share", "0.5"], 0.5),
     "--qa-per-sentence": ("synth", "qa_per_sentence", ["--qa-per-sentence", "3"], 3),
     "--generator-style": ("synth", "style", ["--generator-style", "json"], "json"),
     "--generator-batch-size": ("synth", "generator_batch_size",

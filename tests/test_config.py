@@ -107,3 +107,15 @@ def test_a_kind_s_own_settings_key_only_its_adapters():
     assert gated.replace(o_proj_rank=0).keyed() != gated.keyed()
     # what experiments tag their runs with: a LoRA run's settings as before Gated Memory
     assert "o_proj_rank" not in lora.used()["train"] and "rank" not in gated.used()["train"]
+
+
+def test_settings_added_later_key_adapters_only_when_changed():
+    """The QA view settings came after adapters were stored: at their defaults they are no
+    part of the key (those adapters keep their keys), changed they are."""
+    s = preset("default")
+    assert "qa_context_len" not in s.keyed()["split"]
+    assert "qa_context_share" not in s.keyed()["split"]
+    assert "qa_context_len" in s.used()["split"]  # still recorded with the adapter
+    on = s.replace(qa_context_len=256)
+    assert on.keyed() != s.keyed() and on.keyed()["split"]["qa_context_len"] == 256
+    assert on.replace(qa_context_share=0.5).keyed() != on.keyed()

@@ -3,7 +3,10 @@ import random
 import numpy as np
 
 from lift_mlx import prompts
+from lift_mlx.answer import question_prompt
+from lift_mlx.generator_styles import QAPair
 from lift_mlx.samples import (
+    QASamples,
     Sample,
     buckets_for,
     make_batch,
@@ -24,6 +27,32 @@ def test_qa_sample_masks_exactly_the_answer_and_end_of_turn(tiny_lm):
     prompt = prompts.chat_ids(tok, prompts.question_body(tok, "Who chairs it?"))
     assert list(s.tokens[: len(s) - n]) == prompt
     assert tok.decode(prompt).endswith("<|im_start|>assistant\n")
+
+
+def test_qa_samples_with_a_view_see_the_prompt_ask_builds(tiny_lm, demo_text):
+    tok = tiny_lm.tokenizer
+    ids = tok.encode(demo_text, add_special_tokens=False)
+    pairs = [QAPair(f"Who chairs part {i}?", f"Member {i}") for i in range(200)]
+    window, max_tokens = 512, 24
+    # the view `ask --window 512` shows beside a 24-token answer (questions of this length)
+    budget = window - max_tokens - 64
+    viewed = QASamples(tok, ids, budget, 1.0, random.Random(0))(pairs[:3])
+    for p, s in zip(pairs, viewed):
+        prompt = question_prompt(tok, p.question, ids, window, max_tokens)
+        assert len(ids) > budget and len(prompt) > budget
+        assert list(s.tokens[: len(prompt)]) == prompt
+        assert list(s.tokens[len(prompt):]) == tok.encode(p.answer, add_special_tokens=False) \
+            + [tok.eos_token_id]
+        assert s.n_targets == len(s) - len(prompt)
+    # a share of them, picked by the seed; off: the bare question
+    some = QASamples(tok, ids, budget, 0.25, random.Random(5))(pairs)
+    shown = [len(s) > budget for s in some]
+    assert 30 < sum(shown) < 70
+    assert shown == [len(s) > budget for s in QASamples(tok, ids, budget, 0.25,
+                                                           random.Random(5))(pairs)]
+    bare = [qa_sample(tok, p.question, p.answer) for p in pairs[:3]]
+    assert QASamples(tok, ids, 0, 1.0, random.Random(0))(pairs[:3]) == bare
+    assert QASamples(tok, ids, budget, 0.0, random.Random(0))(pairs[:3]) == bare
 
 
 def test_recite_samples_cover_segments_with_loss_on_segment_only(tiny_lm, demo_text):
