@@ -208,7 +208,7 @@ def _train_and_store(doc: Document, lm: LoadedModel, gen: LoadedModel | None,
             ready = recite_samples(tok, doc_tokens, s.seg_len, s.stride, s.context_len, rng)
         report.recite_samples = len(ready)
         make_qa = QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
-                               random.Random(settings.train.seed + 1))
+                            random.Random(settings.train.seed + 1))
         if "cloze" in settings.train.tasks:
             cloze = cloze_pairs(doc.text, settings.synth.window_chars)
             report.cloze_samples = len(cloze)
