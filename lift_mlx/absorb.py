@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlx.core as mx
@@ -19,7 +19,7 @@ from . import __version__, adapters, backend, store
 from .adapters import base_view
 from .answer import about_document, question_prompt, stream_answer
 from .checkpoints import Checkpoint
-from .config import Settings, preset, setting_sources
+from .config import AnswerSettings, Settings, preset, setting_sources
 from .errors import LiftError
 from .generator_styles import QAPair, resolve_style
 from .ingest import Document, read_document
@@ -99,9 +99,13 @@ class Absorbed:
             self._doc_tokens = encode(self.lm.tokenizer, self.document_text)
         return self._doc_tokens
 
-    def prompt(self, question: str, *, context: bool = True, max_tokens: int = 256) -> list[int]:
-        tokens = self.doc_tokens if context else None
-        return question_prompt(self.lm.tokenizer, question, tokens, self.lm.window, max_tokens)
+    def prompt(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> list[int]:
+        """Prompt ids for `question` as `stream` answers it."""
+        settings = replace(settings or AnswerSettings(), **changes)
+        tokens = self.doc_tokens if settings.context else None
+        return question_prompt(self.lm.tokenizer, question, tokens, self.lm.window,
+                               settings.max_tokens)
 
     def uses_adapter(self, question: str) -> bool:
         """Whether the adapter answers `question`: where it is about the document (see
@@ -109,21 +113,24 @@ class Absorbed:
         costs nothing on general questions."""
         return about_document(question, self.document_text)
 
-    def stream(self, question: str, *, context: bool = True, max_tokens: int = 256,
-               temp: float = 0.0, route: bool = True) -> Iterator[str]:
-        """Yield the answer as it is generated; with `route`, questions not about the
-        document are answered by the plain base (no adapter, no document view)."""
+    def stream(self, question: str, settings: AnswerSettings | None = None, *,
+               route: bool = True, **changes) -> Iterator[str]:
+        """Yield the answer as it is generated (`settings`, with `changes` to its fields such
+        as `max_tokens=64`); with `route`, questions not about the document are answered by
+        the plain base (no adapter, no document view)."""
+        settings = replace(settings or AnswerSettings(), **changes)
         model = self.lm.model
         if route and not self.uses_adapter(question):
             if self._base is None:
                 self._base = base_view(self.lm.model)
-            model, context = self._base, False
-        ids = self.prompt(question, context=context, max_tokens=max_tokens)
-        yield from stream_answer(model, self.lm.tokenizer, ids, max_tokens, temp)
+            model, settings = self._base, replace(settings, context=False)
+        ids = self.prompt(question, settings)
+        yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
+                                 settings.temp)
 
-    def ask(self, question: str, **kwargs) -> str:
+    def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
         """The whole answer to `question` (see `stream` for the options)."""
-        return "".join(self.stream(question, **kwargs))
+        return "".join(self.stream(question, settings, **kwargs))
 
 
 def absorb(
@@ -515,25 +522,28 @@ class Absorbing:
             raise self._error
         return self._result
 
-    def prompt(self, question: str, *, context: bool = True, max_tokens: int = 256) -> list[int]:
+    def prompt(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> list[int]:
+        settings = replace(settings or AnswerSettings(), **changes)
         if self.ready:
-            return self.wait().prompt(question, context=context, max_tokens=max_tokens)
+            return self.wait().prompt(question, settings)
         # The base knows nothing of the document: it always gets the head+tail view.
         return question_prompt(self.lm.tokenizer, question, self._doc_tokens, self.lm.window,
-                               max_tokens)
+                               settings.max_tokens)
 
-    def stream(self, question: str, *, context: bool = True, max_tokens: int = 256,
-               temp: float = 0.0) -> Iterator[str]:
+    def stream(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> Iterator[str]:
         """Yield the answer: from the adapter when it is ready, else from the base at once."""
+        settings = replace(settings or AnswerSettings(), **changes)
         if self.ready:
-            yield from self.wait().stream(question, context=context, max_tokens=max_tokens,
-                                          temp=temp)
+            yield from self.wait().stream(question, settings)
             return
-        ids = self.prompt(question, context=True, max_tokens=max_tokens)
-        yield from stream_answer(self._base, self.lm.tokenizer, ids, max_tokens, temp)
+        ids = self.prompt(question, settings)
+        yield from stream_answer(self._base, self.lm.tokenizer, ids, settings.max_tokens,
+                                 settings.temp)
 
-    def ask(self, question: str, **kwargs) -> str:
-        return "".join(self.stream(question, **kwargs))
+    def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
+        return "".join(self.stream(question, settings, **kwargs))
 
 
 def load_absorbed(adapter_dir: str | Path, model: str | LoadedModel | None = None) -> Absorbed:

@@ -86,7 +86,7 @@ class PromptCache:
 
 
 def stream_answer(
-    model, tokenizer, prompt_ids: list[int], max_tokens: int = 256, temp: float = 0.0,
+    model, tokenizer, prompt_ids: list[int], max_tokens: int, temp: float = 0.0,
     cache: PromptCache | None = None,
 ) -> Iterator[str]:
     """Yield the answer's text as it is generated (greedy when temp is 0); with `cache`,

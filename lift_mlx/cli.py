@@ -10,9 +10,9 @@ from pathlib import Path
 import click
 
 from . import backend, store
-from .config import SETTINGS
+from .config import SETTINGS, AnswerSettings
 from .errors import LiftError
-from .options import model_option, pop_settings, setting_options
+from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
 from .progress import Progress
 
 # Commands defined in other modules, imported only when run (click's lazy group): name ->
@@ -158,23 +158,14 @@ def _answer_options(f):
     f = click.option("--now", is_flag=True,
                      help="Answer at once from the head+tail view with the plain base model "
                           "while the adapter trains; the adapter answers once it is ready.")(f)
-    f = click.option("--temp", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="Sampling temperature; 0 is greedy.")(f)
-    f = click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True,
-                     help="Longest answer, in tokens.")(f)
-    f = click.option("--no-context", is_flag=True,
-                     help="Ask with the question alone, relying on the adapter; by default "
-                          "the prompt also holds a head+tail view of the document that fits "
-                          "the model's window.")(f)
-    return f
+    return answer_options(f)
 
 
-def _stream(absorbed, question, no_context, max_tokens, temp) -> tuple[float | None, str]:
+def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | None, str]:
     """Print the answer as it streams; (seconds to the first token, the whole answer)."""
     start = time.perf_counter()
     first, pieces = None, []
-    for piece in absorbed.stream(question, context=not no_context, max_tokens=max_tokens,
-                                 temp=temp):
+    for piece in absorbed.stream(question, settings):
         first = first or time.perf_counter() - start
         pieces.append(piece)
         click.echo(piece, nl=False)
@@ -189,7 +180,7 @@ def _stream(absorbed, question, no_context, max_tokens, temp) -> tuple[float | N
 @model_option
 @_answer_options
 @setting_options
-def ask(target, question, model, no_context, max_tokens, temp, now, **opts):
+def ask(target, question, model, now, **opts):
     """Answer QUESTION about a document or a stored adapter, streaming the answer.
 
     Given a document, it is absorbed first unless a stored adapter matches it (same text,
@@ -198,10 +189,11 @@ def ask(target, question, model, no_context, max_tokens, temp, now, **opts):
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
+    answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
-    _stream(absorbed, question, no_context, max_tokens, temp)
+    _stream(absorbed, question, answer)
     if now and hasattr(absorbed, "wait"):
         absorbed = absorbed.wait()  # the adapter is stored for the next question
         if not opts["quiet"]:
@@ -213,11 +205,12 @@ def ask(target, question, model, no_context, max_tokens, temp, now, **opts):
 @model_option
 @_answer_options
 @setting_options
-def chat(target, model, no_context, max_tokens, temp, now, **opts):
+def chat(target, model, now, **opts):
     """Ask many questions about one document or adapter; the model is loaded once.
 
     Type a question and press Enter; an empty line or Ctrl-D ends the session.
     """
+    answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
@@ -231,7 +224,7 @@ def chat(target, model, no_context, max_tokens, temp, now, **opts):
         if hasattr(absorbed, "wait") and absorbed.ready:
             absorbed = absorbed.wait()
             click.echo("(the adapter is ready and answers from now on)", err=True)
-        _stream(absorbed, question, no_context, max_tokens, temp)
+        _stream(absorbed, question, answer)
     if hasattr(absorbed, "wait"):
         click.echo("finishing the adapter...", err=True)
         absorbed.wait()
@@ -271,22 +264,21 @@ def info(adapter):
     click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     click.echo(f"peak memory  {r.get('peak_memory_gb', 0):.2f} GB")
     from .adapters import kind_of
-    from .gated import GATED
 
-    if kind_of(adapter) is GATED:
-        _print_gates(adapter)
+    kind = kind_of(adapter)
+    if kind.probe is not None:
+        _print_probe(adapter, kind)
 
 
-def _print_gates(adapter: Path) -> None:
+def _print_probe(adapter: Path, kind) -> None:
     from .absorb import load_absorbed
-    from .gated import probe_gates
 
     try:
         absorbed = load_absorbed(adapter)
     except LiftError as e:
         click.echo(f"gates        not measured: {e}")
         return
-    gates = probe_gates(absorbed.lm.model, absorbed.lm.tokenizer, absorbed.document_text)
+    gates = kind.probe(absorbed.lm.model, absorbed.lm.tokenizer, absorbed.document_text)
     click.echo("gates        mean per layer, first layer first")
     for probe, values in gates.items():
         click.echo(f"  {probe:<10} " + " ".join(f"{g:.3f}" for g in values))

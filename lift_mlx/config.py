@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .adapters import ADAPTER_KINDS
@@ -24,18 +25,19 @@ TASKS = ("recite", "qa", "cloze")
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
             min: float | None = None, max: float | None = None, min_open: bool = False,
-            choices: tuple[str, ...] | None = None, paper=None, shown: str | None = None,
+            choices: Collection[str] | None = None, paper=None, shown: str | None = None,
             keyed: bool | str = True, kind: str | None = None):
     """A stage field with its declaration in the metadata.
 
     `flag`: the CLI option (none: settable from Python, presets and the server only). `name`:
     the flat name for `Settings.replace`, presets and models/presets.json, when the field's
     own name is taken by another stage. `min`/`max` (`min_open`: strictly above `min`) or
-    `choices`: the values allowed. `paper`: the value of the "paper" preset. `shown`: the
-    default as the help states it, where the value alone would not say it. `keyed=False`: a
-    value that leaves the trained adapter as it is, so it is no part of the adapter's key;
-    `keyed="changed"`: part of the key only away from its default (a setting added after
-    adapters were stored, whose keys it then leaves as they were).
+    `choices`: the values allowed (a registry, such as the adapter kinds, is read when a value
+    is checked, so a kind registered later is allowed too). `paper`: the value of the "paper"
+    preset. `shown`: the default as the help states it, where the value alone would not say
+    it. `keyed=False`: a value that leaves the trained adapter as it is, so it is no part of
+    the adapter's key; `keyed="changed"`: part of the key only away from its default (a
+    setting added after adapters were stored, whose keys it then leaves as they were).
     `kind`: a setting of that adapter kind alone, part of the key only when the kind trains.
     """
     metadata = dict(help=help, flag=flag, name=name, min=min, max=max, min_open=min_open,
@@ -101,11 +103,10 @@ class TrainSettings:
                                      "question/answer pairs), cloze (each sentence asked back "
                                      "with a name or number of it as the answer: made by rule, "
                                      "no generation).", flag="--tasks", choices=TASKS)
-    # adapters.py; the paper's is LoRA (its earlier versions: Gated Memory)
-    adapter: str = setting("lora", "Adapter kind trained on the frozen base: lora (LoRA on every "
-                           "linear layer, in mlx-lm's format) or gated (Gated Memory on every "
-                           "attention layer, which only lift-mlx loads).", flag="--adapter",
-                           choices=tuple(ADAPTER_KINDS))
+    # adapters/; the paper's is LoRA (its earlier versions: Gated Memory)
+    adapter: str = setting("lora", "Adapter kind trained on the frozen base: " + "; ".join(
+                           f"{k.name} ({k.help})" for k in ADAPTER_KINDS.values()) + ".",
+                           flag="--adapter", choices=ADAPTER_KINDS)
     # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
     rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128, kind="lora")
     # paper: alpha 256 / rank 128
@@ -150,6 +151,20 @@ class TrainSettings:
                                     flag="--checkpoint-every", min=0, keyed=False)
 
 
+@dataclass
+class AnswerSettings:
+    """How a question is answered, by `ask`, `chat`, the server and `eval` alike (not part of
+    the absorb settings: an adapter answers with any of them)."""
+
+    max_tokens: int = setting(256, "Longest answer, in tokens.", flag="--max-tokens", min=1)
+    # greedy, as the paper answers
+    temp: float = setting(0.0, "Sampling temperature; 0 is greedy.", flag="--temp", min=0.0)
+    # the paper's answer prompt: a head+tail view of the document, then the question
+    context: bool = setting(True, "Show the model a head+tail view of the document that fits "
+                            "its window before the question; --no-context asks with the "
+                            "question alone, relying on the adapter.", flag="--context")
+
+
 @dataclass(frozen=True)
 class Setting:
     """One stage field as the CLI, the presets and validation see it."""
@@ -164,7 +179,7 @@ class Setting:
     min: float | None
     max: float | None
     min_open: bool
-    choices: tuple[str, ...] | None
+    choices: Collection[str] | None
     paper: object
     shown: str | None
     keyed: bool | str
@@ -268,16 +283,22 @@ class Settings:
             raise LiftError("--stride must be between 1 and --seg-len")
 
 
+def declared(cls, stage: str) -> list[Setting]:
+    """The declarations of the fields of one stage's dataclass."""
+    types = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        out.append(Setting(m["name"] or f.name, stage, f.name, types[f.name], f.default,
+                           m["help"], m["flag"], m["min"], m["max"], m["min_open"],
+                           m["choices"], m["paper"], m["shown"], m["keyed"], m["kind"]))
+    return out
+
+
 def _declared() -> dict[str, Setting]:
     settings = {}
     for stage in dataclasses.fields(Settings):
-        cls = stage.default_factory
-        types = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            m = f.metadata
-            s = Setting(m["name"] or f.name, stage.name, f.name, types[f.name], f.default,
-                        m["help"], m["flag"], m["min"], m["max"], m["min_open"], m["choices"],
-                        m["paper"], m["shown"], m["keyed"], m["kind"])
+        for s in declared(stage.default_factory, stage.name):
             if s.name in settings:  # give one of the two fields its own `name=`
                 raise TypeError(f"two settings are called {s.name!r}")
             settings[s.name] = s

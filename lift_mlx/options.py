@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 import click
 
-from .config import PRESETS, SETTINGS, Setting
+from .config import PRESETS, SETTINGS, AnswerSettings, Setting, declared
+
+ANSWER_SETTINGS = declared(AnswerSettings, "answer")
 
 
 def model_option(f):
@@ -66,8 +68,11 @@ def setting_option(s: Setting) -> Callable:
     if s.type == tuple[str, ...]:
         kind = click.STRING
         kwargs["metavar"] = "LIST"
-    elif s.choices is not None:
+    elif isinstance(s.choices, tuple):
         kind = click.Choice(s.choices)
+    elif s.choices is not None:  # a registry: checked when given, so later entries pass too
+        kind = click.STRING
+        kwargs["metavar"] = f"[{'|'.join(s.choices)}]"
     else:
         kind = {int: click.INT, float: click.FLOAT}.get(s.type, click.STRING)
     return click.option(s.flag, dest(s), type=kind, callback=_checker(s), **kwargs)
@@ -107,3 +112,16 @@ def pop_settings(params: dict) -> dict:
     """Take the setting options out of a command's parameters, as flat overrides for
     `config.preset` ({name: value}, None where not given)."""
     return {s.name: params.pop(dest(s)) for s in SETTING_OPTIONS.values()}
+
+
+def answer_options(f):
+    """The options of every command that answers: one per `AnswerSettings` field."""
+    for s in reversed(ANSWER_SETTINGS):
+        f = setting_option(s)(f)
+    return f
+
+
+def pop_answer(params: dict) -> AnswerSettings:
+    """Take the answer options out of a command's parameters, as `AnswerSettings`."""
+    given = {s.field: params.pop(dest(s)) for s in ANSWER_SETTINGS}
+    return AnswerSettings(**{k: v for k, v in given.items() if v is not None})

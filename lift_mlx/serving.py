@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import library, store
+from . import adapters, library, store
 from .errors import LiftError
 
 
@@ -49,12 +49,11 @@ class ServedModel:
 
     def __init__(self, lm, kept: int = 4):
         from .absorb import reset_adapter
-        from .adapters import base_view
 
         reset_adapter(lm)  # the view must start as the plain base
         self.lm = lm
         self.fingerprint = lm.fingerprint
-        self.model = base_view(lm.model)  # absorb jobs put their own adapter on lm.model
+        self.model = adapters.base_view(lm.model)  # absorb jobs put their own adapter on lm.model
         self.lock = threading.Lock()
         self.kept = kept
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
@@ -96,25 +95,14 @@ class ServedModel:
 
     def activate(self, adapter: _Adapter | None) -> None:
         """Put `adapter` (None: none) on the served model (hold the lock)."""
-        from mlx_lm.tuner.utils import linear_to_lora_layers
-
-        from . import adapters
-        from .gated import GATED
-
         if adapter is self._active:
             return
-        gated = adapter is not None and adapter.config.get("fine_tune_type") == GATED.name
-        layers = None if adapter is None else adapter.config if gated else {
-            k: adapter.config.get(k) for k in ("num_layers", "lora_parameters", "fine_tune_type")}
+        layers = None if adapter is None else adapter.config
         if layers != self._layers:  # new layers only when their shape changes
             adapters.remove(self.model)
-            if gated:  # its starting weights follow from its config (then get the adapter's)
-                GATED.build(self.model, layers)
-            elif layers is not None:
-                _own_random_state()  # the layers start random (then get the adapter's weights)
-                linear_to_lora_layers(self.model, layers["num_layers"],
-                                      layers["lora_parameters"],
-                                      use_dora=layers["fine_tune_type"] == "dora")
+            if layers is not None:  # they start random, then get the adapter's weights
+                _own_random_state()
+                adapters.kind_of_config(layers).build(self.model, layers)
             self._layers = layers
         if adapter is not None:
             self.model.load_weights(list(adapter.weights.items()), strict=False)

@@ -31,9 +31,9 @@ from pathlib import Path
 import click
 
 from lift_mlx.adapters import LORA
+from lift_mlx.adapters.gated import GATED
 from lift_mlx.bench import bench_document, bench_model, format_table, machine_info
 from lift_mlx.config import TrainSettings
-from lift_mlx.gated import GATED
 from lift_mlx.prompts import encode
 from lift_mlx.samples import make_batch, recite_samples
 from lift_mlx.train import train

@@ -161,8 +161,9 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
     """For a Gated Memory adapter: the mean gate (over layers, heads and the prompt's tokens,
     and at the prompt's last token, where the answer starts) on the document's questions and on
     the general questions, asked as `ask --no-context` asks. None for other kinds."""
-    from lift_mlx import adapters, gated
+    from lift_mlx import adapters
     from lift_mlx.absorb import load_absorbed, reset_adapter
+    from lift_mlx.adapters import gated
 
     if adapters.kind_of(Path(adapter)) is not gated.GATED:
         return None

@@ -31,6 +31,23 @@ def load_script(name: str):
     return module
 
 
+def force_gate(attention, value: float | None) -> None:
+    """Hold a GatedAttention's gate at `value` (0: attention alone, 1: the memory alone; None:
+    its own gate again)."""
+    import mlx.core as mx
+
+    attention.__dict__.pop("memory", None)
+    if value is None:
+        return
+    memory = attention.memory
+
+    def forced(queries):
+        mem, gate = memory(queries)
+        return mem, mx.full(gate.shape, value, gate.dtype)
+
+    attention.memory = forced
+
+
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):
     """Every test gets its own adapter store and QA cache."""

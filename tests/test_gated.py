@@ -1,4 +1,4 @@
-"""Gated Memory (gated.py, gated_attention.py): a closed gate is the base bit for bit, a fresh
+"""Gated Memory (adapters/gated.py): a closed gate is the base bit for bit, a fresh
 adapter is close to it, the memory reads the query before the rotary embedding, only its arrays
 train, it saves and loads to the same logits, on 4-bit and grouped-query models too, and it goes
 through absorb, ask, info and the server."""
@@ -11,17 +11,16 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from click.testing import CliRunner
-from conftest import DEMO_DOC, FAST
+from conftest import DEMO_DOC, FAST, force_gate
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import KVCache
 
 from lift_mlx import adapters, library, store
 from lift_mlx.absorb import absorb, load_absorbed
-from lift_mlx.adapters import GATED, LORA, base_view
+from lift_mlx.adapters import LORA, base_view
+from lift_mlx.adapters.gated import GATED, GatedAttention, gated_layers, mean_gates
 from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
-from lift_mlx.gated import gated_layers, mean_gates
-from lift_mlx.gated_attention import GatedAttention
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, buckets_for, epoch_batches
@@ -59,7 +58,7 @@ def _randomize(model, scale=0.3, seed=1):
 
 def _force_gate(model, value):
     for attention in gated_layers(model):
-        attention.forced_gate = value
+        force_gate(attention, value)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_model_path", "other_model_path", "gqa_model_path",
@@ -106,7 +105,7 @@ def test_the_memory_reads_the_query_before_the_rotary_embedding(tiny_model_path)
     lm, _, config = _attached(tiny_model_path, o_proj_rank=0)
     _randomize(lm.model)
     attention = lm.model.layers[0].self_attn
-    attention.forced_gate = 1.0
+    force_gate(attention, 1.0)
     a = attention.attention
     x = mx.random.normal((1, 6, 64), key=mx.random.key(3))
     q = a.q_proj(x).reshape(1, 6, a.n_heads, -1).transpose(0, 2, 1, 3)

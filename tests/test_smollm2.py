@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx_lm
 import pytest
 from click.testing import CliRunner
+from conftest import force_gate
 
 from lift_mlx import store
 from lift_mlx.absorb import absorb, load_absorbed, reset_adapter
@@ -119,9 +120,8 @@ def test_gated_memory_on_the_import(smollm2_lm):
     """Gated Memory on the real model's grouped-query attention (9 query heads, 3 KV heads,
     head dim 64): its trainable arrays, a closed gate that is the base bit for bit, and a fresh
     adapter that keeps most of the base's next-token choices (measured: 94.5% of 256 tokens)."""
-    from lift_mlx.adapters import GATED
+    from lift_mlx.adapters.gated import GATED, gated_layers
     from lift_mlx.config import TrainSettings
-    from lift_mlx.gated import gated_layers
 
     model = smollm2_lm.model
     ids = mx.array([encode(smollm2_lm.tokenizer, VOYAGE)])
@@ -134,7 +134,7 @@ def test_gated_memory_on_the_import(smollm2_lm):
         assert sum(v.size for v in weights.values()) == 30 * per_layer == 4_633_200
         assert (model(ids).argmax(-1) == base.argmax(-1)).mean().item() > 0.85
         for attention in gated_layers(model):
-            attention.forced_gate = 0.0
+            force_gate(attention, 0.0)
         assert mx.array_equal(model(ids), base).item()
     finally:
         reset_adapter(smollm2_lm)
