@@ -171,7 +171,7 @@ def absorb(
     if generator is not None and "qa" in settings.train.tasks:
         gen = _as_model(generator)
     gen_id = gen.fingerprint if gen else "self"
-    style = resolve_style(settings.synth.style, (gen or lm).model).fingerprint
+    style = resolve_style(settings.synth.style, (gen or lm).model).version
     key = store.adapter_key(doc.sha256, lm.fingerprint,
                             {**settings.keyed(), "gen": gen_id, "style": style})
     target = Path(out) if out else store.adapters_dir() / key

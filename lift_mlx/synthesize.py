@@ -9,7 +9,6 @@ generation. Malformed output is dropped and counted, never fatal.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import re
 import time
@@ -180,18 +179,19 @@ def filter_pairs(
     return kept
 
 
-_FILTER_CODE = hashlib.sha256("".join(
-    [inspect.getsource(filter_pairs), inspect.getsource(grounded), *sorted(_FUNCTION_WORDS)]
-).encode()).hexdigest()[:16]
+# Keys cached pairs with the style's version: give it a new one whenever `filter_pairs`,
+# `grounded` or the function words change which pairs are kept. (The first is the hash of their
+# code that keyed the cache before.)
+FILTER_VERSION = "5625f3dca3204f60"
 
 
 def cache_key(doc_sha: str, generator_fingerprint: str, settings: SynthSettings,
               style: GeneratorStyle) -> str:
-    """Cached pairs are keyed on the document, the generator, the settings, the style's own
-    wording and the filter's code (so editing a prompt or a filter rule can never serve pairs
-    written or kept under the old one)."""
+    """Cached pairs are keyed on the document, the generator, the settings, the style's
+    version and the filter's (so a new prompt or filter rule never serves pairs written or
+    kept under the old one)."""
     blob = json.dumps(
-        [doc_sha, generator_fingerprint, style.fingerprint, asdict(settings), _FILTER_CODE],
+        [doc_sha, generator_fingerprint, style.version, asdict(settings), FILTER_VERSION],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]

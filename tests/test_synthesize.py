@@ -208,9 +208,34 @@ def test_style_choice_and_cache_keys(tiny_lm):
         resolve_style("xml")
     settings = SynthSettings()
     keys = {cache_key("doc", "gen", settings, style) for style in (JSON, LINES)}
-    edited = dataclasses.replace(LINES, wording=LINES.wording[:-1] + ("Sentence: {s}\nQ:",))
+    edited = dataclasses.replace(LINES, wording=LINES.wording[:-1] + ("Sentence: {s}\nQ:",),
+                                 version="lines-2")
     keys.add(cache_key("doc", "gen", settings, edited))
-    assert len(keys) == 3  # the wording itself keys the cache
+    assert len(keys) == 3  # the version keys the cache
+
+
+# Each style's version beside a hash of its wording: a wording edited without a new version
+# fails here (the version keys the cached pairs and the adapters, so it must change with it).
+STYLE_WORDING = {
+    "json": ("ebb9f0655b3473f3", "b907f426c4333465"),
+    "lines": ("d8c48b9c662fae4b", "7684f31c5f9062a3"),
+    "answers": ("132e31f798bef1a0", "7834d09517686b59"),
+    "about": ("6a361cdbdfe273c0", "f0d3a76fdbbb6f06"),
+}
+
+
+def test_a_style_whose_wording_changed_has_a_new_version():
+    import hashlib
+    import json
+
+    from lift_mlx.generator_styles import STYLES
+
+    assert set(STYLES) == set(STYLE_WORDING)
+    for name, style in STYLES.items():
+        wording = hashlib.sha256(json.dumps(list(style.wording)).encode()).hexdigest()[:16]
+        assert (style.version, wording) == STYLE_WORDING[name], (
+            f"the {name} style changed: where its wording did, give it a new version; then "
+            "record its version and wording hash here")
 
 
 def test_lines_generation_on_a_tiny_model(tiny_lm, demo_text):
