@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from . import prompts
 from .errors import LiftError
 from .split import head_tail
+from .text import answer_spans, content_words, has_words, words
 
 
 def head_tail_context(tokenizer, doc_tokens: list[int], budget: int) -> list[int]:
@@ -111,7 +112,6 @@ def about_document(question: str, document: str) -> bool:
     there), or at least half of its content words occur there. A document's adapter answers
     the former; the plain base the latter ("What is the capital of France?" asked of a
     fishing charter)."""
-    from .generator_styles import answer_spans, content_words, has_words, words
 
     spans = [s for s in answer_spans(question) if not s.isdigit() or len(s) > 2]  # not "2 + 2"
     if any(has_words(document, span) for span in spans):

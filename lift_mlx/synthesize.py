@@ -19,8 +19,9 @@ from pathlib import Path
 import mlx.core as mx
 
 from .config import SynthSettings
-from .generator_styles import GeneratorStyle, QAPair, resolve_style, whole_words
+from .generator_styles import GeneratorStyle, QAPair, resolve_style
 from .split import sentence_spans
+from .text import whole_words
 
 
 @dataclass(frozen=True)

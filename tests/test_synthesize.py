@@ -121,7 +121,7 @@ def test_lines_style_prompt_parse_and_stop(tiny_lm):
     ("The weather that year was unusually wet.", "", []),
 ])
 def test_answer_spans_are_numbers_and_names(target, preceding, spans):
-    from lift_mlx.generator_styles import answer_spans
+    from lift_mlx.text import answer_spans
 
     assert answer_spans(target, preceding) == spans
 
@@ -285,7 +285,7 @@ def test_verify_qa_keeps_only_pairs_the_generator_answers_back(tiny_lm):
                           min_overlap=0.0)
     checked = dataclasses.replace(plain, verify_qa=True)
 
-    from lift_mlx.generator_styles import answer_spans
+    from lift_mlx.text import answer_spans
 
     def every_output(output, preceding, target, variant):  # a random model writes no "?"
         return [QAPair(f"What comes after {output!r}?", answer_spans(target)[0])]
