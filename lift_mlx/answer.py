@@ -7,17 +7,8 @@ from collections.abc import Iterator
 
 from . import prompts
 from .errors import LiftError
-from .split import head_tail
+from .split import head_tail_context
 from .text import answer_spans, content_words, has_words, words
-
-
-def head_tail_context(tokenizer, doc_tokens: list[int], budget: int) -> list[int]:
-    """The document's tokens, or its head and tail joined by an ellipsis, within `budget`."""
-    separator = prompts.encode(tokenizer, prompts.ELLIPSIS)
-    if budget < len(separator) + 2:
-        return []
-    return head_tail(doc_tokens, budget, separator)
-
 
 # A document too long for the prompt is cut to a head+tail view whose size leaves room for the
 # question in steps of this many tokens, so questions of similar length get the same view:

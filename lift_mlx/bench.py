@@ -198,7 +198,7 @@ def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: 
         "doc_tokens": r.doc_tokens,
         "split_s": r.seconds.get("split", 0.0),
         "gen_requests": r.synth.requests,
-        "qa_pairs": r.qa_samples,
+        "qa_pairs": r.samples["qa"],
         "gen_tokens": r.synth.generated_tokens,
         "gen_prompt_tokens": r.synth.prompt_tokens,
         "gen_s": synth_s,
@@ -224,7 +224,7 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
     """`--now` (the plain base on the head+tail view) and the whole document in context."""
     import mlx.core as mx
 
-    from .absorb import reset_adapter
+    from .absorbed import reset_adapter
 
     reset_adapter(lm)
     tok = lm.tokenizer

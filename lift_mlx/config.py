@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from .adapters import ADAPTER_KINDS
 from .errors import LiftError
 from .generator_styles import STYLES
-
-TASKS = ("recite", "qa", "cloze")
+from .tasks import TASKS
 
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
@@ -98,11 +97,10 @@ class SynthSettings:
 
 @dataclass
 class TrainSettings:
-    tasks: tuple[str, ...] = setting(("recite", "qa"), "Training tasks, comma-separated: "
-                                     "recite (segments of the text), qa (generated "
-                                     "question/answer pairs), cloze (each sentence asked back "
-                                     "with a name or number of it as the answer: made by rule, "
-                                     "no generation).", flag="--tasks", choices=TASKS)
+    # tasks/; the paper's: recite (its earlier versions) and qa
+    tasks: tuple[str, ...] = setting(("recite", "qa"), "Training tasks, comma-separated: " + ", "
+                                     .join(f"{t.name} ({t.help})" for t in TASKS.values())
+                                     + ".", flag="--tasks", choices=TASKS)
     # adapters/; the paper's is LoRA (its earlier versions: Gated Memory)
     adapter: str = setting("lora", "Adapter kind trained on the frozen base: " + "; ".join(
                            f"{k.name} ({k.help})" for k in ADAPTER_KINDS.values()) + ".",

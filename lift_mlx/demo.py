@@ -56,7 +56,8 @@ class DemoRow:
 def run_demo(model: str = MODEL, questions=QUESTIONS, quiet: bool = False, **overrides) -> dict:
     """Absorb the bundled document and answer `questions` with and without the adapter."""
     from . import store
-    from .absorb import absorb, reset_adapter
+    from .absorb import absorb
+    from .absorbed import reset_adapter
     from .answer import question_prompt, stream_answer
     from .models import load_model
     from .progress import Progress
@@ -99,8 +100,8 @@ def print_demo(result: dict) -> None:
     times = {**{k: v for k, v in result["times"].items() if k == "model load"},
              **report.seconds, **{k: v for k, v in result["times"].items()
                                   if k != "model load"}}
-    click.echo(f"absorbed     {report.doc_tokens} tokens: {report.recite_samples} recite "
-               f"samples, {report.qa_samples} QA pairs written by the model itself; "
+    click.echo(f"absorbed     {report.doc_tokens} tokens: {report.samples['recite']} recite "
+               f"samples, {report.samples['qa']} QA pairs written by the model itself; "
                f"{t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}")
     click.echo("time         " + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()))
     click.echo(f"adapter      {absorbed.adapter_path}")

@@ -204,10 +204,6 @@ class LoadedModel:
     def window(self) -> int:
         return int(self.config.get("max_position_embeddings") or DEFAULT_WINDOW)
 
-    @property
-    def quantized(self) -> bool:
-        return "quantization" in self.config
-
 
 def model_fingerprint(path: Path) -> str:
     """Identity of a base model: a hash of its config.json and of its weights' content, so a

@@ -14,8 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import prompts
-from .answer import head_tail_context
-from .split import head_tail, segments
+from .split import head_tail, head_tail_context, segments
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from itertools import pairwise
 
+from . import prompts
+
 # Words that end with a period without ending the sentence. "no" is handled apart: it is only
 # an abbreviation before a number ("No. 5"); elsewhere it is the word ("He said no. Then...").
 ABBREVIATIONS = frozenset(
@@ -148,3 +150,11 @@ def head_tail(
     n_tail = room - n_head
     # Slice the tail from an explicit index: tokens[-0:] would be the whole list.
     return [*tokens[:n_head], *separator, *tokens[len(tokens) - n_tail :]]
+
+
+def head_tail_context(tokenizer, doc_tokens: list[int], budget: int) -> list[int]:
+    """The document's tokens, or its head and tail joined by an ellipsis, within `budget`."""
+    separator = prompts.encode(tokenizer, prompts.ELLIPSIS)
+    if budget < len(separator) + 2:
+        return []
+    return head_tail(doc_tokens, budget, separator)

@@ -226,11 +226,6 @@ def verify(path: Path) -> dict:
     return meta
 
 
-def list_adapters() -> list[Path]:
-    root = adapters_dir()
-    return sorted(p for p in root.iterdir() if is_adapter_dir(p)) if root.is_dir() else []
-
-
 def entry_dirs() -> list[Path]:
     """Every entry of the store, damaged ones included (not the hidden work directories)."""
     root = adapters_dir()

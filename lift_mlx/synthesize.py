@@ -8,20 +8,18 @@ generation. Malformed output is dropped and counted, never fatal.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
-from .config import SynthSettings
 from .generator_styles import GeneratorStyle, QAPair, resolve_style
 from .split import sentence_spans
-from .text import whole_words
+
+if TYPE_CHECKING:  # the settings' module lists the task kinds, which use this one
+    from .config import SynthSettings
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def _words(text: str) -> list[str]:
 
 # Words that occur in almost any window: an answer like "the owl" or "in 1827" must not count
 # as grounded because "the" or "in" occurs there.
-_FUNCTION_WORDS = frozenset(
+FUNCTION_WORDS = frozenset(
     "a an the in on at of to by for from with and or is was are were it its this that".split())
 
 
@@ -82,7 +80,7 @@ def grounded(answer: str, window: str, min_overlap: float) -> bool:
     """True when at least `min_overlap` of the answer's words occur in the window (function
     words aside, unless the answer has nothing else)."""
     words = _words(answer)
-    words = [w for w in words if w not in _FUNCTION_WORDS] or words
+    words = [w for w in words if w not in FUNCTION_WORDS] or words
     if not words:
         return False
     source = set(_words(window))
@@ -92,69 +90,6 @@ def grounded(answer: str, window: str, min_overlap: float) -> bool:
 def question_key(question: str) -> str:
     """What two questions share when one is a duplicate of the other."""
     return " ".join(_words(question))
-
-
-def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
-    """Question/answer pairs made from the document by rule, with no model: each sentence
-    asked back with one of its numbers or names (not its subject) turned into a question
-    word ("The Reidrys is captained by Thulath Shethoke." -> "The Reidrys is captained by
-    what?" / "Thulath Shethoke"), so the adapter learns a fact as a question about its
-    subject, in the sentence's own words; a sentence about a named subject is also asked for
-    the common word it ends on ("Orla Vell works as a tanner." -> "tanner"), where values
-    such as trades and goods sit."""
-    from .generator_styles import subject_and_asks
-
-    pairs, seen = [], set()
-    for window in task_windows(text, 1, window_chars):
-        sentence = " ".join(window.target.split())
-        subject, asks = subject_and_asks(sentence, window.preceding)
-        if subject is not None and (tail := _tail_word(sentence)):
-            asks = [*asks, tail]  # never one of the spans: those end on a capital or a digit
-        for span in asks:
-            if span is None:
-                continue
-            question = _echo_question(sentence, span)
-            if question and (key := question_key(question)) not in seen:
-                seen.add(key)
-                pairs.append(QAPair(question, span))
-    return pairs
-
-
-_YEAR = re.compile(r"1\d{3}|20\d{2}")
-_TAIL = re.compile(r"(\S+)\s+([a-z][a-z-]{2,})[.!]$")
-_COUNTS = frozenset("""one two three four five six seven eight nine ten eleven twelve twenty
-thirty forty fifty hundred hundreds thousand thousands million few several many""".split())
-
-
-def _tail_word(sentence: str) -> str | None:
-    """The lower-case word `sentence` ends on, unless it is a function word or counted by
-    the word before it ("510 tons", "twenty-six years": the number is what is told)."""
-    m = _TAIL.search(sentence)
-    if m is None or m.group(2) in _FUNCTION_WORDS:
-        return None
-    before = m.group(1).lower().split("-")  # "twenty-six": either end may count
-    if any(c.isdigit() for c in m.group(1)) or {before[0], before[-1]} & _COUNTS:
-        return None
-    return m.group(2)
-
-
-def _echo_question(sentence: str, span: str) -> str | None:
-    """`sentence` as a question for `span`: the span's first occurrence becomes "what year",
-    "how many" (a number counting the word after it), "who" (a name opening the sentence)
-    or "what"."""
-    at = re.search(whole_words(span), sentence)
-    if at is None:
-        return None
-    after = sentence[at.end():]
-    if _YEAR.fullmatch(span):
-        word = "what year"
-    elif span[0].isdigit():
-        word = "how many" if re.match(r"\s+[a-z]", after) else "what"
-    else:
-        word = "who" if at.start() == 0 else "what"
-    if at.start() == 0:
-        word = word.capitalize()
-    return (sentence[:at.start()] + word + after).rstrip(" .!;:") + "?"
 
 
 def filter_pairs(
@@ -184,46 +119,6 @@ def filter_pairs(
 # `grounded` or the function words change which pairs are kept. (The first is the hash of their
 # code that keyed the cache before.)
 FILTER_VERSION = "5625f3dca3204f60"
-
-
-def cache_key(doc_sha: str, generator_fingerprint: str, settings: SynthSettings,
-              style: GeneratorStyle) -> str:
-    """Cached pairs are keyed on the document, the generator, the settings, the style's
-    version and the filter's (so a new prompt or filter rule never serves pairs written or
-    kept under the old one)."""
-    blob = json.dumps(
-        [doc_sha, generator_fingerprint, style.version, asdict(settings), FILTER_VERSION],
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def load_cached(path: Path) -> list[QAPair] | None:
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return [QAPair(d["question"], d["answer"]) for d in data["qa_pairs"]]
-
-
-def load_partial(path: Path) -> tuple[list[QAPair], frozenset[int]]:
-    """The pairs and finished request numbers an interrupted generation left (none if none)."""
-    try:
-        data = json.loads(path.read_text())
-        return ([QAPair(d["question"], d["answer"]) for d in data["qa_pairs"]],
-                frozenset(data["finished"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return [], frozenset()
-
-
-def partial_json(pairs: list[QAPair], finished: list[int]) -> str:
-    """What an interrupted generation leaves for the next run (`load_partial` reads it)."""
-    return json.dumps({"qa_pairs": [asdict(p) for p in pairs], "finished": finished})
-
-
-def cached_json(pairs: list[QAPair], report: SynthReport) -> str:
-    """A finished generation's QA cache file (`load_cached` reads it)."""
-    return json.dumps({"qa_pairs": [asdict(p) for p in pairs], "report": asdict(report)},
-                      indent=1)
 
 
 def generator_requests(windows: list[TaskWindow], settings: SynthSettings,
@@ -433,30 +328,3 @@ class QAStream:
 
 def _cached_len(cache) -> int:
     return cache[0].offset if cache else 0
-
-
-def generate_qa(
-    model,
-    tokenizer,
-    windows: list[TaskWindow],
-    settings: SynthSettings,
-    on_batch: Callable[[int, int, int], None] | None = None,
-) -> tuple[list[QAPair], SynthReport]:
-    """Ask the generator for QA pairs about every window, `settings.generator_batch_size`
-    decoded at a time (see `QAStream`).
-
-    `on_batch(done, total, generated_tokens)` reports progress each time another
-    `settings.generator_batch_size` requests (or the last ones) have finished.
-    """
-    stream = QAStream(model, tokenizer, windows, settings)
-    total = len(stream.requests)
-    kept: list[QAPair] = []
-    reported = 0
-    while not stream.done:
-        kept += stream.step()
-        while on_batch and reported < stream.finished and (
-            stream.finished - reported >= settings.generator_batch_size or stream.done
-        ):
-            reported = min(reported + settings.generator_batch_size, total)
-            on_batch(reported, total, stream.report.generated_tokens)
-    return kept, stream.close()

@@ -16,7 +16,7 @@ import random
 import click
 
 import lift_mlx  # noqa: F401  (optional BLAS before mlx)
-from lift_mlx.absorb import load_absorbed, reset_adapter
+from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.ingest import read_document
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, recite_samples

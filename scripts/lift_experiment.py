@@ -125,10 +125,11 @@ def oracle_pairs(world, rng: random.Random):
 
 def write_oracle_cache(lm, doc: EvalDoc, settings, pairs) -> None:
     """Put `pairs` in the QA cache where `lift` looks for its self-written tasks."""
-    from lift_mlx.absorb import qa_cache_file
     from lift_mlx.ingest import text_document
     from lift_mlx.store import write_atomic
-    from lift_mlx.synthesize import SynthReport, cached_json
+    from lift_mlx.synthesize import SynthReport
+    from lift_mlx.tasks.qa import cache_file as qa_cache_file
+    from lift_mlx.tasks.qa import cached_json
 
     path = qa_cache_file(text_document(doc.document).sha256, lm, settings)
     write_atomic(path, cached_json(pairs, SynthReport(kept=len(pairs))))
@@ -143,7 +144,7 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
     `adapter` (a stored adapter's folder) on the model, or the plain base."""
     from mlx_lm import batch_generate
 
-    from lift_mlx.absorb import load_absorbed, reset_adapter
+    from lift_mlx.absorbed import load_absorbed, reset_adapter
 
     if adapter:
         load_absorbed(adapter, lm)
@@ -162,7 +163,7 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
     and at the prompt's last token, where the answer starts) on the document's questions and on
     the general questions, asked as `ask --no-context` asks. None for other kinds."""
     from lift_mlx import adapters
-    from lift_mlx.absorb import load_absorbed, reset_adapter
+    from lift_mlx.absorbed import load_absorbed, reset_adapter
     from lift_mlx.adapters import gated
 
     if adapters.kind_of(Path(adapter)) is not gated.GATED:

@@ -7,11 +7,13 @@ import pytest
 from conftest import FAST
 
 from lift_mlx import store
-from lift_mlx.absorb import absorb, load_absorbed, qa_cache_file
+from lift_mlx.absorb import absorb
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model
 from lift_mlx.progress import Progress
+from lift_mlx.tasks.qa import cache_file as qa_cache_file
 
 
 def test_adapter_loads_in_plain_mlx_lm_with_identical_logits(tiny_model_path, tiny_lm, tmp_path,
@@ -67,7 +69,7 @@ def test_qa_views_train_a_share_of_the_cloze_samples_with_the_document_view(
     from lift_mlx.config import Settings
     from lift_mlx.prompts import encode
     from lift_mlx.samples import QASamples, recite_samples
-    from lift_mlx.synthesize import cloze_pairs
+    from lift_mlx.tasks.cloze import cloze_pairs
     from lift_mlx.train import train
 
     doc = tmp_path / "doc.txt"
@@ -117,7 +119,7 @@ def test_qa_pairs_from_the_cache_become_training_samples(tiny_lm, tmp_path, demo
              {"question": "When was the charter adopted?", "answer": "14 March 1921"}]
     store.write_atomic(path, json.dumps({"qa_pairs": pairs}))
     absorbed = absorb(doc, tiny_lm, settings=settings)
-    assert absorbed.report.synth.cached and absorbed.report.qa_samples == 2
+    assert absorbed.report.synth.cached and absorbed.report.samples["qa"] == 2
     assert absorbed.meta["report"]["qa_samples"] == 2
 
 
@@ -125,17 +127,17 @@ def test_cloze_tasks_train_without_any_generation(tiny_lm, tmp_path, demo_text):
     """`--tasks recite,cloze`: the cloze pairs are QA samples in the prompt `ask` uses,
     trained from the first step, and no generator request is made."""
     from lift_mlx.ingest import read_document
-    from lift_mlx.synthesize import cloze_pairs
+    from lift_mlx.tasks.cloze import cloze_pairs
 
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])
     settings = preset("default", tasks=("recite", "cloze"), **FAST)
     absorbed = absorb(doc, tiny_lm, settings=settings)
     pairs = cloze_pairs(read_document(doc).text, settings.synth.window_chars)
-    assert absorbed.report.cloze_samples == len(pairs) > 3
-    assert absorbed.report.synth.requests == 0 and absorbed.report.qa_samples == 0
+    assert absorbed.report.samples["cloze"] == len(pairs) > 3
+    assert absorbed.report.synth.requests == 0 and absorbed.report.samples["qa"] == 0
     trained = absorbed.report.train.sample_views  # every sample, every epoch
-    assert trained == (absorbed.report.recite_samples + len(pairs)) * settings.train.epochs
+    assert trained == (absorbed.report.samples["recite"] + len(pairs)) * settings.train.epochs
     assert not qa_cache_file(read_document(doc).sha256, tiny_lm, settings).exists()
 
 
@@ -146,7 +148,7 @@ def test_generator_without_usable_output_warns_and_trains_on_recite(tiny_lm, tmp
     err = io.StringIO()
     absorbed = absorb(doc, tiny_lm, tasks=("recite", "qa"), progress=Progress(stream=err),
                       **{**FAST, "qa_per_sentence": 1})
-    assert absorbed.report.qa_samples == 0
+    assert absorbed.report.samples["qa"] == 0
     assert absorbed.report.synth.requests > 0
     assert "no usable question/answer pairs" in err.getvalue()
     assert absorbed.report.train.steps > 0 and store.is_adapter_dir(absorbed.adapter_path)
@@ -188,7 +190,7 @@ def test_interrupted_absorb_leaves_nothing_that_looks_complete(tiny_lm, tmp_path
     with pytest.raises(KeyboardInterrupt):
         absorb(doc, tiny_lm, tasks=("recite",), progress=_InterruptAt(stream=_Tty()), **FAST)
     root = store.adapters_dir()
-    assert not root.exists() or store.list_adapters() == []
+    assert not root.exists() or store.entry_dirs() == []
 
 
 def test_interrupted_save_keeps_the_previous_adapter(tiny_lm, tmp_path, demo_text, monkeypatch):
@@ -233,7 +235,7 @@ def test_short_document_trains_on_one_short_segment(tiny_lm, tmp_path):
     doc = tmp_path / "short.txt"
     doc.write_text("The boathouse is at the north end of the harbour.")
     absorbed = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
-    assert absorbed.report.segments == 1 and absorbed.report.recite_samples == 1
+    assert absorbed.report.segments == 1 and absorbed.report.samples["recite"] == 1
     assert absorbed.report.train.steps == 1
 
 
@@ -251,7 +253,7 @@ def test_answers_stream_and_are_greedy_by_default(tiny_lm, tmp_path, demo_text):
 
 def test_general_questions_go_to_the_plain_base_and_document_questions_to_the_adapter(
         tiny_lm, tmp_path, demo_text):
-    from lift_mlx.absorb import reset_adapter
+    from lift_mlx.absorbed import reset_adapter
     from lift_mlx.answer import question_prompt, stream_answer
 
     doc = tmp_path / "doc.md"

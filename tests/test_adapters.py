@@ -10,7 +10,7 @@ import mlx_lm
 import pytest
 
 from lift_mlx import adapters, store
-from lift_mlx.absorb import load_absorbed
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.adapters import ADAPTER_KINDS, LORA, base_view
 from lift_mlx.config import Settings, TrainSettings
 from lift_mlx.errors import LiftError

@@ -16,7 +16,8 @@ from mlx.utils import tree_flatten
 from mlx_lm.models.cache import KVCache
 
 from lift_mlx import adapters, library, store
-from lift_mlx.absorb import absorb, load_absorbed
+from lift_mlx.absorb import absorb
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.adapters import LORA, base_view
 from lift_mlx.adapters.gated import GATED, GatedAttention, gated_layers, mean_gates
 from lift_mlx.cli import cli

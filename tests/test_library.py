@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from conftest import FAST
 
 from lift_mlx import library, store
-from lift_mlx.absorb import absorb, load_absorbed
+from lift_mlx.absorb import absorb
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.errors import LiftError
 

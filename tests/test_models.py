@@ -64,7 +64,7 @@ def test_a_new_model_source_is_one_registration(monkeypatch, tmp_path):
 def test_bundled_tiny_alias_loads_offline():
     assert resolve_model("tiny") == MODELS_DIR / "tiny-llama"
     lm = load_model("tiny")
-    assert lm.window == 1024 and not lm.quantized
+    assert lm.window == 1024 and "quantization" not in lm.config
     assert lm.fingerprint == model_fingerprint(MODELS_DIR / "tiny-llama")
     ids = lm.tokenizer.encode("Velmora harbour", add_special_tokens=False)
     assert lm.tokenizer.decode(ids) == "Velmora harbour"
@@ -126,7 +126,8 @@ def test_an_adapter_stored_under_the_old_config_identity_still_loads(tmp_path, t
     import json
 
     from lift_mlx import store
-    from lift_mlx.absorb import absorb, load_absorbed
+    from lift_mlx.absorb import absorb
+    from lift_mlx.absorbed import load_absorbed
     from lift_mlx.models import config_fingerprint
 
     doc = tmp_path / "doc.md"

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from conftest import FAST
 
 import lift_mlx.absorb as absorb_module
+import lift_mlx.tasks.qa as qa_module
 from lift_mlx import store
 from lift_mlx.absorb import Absorbing, absorb
 from lift_mlx.adapters import LORA, base_view
@@ -118,7 +119,7 @@ def _absorb_recording(doc, lm, monkeypatch, **kwargs):
     """Absorb with fake QA parsing; returns the result, the QA pairs and, per training step,
     whether generation had already finished."""
     streams, steps = [], []
-    real_stream, real_call = absorb_module.QAStream, TrainLoop.__call__
+    real_stream, real_call = qa_module.QAStream, TrainLoop.__call__
 
     class Recorded(real_stream):
         def __init__(self, *args, **kw):
@@ -131,8 +132,9 @@ def _absorb_recording(doc, lm, monkeypatch, **kwargs):
 
     with monkeypatch.context() as patch:
         fake = dataclasses.replace(JSON, parse=_fake_parse)
-        patch.setattr(absorb_module, "resolve_style", lambda name, model=None: fake)
-        patch.setattr(absorb_module, "QAStream", Recorded)
+        for module in (absorb_module, qa_module):  # the adapter's key, the generator's prompts
+            patch.setattr(module, "resolve_style", lambda name, model=None: fake)
+        patch.setattr(qa_module, "QAStream", Recorded)
         patch.setattr(TrainLoop, "__call__", call)
         result = absorb(doc, lm, reuse=False, min_overlap=0.0, **kwargs)
     cache = next((store.home() / "qa-cache").iterdir())
@@ -154,8 +156,8 @@ def test_pipeline_trains_while_generating_and_writes_the_same_qa_as_sequential(
     assert piped_pairs == seq_pairs and len(piped_pairs) > 5
     assert not piped_steps[0] and all(seq_steps)  # trained during generation / only after
     for r in (piped.report, seq.report):
-        assert r.qa_samples == len(seq_pairs)
-        assert r.train.sample_views == 2 * (r.recite_samples + r.qa_samples)
+        assert r.samples["qa"] == len(seq_pairs)
+        assert r.train.sample_views == 2 * (r.samples["recite"] + r.samples["qa"])
     assert piped.report.pipeline and not seq.report.pipeline
     assert set(piped.report.seconds) >= {"split", "synthesize", "train", "save"}
 
@@ -168,7 +170,7 @@ def test_compiled_pipeline_traces_once_per_shape(lively_path, tmp_path, demo_tex
     result, pairs, _ = _absorb_recording(doc, lm, monkeypatch, compile=True,
                                          **{**FAST, "epochs": 2, "max_tokens": 16})
     r = result.report
-    assert r.train.steps >= 8 and r.qa_samples > 0
+    assert r.train.steps >= 8 and r.samples["qa"] > 0
     assert r.train.traces <= 2  # one recite bucket and one QA bucket, whatever the steps
 
 
@@ -197,7 +199,7 @@ def test_cli_ask_now_answers_then_stores_the_adapter(tiny_model_path, tmp_path, 
             "--max-tokens", "4", "--sequential"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
-    assert "adapter" in r.stderr and len(store.list_adapters()) == 1
+    assert "adapter" in r.stderr and len(store.entry_dirs()) == 1
     r = CliRunner().invoke(cli, [a for a in args if a != "--now"])
     assert r.exit_code == 0 and "stored; no training needed" in r.stderr
 
@@ -205,9 +207,9 @@ def test_cli_ask_now_answers_then_stores_the_adapter(tiny_model_path, tmp_path, 
 
 @pytest.mark.parametrize("pipeline", [True, False])
 def test_cached_qa_pairs_train_in_both_schedules(tiny_lm, tmp_path, demo_text, pipeline):
-    from lift_mlx.absorb import qa_cache_file
     from lift_mlx.config import preset
     from lift_mlx.ingest import read_document
+    from lift_mlx.tasks.qa import cache_file as qa_cache_file
 
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])
@@ -216,8 +218,8 @@ def test_cached_qa_pairs_train_in_both_schedules(tiny_lm, tmp_path, demo_text, p
     pairs = [{"question": f"Question {i}?", "answer": "Ada Korrin"} for i in range(6)]
     store.write_atomic(path, json.dumps({"qa_pairs": pairs}))
     r = absorb(doc, tiny_lm, settings=settings, pipeline=pipeline).report
-    assert r.synth.cached and r.qa_samples == 6
-    assert r.train.sample_views == r.recite_samples + 6
+    assert r.synth.cached and r.samples["qa"] == 6
+    assert r.train.sample_views == r.samples["recite"] + 6
 
 
 def test_interrupted_generation_resumes_from_its_finished_requests(lively_path, tmp_path,
@@ -225,13 +227,16 @@ def test_interrupted_generation_resumes_from_its_finished_requests(lively_path, 
     """QA pairs are kept as each generator request finishes; an absorb interrupted during
     generation resumes there, makes only the requests still missing, and ends with the same
     pairs as a run never interrupted."""
-    from lift_mlx.absorb import _QASource, partial_file
     from lift_mlx.config import preset
     from lift_mlx.ingest import read_document
     from lift_mlx.progress import Progress
+    from lift_mlx.prompts import encode
+    from lift_mlx.samples import QASamples
+    from lift_mlx.tasks import TaskInput
+    from lift_mlx.tasks.qa import QAPairs, partial_file
 
     fake = dataclasses.replace(JSON, parse=_fake_parse)
-    monkeypatch.setattr(absorb_module, "resolve_style", lambda name, model=None: fake)
+    monkeypatch.setattr(qa_module, "resolve_style", lambda name, model=None: fake)
     lm = load_model(str(lively_path))
     doc_path = tmp_path / "doc.md"
     doc_path.write_text(demo_text[:1500])
@@ -239,8 +244,14 @@ def test_interrupted_generation_resumes_from_its_finished_requests(lively_path, 
     settings = preset("default", **{**FAST, "max_tokens": 16, "min_overlap": 0.0,
                                      "generator_batch_size": 2})  # requests end 2 at a time
 
+    tokens = encode(lm.tokenizer, doc.text)
+
+    def qa_samples():  # pairs -> samples without the document view
+        return QASamples(lm.tokenizer, tokens, 0, 0.0, random.Random(0))
+
     def source():
-        return _QASource(doc, lm, None, settings, Progress(quiet=True))
+        return QAPairs(TaskInput(doc, tokens, lm.tokenizer, settings, qa_samples(), lm,
+                                 lm.model, Progress(quiet=True)))
 
     whole = source()
     whole.run()
@@ -258,7 +269,7 @@ def test_interrupted_generation_resumes_from_its_finished_requests(lively_path, 
 
     again = source()
     assert again.stream.finished == len(set(json.loads(left.read_text())["finished"])) >= 3
-    assert again.take() == kept  # the pairs of the finished requests go to training at once
+    assert again.take() == qa_samples()(kept)  # the finished requests' pairs train at once
     again.run()
     assert again.stream.report.requests == total
     assert sorted(again.pairs, key=str) == sorted(pairs, key=str)

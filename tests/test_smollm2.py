@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from conftest import force_gate
 
 from lift_mlx import store
-from lift_mlx.absorb import absorb, load_absorbed, reset_adapter
+from lift_mlx.absorb import absorb
+from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.answer import question_prompt, stream_answer
 from lift_mlx.cli import cli
 from lift_mlx.models import load_model
@@ -85,7 +86,7 @@ def test_base_answers_when_asked_about_the_document(smollm2_lm):
 def test_adapter_on_the_import_loads_in_plain_mlx_lm(smollm2, voyage, tmp_path):
     absorbed = absorb(voyage, "smollm2", out=tmp_path / "adapter", **TINY)
     assert absorbed.lm.path == smollm2  # the alias, resolved in this test's store
-    assert absorbed.report.train.steps >= 1 and absorbed.report.recite_samples == 2
+    assert absorbed.report.train.steps >= 1 and absorbed.report.samples["recite"] == 2
     prompt = mx.array([absorbed.prompt("Who was the captain of the Marigold?")])
     ours = absorbed.lm.model(prompt)
     plain, _ = mlx_lm.load(str(smollm2), adapter_path=str(absorbed.adapter_path))

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from gguf_files import write_gguf
 
 from lift_mlx import store
-from lift_mlx.absorb import load_absorbed
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model, presets, resolve_model

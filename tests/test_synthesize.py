@@ -5,7 +5,7 @@ import pytest
 from lift_mlx.config import SynthSettings
 from lift_mlx.generator_styles import QAPair, parse_qa
 from lift_mlx.split import split_sentences
-from lift_mlx.synthesize import SynthReport, filter_pairs, generate_qa, grounded, task_windows
+from lift_mlx.synthesize import QAStream, SynthReport, filter_pairs, grounded, task_windows
 
 GOOD = '{"qa_list": [{"question": "Who chaired it first?", "answer": "Ada Korrin"}]}'
 
@@ -68,13 +68,18 @@ def test_task_windows_cover_every_sentence_in_order(demo_text):
     assert demo_text[:at].rstrip().endswith(w.preceding)
 
 
+def generate_qa(model, tokenizer, windows, settings):
+    """Every QA pair the generator writes about `windows`, and its report."""
+    stream, pairs = QAStream(model, tokenizer, windows, settings), []
+    while not stream.done:
+        pairs += stream.step()
+    return pairs, stream.close()
+
+
 def test_batched_generation_on_a_tiny_model(tiny_lm, demo_text):
     windows = task_windows(demo_text, 1, 200)[:6]
     settings = SynthSettings(generator_batch_size=4, max_tokens=24, style="json")
-    seen = []
-    pairs, report = generate_qa(tiny_lm.model, tiny_lm.tokenizer, windows, settings,
-                                on_batch=lambda done, total, toks: seen.append((done, total)))
-    assert seen == [(4, 6), (6, 6)]  # two batches: 4 windows decoded together, then 2
+    pairs, report = generate_qa(tiny_lm.model, tiny_lm.tokenizer, windows, settings)
     assert report.requests == 6
     assert 0 < report.generated_tokens <= 6 * 24
     # a random model writes no JSON: every request is counted as dropped, nothing crashes
@@ -200,7 +205,7 @@ def test_about_style_names_the_subject_and_asks_for_what_the_sentence_tells(tiny
 def test_style_choice_and_cache_keys(tiny_lm):
     from lift_mlx.errors import LiftError
     from lift_mlx.generator_styles import JSON, LINES, resolve_style
-    from lift_mlx.synthesize import cache_key
+    from lift_mlx.tasks.qa import cache_key
 
     assert resolve_style("auto", tiny_lm.model) is LINES  # a tiny model: worked examples
     assert resolve_style("json") is JSON and resolve_style("auto") is JSON
@@ -251,7 +256,6 @@ def test_requests_that_open_alike_share_one_prefilled_prefix(tiny_lm):
     lines form): each form's examples are prefilled once, and the pairs are the same as
     when every request prefills its whole prompt."""
     from lift_mlx.generator_styles import ANSWERS
-    from lift_mlx.synthesize import QAStream
 
     text = " ".join(["The tower at Carrow Point has 142 steps.", "The boat was painted green.",
                      "Ada Korrin kept the lamp in 1919.", "Tomas Vell sold nets in Portwen."] * 3)
@@ -277,7 +281,6 @@ def test_verify_qa_keeps_only_pairs_the_generator_answers_back(tiny_lm):
     model's replies hold almost no answer, so (nearly) everything is dropped, counted, and
     the stream still finishes every request."""
     from lift_mlx.generator_styles import ANSWERS
-    from lift_mlx.synthesize import QAStream
 
     text = "The tower at Carrow Point has 142 steps. Ada Korrin kept the lamp in 1919."
     windows = task_windows(text, 1, 200)
@@ -326,7 +329,7 @@ def test_verify_qa_keeps_a_pair_whose_answer_is_read_back(tiny_lm):
 
 
 def test_cloze_pairs_ask_each_sentence_back_for_its_names_and_numbers():
-    from lift_mlx.synthesize import cloze_pairs
+    from lift_mlx.tasks.cloze import cloze_pairs
 
     text = ("The Reidrys first took to the water in 1855. The Reidrys displaces 510 tons. "
             "The Reidrys is captained by Thulath Shethoke. The weather that year was wet. "
@@ -342,7 +345,7 @@ def test_cloze_pairs_ask_each_sentence_back_for_its_names_and_numbers():
 
 
 def test_cloze_pairs_ask_a_named_subject_for_the_word_its_sentence_ends_on():
-    from lift_mlx.synthesize import cloze_pairs
+    from lift_mlx.tasks.cloze import cloze_pairs
 
     text = ("Orla Vell works as a tanner. The Reidrys carries salt. The Reidrys displaces 510 "
             "tons. Tobias Wren kept the light for twenty-six years. The weather was wet. "

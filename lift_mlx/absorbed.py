@@ -1,0 +1,100 @@
+"""A base model with a document's adapter on it, answering questions about the document: the
+object `absorb` returns and `load_absorbed` makes from a stored adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from . import adapters, store
+from .adapters import base_view
+from .answer import about_document, question_prompt, stream_answer
+from .config import AnswerSettings
+from .errors import LiftError
+from .models import LoadedModel, config_fingerprint, load_model
+from .prompts import encode
+
+
+def reset_adapter(lm: LoadedModel) -> None:
+    """Take any adapter off the model, so it is the plain base again."""
+    adapters.remove(lm.model)
+    lm.model.unfreeze()
+    lm.model.eval()
+
+
+class Absorbed:
+    """A base model with a document's adapter loaded: ask it questions."""
+
+    def __init__(self, lm: LoadedModel, document_text: str, adapter_path: Path, meta: dict,
+                 report=None):
+        self.lm = lm
+        # `report`: the AbsorbReport of the absorb that made it; None when loaded from the store
+        self.document_text = document_text
+        self.adapter_path = Path(adapter_path)
+        self.meta = meta
+        self.report = report
+        self._doc_tokens: list[int] | None = None
+        self._base = None
+
+    @property
+    def doc_tokens(self) -> list[int]:
+        if self._doc_tokens is None:
+            self._doc_tokens = encode(self.lm.tokenizer, self.document_text)
+        return self._doc_tokens
+
+    def prompt(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> list[int]:
+        """Prompt ids for `question` as `stream` answers it."""
+        settings = replace(settings or AnswerSettings(), **changes)
+        tokens = self.doc_tokens if settings.context else None
+        return question_prompt(self.lm.tokenizer, question, tokens, self.lm.window,
+                               settings.max_tokens)
+
+    def uses_adapter(self, question: str) -> bool:
+        """Whether the adapter answers `question`: where it is about the document (see
+        `answer.about_document`); the plain base answers the rest, so absorbing a document
+        costs nothing on general questions."""
+        return about_document(question, self.document_text)
+
+    def stream(self, question: str, settings: AnswerSettings | None = None, *,
+               route: bool = True, **changes) -> Iterator[str]:
+        """Yield the answer as it is generated (`settings`, with `changes` to its fields such
+        as `max_tokens=64`); with `route`, questions not about the document are answered by
+        the plain base (no adapter, no document view)."""
+        settings = replace(settings or AnswerSettings(), **changes)
+        model = self.lm.model
+        if route and not self.uses_adapter(question):
+            if self._base is None:
+                self._base = base_view(self.lm.model)
+            model, settings = self._base, replace(settings, context=False)
+        ids = self.prompt(question, settings)
+        yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
+                                 settings.temp)
+
+    def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
+        """The whole answer to `question` (see `stream` for the options)."""
+        return "".join(self.stream(question, settings, **kwargs))
+
+
+def load_absorbed(adapter_dir: str | Path, model: str | LoadedModel | None = None) -> Absorbed:
+    """Load a stored adapter on its base model (or on `model`, which must be the same base)."""
+    adapter_dir = Path(adapter_dir)
+    meta = store.verify(adapter_dir)  # a damaged entry is refused, never loaded
+    lm = as_model(model or meta["model"]["name"])
+    made_for = meta["model"]["fingerprint"]
+    if made_for not in (lm.fingerprint, config_fingerprint(lm.path)):  # the latter: older entries
+        raise LiftError(
+            f"adapter {adapter_dir} was made for base model {meta['model']['name']!r}, "
+            f"not {lm.name!r}; pass --model {meta['model']['name']} or absorb again"
+        )
+    reset_adapter(lm)
+    adapters.load(lm.model, adapter_dir)
+    lm.model.eval()
+    text = (adapter_dir / store.DOCUMENT_FILE).read_text(encoding="utf-8")
+    return Absorbed(lm, text, adapter_dir, meta)
+
+
+def as_model(model: str | LoadedModel | None) -> LoadedModel:
+    """`model` loaded, unless it is already."""
+    return model if isinstance(model, LoadedModel) else load_model(model)
