@@ -29,7 +29,7 @@ from lift_mlx import library, store
 from lift_mlx.absorb import absorb, load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.models import load_model
-from lift_mlx.server import LiftServer, _is_loopback
+from lift_mlx.serve.http import LiftServer, _is_loopback
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
 GENERAL = "What is the capital of France?"  # about neither

@@ -9,7 +9,7 @@ in the background; `GET`/`DELETE /v1/documents/ID` follow or cancel the job, or 
 a document. `GET /health`.
 
 This module is the HTTP layer: routing, request checks and limits, errors in OpenAI's shape,
-server-sent events, and the `serve` command. The model and its adapters are `serving.py`'s, the
+server-sent events, and the `serve` command. The model and its adapters are `model.py`'s, the
 absorb jobs `jobs.py`'s. From `mlx_lm.server` it uses the message-content normalisation
 (`process_message_content`) and that server's shape (a ThreadingHTTPServer, one thread per
 connection). Its request handler is not reused: it loads any model or adapter path a request
@@ -37,11 +37,11 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from . import __version__, backend, library, store
-from .errors import LiftError
+from .. import __version__, backend, library, store
+from ..errors import LiftError
+from ..options import model_option
 from .jobs import Absorber, QueueFull
-from .options import model_option
-from .serving import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
+from .model import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
 DEFAULT_DOCUMENT_MB = 16.0
@@ -191,7 +191,7 @@ def _fits(value, default) -> bool:
 
 def _document_settings(body: dict):
     """The absorb settings a request asks for: a preset and flat overrides, type-checked."""
-    from .config import PRESETS, SETTINGS, preset
+    from ..config import PRESETS, SETTINGS, preset
 
     name = body.get("preset", "default")
     if name not in PRESETS:
@@ -403,7 +403,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"id": entry.name, "object": "model", "deleted": True})
 
     def _absorb(self) -> None:
-        from .ingest import text_document
+        from ..ingest import text_document
 
         limit = self.server.max_document_bytes
         body = self._body(limit + 2**16)
@@ -658,8 +658,8 @@ def serve_command() -> click.Command:
         """
         import signal
 
-        from .absorb import raise_interrupt
-        from .models import load_model
+        from ..absorb import raise_interrupt
+        from ..models import load_model
 
         backend.use_recommended_wired_limit()
         lm = load_model(model)

@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import adapters, library, store
-from .errors import LiftError
+from .. import adapters, library, store
+from ..errors import LiftError
 
 
 class DocumentGone(LiftError):
@@ -48,7 +48,7 @@ class ServedModel:
     """The base model every request uses, with one document's adapter on it at a time."""
 
     def __init__(self, lm, kept: int = 4):
-        from .absorb import reset_adapter
+        from ..absorb import reset_adapter
 
         reset_adapter(lm)  # the view must start as the plain base
         self.lm = lm
@@ -65,7 +65,7 @@ class ServedModel:
         lock); DocumentGone if it was just removed, a LiftError if it is damaged."""
         import mlx.core as mx
 
-        from .prompts import encode
+        from ..prompts import encode
 
         checksum = str(entry.field("checksums", store.ADAPTER_FILE, default=entry.field("created")))
         cached = self._cache.get(entry.key)
@@ -134,7 +134,7 @@ def last_question(messages: list[dict]) -> str:
 def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
     """The adapter that answers `messages`: none (the plain base, as `ask` answers it) where
     the question is not about the adapter's document."""
-    from .answer import about_document
+    from ..answer import about_document
 
     if adapter is None or about_document(last_question(messages), adapter.text):
         return adapter
@@ -146,7 +146,7 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     """Prompt ids for `messages`: with a document's adapter, the prompt of `lift-mlx ask` for
     the last user message (with the head+tail view if `context`); without, the chat template.
     PromptRefused when there is no question or no room for `max_tokens` in the window."""
-    from .answer import question_prompt
+    from ..answer import question_prompt
 
     tok, window = served.lm.tokenizer, served.lm.window
     if adapter is not None:
