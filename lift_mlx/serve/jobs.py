@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .. import library
+from ..absorb import absorb
 from ..errors import LiftError
 from ..progress import Progress
 
@@ -139,8 +140,6 @@ class Absorber:
                 self._run(job)
 
     def _run(self, job: Job) -> None:
-        from ..absorb import absorb
-
         job.status, job.stage = "running", "preparing"
         try:
             absorbed = absorb(job.document, self.lm, settings=job.settings,
