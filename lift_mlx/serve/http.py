@@ -1,20 +1,12 @@
-"""`lift-mlx serve`: every absorbed document as a model on a local OpenAI-compatible server.
+"""The HTTP layer of `lift-mlx serve`: the server and its request handler (routing, the
+loopback and API key checks, limits, errors in OpenAI's shape, server-sent events) and the
+endpoints.
 
-`GET /v1/models` lists the base model and each document of the library absorbed on it, by
-name. `POST /v1/chat/completions` with a document's name as `model` answers as `lift-mlx ask`
-does: the last user message is the question, the prompt holds the head+tail view of the
-document (or the question alone with `"context": false`), and the document's adapter is on the
-base; streamed as server-sent events with `"stream": true`. `POST /v1/documents` absorbs a text
-in the background; `GET`/`DELETE /v1/documents/ID` follow or cancel the job, or show or remove
-a document. `GET /health`.
-
-This module is the HTTP layer: routing, request checks and limits, errors in OpenAI's shape,
-server-sent events, and the `serve` command. The model and its adapters are `model.py`'s, the
-absorb jobs `jobs.py`'s. From `mlx_lm.server` it uses the message-content normalisation
-(`process_message_content`) and that server's shape (a ThreadingHTTPServer, one thread per
-connection). Its request handler is not reused: it loads any model or adapter path a request
-names, answers errors as bare strings, reads bodies of any size, and its internals change from
-one mlx-lm release to the next.
+What a request may ask for is `requests.py`'s, the shape of the answers `responses.py`'s, the
+model and its adapters `model.py`'s, the absorb jobs `jobs.py`'s. From `mlx_lm.server` it takes
+that server's shape (a ThreadingHTTPServer, one thread per connection). Its request handler is
+not reused: it loads any model or adapter path a request names, answers errors as bare strings,
+reads bodies of any size, and its internals change from one mlx-lm release to the next.
 """
 
 from __future__ import annotations
@@ -22,199 +14,45 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import os
 import select
 import socket
 import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import click
-
-from .. import __version__, backend, library, store
+from .. import __version__, library, store
 from ..errors import LiftError
-from ..options import model_option
 from .jobs import Absorber, QueueFull
 from .model import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
+from .requests import (
+    DEFAULT_DOCUMENT_MB,
+    MAX_CHAT_BYTES,
+    ApiError,
+    ChatRequest,
+    absorb_request,
+    chat_request,
+)
+from .responses import (
+    DONE,
+    chunk,
+    completion,
+    completion_head,
+    document_json,
+    event,
+    model_list,
+    usage_chunk,
+    usage_json,
+)
 
-MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
-DEFAULT_DOCUMENT_MB = 16.0
-MAX_MESSAGES = 512
-MAX_STOPS = 4  # as OpenAI's API
 MAX_CONNECTIONS = 64  # handler threads at once; more get 503
 LOCK_WAIT_S = 300.0  # longest a request waits for the model before it gets 503
 SOCKET_TIMEOUT_S = 60.0  # a client that neither sends nor reads for this long is dropped
-FINGERPRINT = f"lift-mlx-{__version__}"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-class ApiError(Exception):
-    """A request the server refuses, sent as OpenAI's error object."""
-
-    def __init__(self, status: int, message: str, code: str | None = None,
-                 param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
-
-    def body(self) -> dict:
-        kind = "server_error" if self.status >= 500 else "invalid_request_error"
-        return {"error": {"message": str(self), "type": kind, "param": self.param,
-                          "code": self.code}}
-
-
-
-# The request fields read, as (kind, low, high, default); None: no bound.
-_NUMBERS = {
-    "max_tokens": (int, 1, None, 256),  # the default of `lift-mlx ask`
-    "temperature": (float, 0, None, 0.0),  # greedy, as `ask`
-    "top_p": (float, 0, 1, 1.0),
-    "top_k": (int, 0, None, 0),
-    "min_p": (float, 0, 1, 0.0),
-    "repetition_penalty": (float, 0, None, 0.0),  # mlx-lm's: 0 is off
-    "presence_penalty": (float, -2, 2, 0.0),
-    "frequency_penalty": (float, -2, 2, 0.0),
-    "seed": (int, 0, 2**63 - 1, None),
-}
-
-
-def _number(body: dict, name: str, kind, low, high, default):
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int,) if kind is int else (int, float)):
-        raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}",
-                       "invalid_type", name)
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ApiError(400, f"{name} must be {bounds}", "invalid_value", name)
-    return value
-
-
-def _flag(body: dict, name: str, default: bool) -> bool:
-    value = body.get(name, default)
-    if not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false", "invalid_type", name)
-    return value
-
-
-@dataclass
-class ChatRequest:
-    model: str
-    messages: list[dict]
-    stream: bool
-    include_usage: bool
-    context: bool
-    stops: list[str]
-    logit_bias: dict[int, float] | None
-    numbers: dict
-
-
-def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
-    """The fields of a chat completion request, checked (an ApiError for each mistake)."""
-    from mlx_lm.server import process_message_content
-
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "model must name a model of GET /v1/models", "invalid_type", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
-        raise ApiError(400, f"messages must be a list of 1 to {MAX_MESSAGES} messages",
-                       "invalid_type", "messages")
-    for m in messages:
-        content = m.get("content") if isinstance(m, dict) else None
-        parts_ok = isinstance(content, list) and all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-            for p in content)
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str)
-                and (content is None or isinstance(content, str) or parts_ok)):
-            raise ApiError(400, "each message needs a role and a text content (a string or a "
-                           "list of text parts)", "invalid_type", "messages")
-    messages = [dict(m) for m in messages]
-    try:
-        process_message_content(messages)  # text parts joined, as mlx_lm.server does
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise ApiError(400, f"messages are malformed ({e})", "invalid_value",
-                       "messages") from None
-    for unsupported in ("logprobs", "tools"):
-        if body.get(unsupported):
-            raise ApiError(400, f"{unsupported} is not supported by lift-mlx serve",
-                           "unsupported", unsupported)
-    if body.get("n", 1) != 1:
-        raise ApiError(400, "only n=1 is supported", "invalid_value", "n")
-    numbers = {name: _number(body, name, *spec) for name, spec in _NUMBERS.items()}
-    if body.get("max_completion_tokens") is not None:
-        numbers["max_tokens"] = _number(body, "max_completion_tokens", *_NUMBERS["max_tokens"])
-    if numbers["max_tokens"] >= window:
-        raise ApiError(400, f"max_tokens must be below the model's window of {window} tokens",
-                       "invalid_value", "max_tokens")
-    stops = body.get("stop") or []
-    stops = [stops] if isinstance(stops, str) else stops
-    if not (isinstance(stops, list) and len(stops) <= MAX_STOPS
-            and all(isinstance(s, str) and s for s in stops)):
-        raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOPS} strings",
-                       "invalid_type", "stop")
-    bias = body.get("logit_bias")
-    if bias is not None:
-        try:
-            bias = {int(k): float(v) for k, v in bias.items()}
-        except (AttributeError, TypeError, ValueError, OverflowError):
-            bias = {-1: 0.0}
-        if not all(0 <= k < vocab for k in bias) or len(bias) > 1024:
-            raise ApiError(400, f"logit_bias must map up to 1024 token ids (0 to {vocab - 1}) "
-                           "to numbers", "invalid_value", "logit_bias")
-    options = body.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise ApiError(400, "stream_options must be an object", "invalid_type",
-                       "stream_options")
-    return ChatRequest(model, messages, _flag(body, "stream", False),
-                       _flag(options, "include_usage", False), _flag(body, "context", True),
-                       stops, bias, numbers)
-
-
-def _fits(value, default) -> bool:
-    """Whether a JSON value can stand for a setting whose default is `default`."""
-    if isinstance(default, bool) or default is None:  # None: a switch left to the device
-        return isinstance(value, bool) or (default is None and value is None)
-    if isinstance(default, tuple):
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    kinds = (int, float) if isinstance(default, float) else (int,)
-    return isinstance(value, kinds) and not isinstance(value, bool)
-
-
-def _document_settings(body: dict):
-    """The absorb settings a request asks for: a preset and flat overrides, type-checked."""
-    from ..config import PRESETS, SETTINGS, preset
-
-    name = body.get("preset", "default")
-    if name not in PRESETS:
-        raise ApiError(400, f"preset must be one of {', '.join(PRESETS)}", "invalid_value",
-                       "preset")
-    overrides = body.get("settings") or {}
-    if not isinstance(overrides, dict):
-        raise ApiError(400, "settings must be an object of setting names and values",
-                       "invalid_type", "settings")
-    fields = {name: s.default for name, s in SETTINGS.items()}
-    checked = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ApiError(400, f"unknown setting {key!r}; settings are "
-                           f"{', '.join(sorted(fields))}", "invalid_value", f"settings.{key}")
-        if not _fits(value, fields[key]):
-            raise ApiError(400, f"setting {key!r} must be like {fields[key]!r}",
-                           "invalid_type", f"settings.{key}")
-        checked[key] = tuple(value) if isinstance(value, list) else value
-    try:
-        return preset(name, **checked)
-    except LiftError as e:
-        raise ApiError(400, str(e), "invalid_value", "settings") from None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -307,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
             if not self._sent:
                 self._send_json(e.status, e.body())
             elif getattr(self, "_streaming", False):  # mid-stream: an error event, then end
-                self.wfile.write(f"data: {json.dumps(e.body())}\n\n".encode())
+                self.wfile.write(event(e.body()))
         except OSError:
             pass
 
@@ -374,23 +212,23 @@ class Handler(BaseHTTPRequestHandler):
                               "queued": sum(j.status == "queued" for j in jobs)})
 
     def _models(self) -> None:
-        self._send_json(200, {"object": "list", "data": self.server.model_list()})
+        self._send_json(200, {"object": "list", "data": self._model_list()})
 
     def _model(self, ident: str) -> None:
-        for m in self.server.model_list():
+        for m in self._model_list():
             if m["id"] == ident:
                 return self._send_json(200, m)
         raise ApiError(404, f"no model {ident!r}; GET /v1/models lists them", "model_not_found")
 
     def _documents(self) -> None:
-        docs = [self.server.document_json(e) for e in self.server.documents()]
+        docs = [document_json(e) for e in self.server.documents()]
         jobs = [j.to_json() for j in self.server.absorber.jobs()]
         self._send_json(200, {"object": "list", "data": docs, "jobs": jobs})
 
     def _document(self, ident: str) -> None:
         job = self.server.absorber.get(ident)
         self._send_json(200, job.to_json() if job else
-                        self.server.document_json(self.server.find_document(ident)))
+                        document_json(self.server.find_document(ident)))
 
     def _delete(self, ident: str) -> None:
         job = self.server.absorber.get(ident)
@@ -403,37 +241,14 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"id": entry.name, "object": "model", "deleted": True})
 
     def _absorb(self) -> None:
-        from ..ingest import text_document
-
         limit = self.server.max_document_bytes
-        body = self._body(limit + 2**16)
-        text, name = body.get("text"), body.get("name")
-        if not isinstance(text, str):
-            raise ApiError(400, "text must be the document's text, as a string (files on the "
-                           "server's disk are not read)", "invalid_type", "text")
-        if len(text.encode("utf-8")) > limit:
-            raise ApiError(413, f"the document is over the limit of {limit:,} bytes (lift-mlx "
-                           "serve --max-document-mb raises it)", "document_too_large", "text")
-        if name is not None:
-            if not isinstance(name, str) or not library.NAME_PATTERN.fullmatch(name):
-                raise ApiError(400, f"name must be {library.NAME_RULE} characters",
-                               "invalid_value", "name")
-        source = body.get("source", name or "http")
-        if not isinstance(source, str) or not 0 < len(source) <= 200:
-            raise ApiError(400, "source must be a short label (1 to 200 characters)",
-                           "invalid_type", "source")
-        settings = _document_settings(body)
-        try:
-            document = text_document(text, source)
-        except LiftError:
-            raise ApiError(400, "the document is empty: send its text in 'text'",
-                           "empty_document", "text") from None
-        taken = [e for e in library.entries() if e.name == name]
-        if taken and taken[0].field("document", "sha256") != document.sha256:
-            raise ApiError(409, f"the name {name!r} is taken by another document",
+        req = absorb_request(self._body(limit + 2**16), limit)
+        taken = [e for e in library.entries() if e.name == req.name]
+        if taken and taken[0].field("document", "sha256") != req.document.sha256:
+            raise ApiError(409, f"the name {req.name!r} is taken by another document",
                            "name_taken", "name")
         try:
-            job = self.server.absorber.submit(document, settings, name)
+            job = self.server.absorber.submit(req.document, req.settings, req.name)
         except QueueFull as e:
             raise ApiError(429, str(e), "too_many_jobs") from None
         self._send_json(202, job.to_json())
@@ -455,27 +270,24 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(500, str(e), "document_damaged") from None
             try:
                 prompt = chat_prompt(served, req.messages, adapter, context=req.context,
-                                     max_tokens=req.numbers["max_tokens"])
+                                     max_tokens=req.sampling.max_tokens)
                 if adapter is not None and route(adapter, req.messages) is None:
                     # not about the document: the plain base answers, as `ask` does
                     prompt = chat_prompt(served, req.messages, adapter, context=False,
-                                         max_tokens=req.numbers["max_tokens"])
+                                         max_tokens=req.sampling.max_tokens)
                     adapter = None
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
             if self._client_gone():
                 return
             served.activate(adapter)
-            pieces = generate(served, prompt, stops=req.stops, logit_bias=req.logit_bias,
-                              **req.numbers)
+            pieces = generate(served, prompt, req.sampling)
             self._reply(req, pieces, len(prompt))
         finally:
             served.lock.release()
 
     def _reply(self, req: ChatRequest, pieces: Iterator[tuple], prompt_tokens: int) -> None:
-        ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        head = {"id": ident, "created": int(time.time()), "model": req.model,
-                "system_fingerprint": FINGERPRINT}
+        head = completion_head(req.model)
         finish, count, text = "stop", 0, []  # stream_generate always yields a finish
         if req.stream:
             self._status, self._streaming = 200, True
@@ -484,34 +296,25 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Cache-Control", "no-cache")
             self.end_headers()
             self._sent = True
-            self._event({**head, "object": "chat.completion.chunk", "choices": [
-                {"index": 0, "delta": {"role": "assistant", "content": ""},
-                 "logprobs": None, "finish_reason": None}]})
+            self.wfile.write(event(chunk(head, {"role": "assistant", "content": ""})))
         for piece, reason, count in pieces:
             finish = reason or finish
             if req.stream and piece:
-                self._event({**head, "object": "chat.completion.chunk", "choices": [
-                    {"index": 0, "delta": {"content": piece}, "logprobs": None,
-                     "finish_reason": None}]})
+                self.wfile.write(event(chunk(head, {"content": piece})))
             text.append(piece)
             if count % 8 == 0 and self._client_gone():
                 self.close_connection = True
                 return  # nobody reads on: free the model for the next request
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": count,
-                 "total_tokens": prompt_tokens + count}
+        usage = usage_json(prompt_tokens, count)
         if not req.stream:
-            return self._send_json(200, {**head, "object": "chat.completion", "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                 "logprobs": None, "finish_reason": finish}], "usage": usage})
-        self._event({**head, "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}]})
+            return self._send_json(200, completion(head, "".join(text), finish, usage))
+        self.wfile.write(event(chunk(head, {}, finish)))
         if req.include_usage:
-            self._event({**head, "object": "chat.completion.chunk", "choices": [],
-                         "usage": usage})
-        self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.write(event(usage_chunk(head, usage)))
+        self.wfile.write(DONE)
 
-    def _event(self, obj: dict) -> None:
-        self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+    def _model_list(self) -> list[dict]:
+        return model_list(self.server.base_id, self.server.started, self.server.documents())
 
 
 def _is_loopback(host: str) -> bool:
@@ -597,104 +400,8 @@ class LiftServer(ThreadingHTTPServer):
         raise ApiError(404, f"no model {ident!r} here; this server has: {names}",
                        "model_not_found", param)
 
-    def document_json(self, e: library.Entry) -> dict:
-        return {"id": e.name, "object": "document", "key": e.key,
-                "source": e.field("document", "source"),
-                "sha256": e.field("document", "sha256"),
-                "tokens": e.field("document", "tokens"),
-                "created": e.field("created"), "absorb_seconds": round(e.absorb_seconds, 2),
-                "settings": e.field("settings", default={})}
-
-    def model_list(self) -> list[dict]:
-        base = {"id": self.base_id, "object": "model", "created": self.started,
-                "owned_by": "lift-mlx"}
-        return [base] + [{"id": e.name, "object": "model", "created": _epoch(e),
-                          "owned_by": "lift-mlx", "document": self.document_json(e)}
-                         for e in self.documents()]
-
-
-def _epoch(e: library.Entry) -> int:
-    try:
-        return int(time.mktime(time.strptime(str(e.field("created")), "%Y-%m-%dT%H:%M:%S%z")))
-    except ValueError:
-        return int(e.path.stat().st_mtime)
-
 
 def base_model_id(name: str) -> str:
     """The base model's id: its alias or hub id, or the folder name of a local path."""
-    from pathlib import Path
-
     path = Path(name).expanduser()
     return path.name if path.exists() else name
-
-
-def serve_command() -> click.Command:
-    """The `lift-mlx serve` command (cli.py builds it only when it runs)."""
-
-    @click.command("serve")
-    @model_option
-    @click.option("--host", default="127.0.0.1", show_default=True,
-                  help="Address to listen on. Anything but a loopback address lets other "
-                       "machines read your documents through the server.")
-    @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-                  help="Port to listen on; 0 picks a free one.")
-    @click.option("--adapters-in-memory", "kept", type=click.IntRange(1, 64), default=4,
-                  show_default=True, help="Document adapters kept loaded for quick swaps.")
-    @click.option("--max-document-mb", type=click.FloatRange(min=0, min_open=True),
-                  default=DEFAULT_DOCUMENT_MB, show_default=True,
-                  help="Largest document POST /v1/documents accepts.")
-    @click.option("--api-key", envvar="LIFT_MLX_API_KEY", default=None, metavar="KEY",
-                  help="Require 'Authorization: Bearer KEY' on every request. "
-                       "[default: $LIFT_MLX_API_KEY, else none]")
-    @click.option("--quiet", "-q", is_flag=True, help="No log line per request.")
-    def serve(model, host, port, kept, max_document_mb, api_key, quiet):
-        """Serve the base model and every absorbed document as models of a local
-        OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/documents, /health).
-
-        \b
-        Point any OpenAI client at http://127.0.0.1:8080/v1 and use a document's name
-        (`lift-mlx docs list`) as the model: it answers as `lift-mlx ask` does. Add
-        "context": false to a request to answer with the adapter alone.
-        """
-        import signal
-
-        from ..absorb import raise_interrupt
-        from ..models import load_model
-
-        backend.use_recommended_wired_limit()
-        lm = load_model(model)
-        try:
-            server = LiftServer(lm, host, port, kept=kept, quiet=quiet,
-                                max_document_bytes=int(max_document_mb * 2**20),
-                                api_key=api_key)
-        except OSError as e:
-            raise LiftError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick "
-                            "another --port or --host") from None
-        names = [e.name for e in server.documents()]
-        click.echo(f"lift-mlx serve: {server.base_id} and {len(names)} document"
-                   f"{'s' if len(names) != 1 else ''}{': ' if names else ''}"
-                   f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}", err=True)
-        click.echo(f"OpenAI-compatible API at {server.url} (Ctrl-C stops)", err=True)
-        if not server.loopback:
-            click.secho(f"WARNING: listening on {host}, reachable from other machines: anyone "
-                        f"who can reach port {server.server_address[1]} can read your absorbed "
-                        "documents, absorb and delete them"
-                        + ("" if api_key else ", with no --api-key to stop them")
-                        + ". Use --host 127.0.0.1 unless you mean it.",
-                        err=True, fg="red", bold=True)
-        signal.signal(signal.SIGTERM, raise_interrupt)  # stop as Ctrl-C does
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            click.echo("stopping: absorb jobs under way are cancelled (nothing partial is "
-                       "kept)", err=True)
-        finally:
-            server.close()
-        # Everything is stored and the model is locked: leave without the interpreter's
-        # teardown, which was seen to abort the process (SIGABRT) in 5 of 7 test runs after an
-        # absorb job had run; the suspect, not proven, is MLX state of the worker threads.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-    return serve
