@@ -28,7 +28,7 @@ LAZY_COMMANDS = {
              "The document library: what has been absorbed, by name."),
     "eval": ("lift_mlx.evaluate:eval_command",
              "Compare LIFT with in-context answering on the same questions."),
-    "serve": ("lift_mlx.server:serve_command", "Serve the base model and every absorbed "
+    "serve": ("lift_mlx.serve.command:serve_command", "Serve the base model and every absorbed "
               "document as models of a local OpenAI-compatible API (/v1/models, "
               "/v1/chat/completions, /v1/documents, /health)."),
 }

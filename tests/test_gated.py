@@ -25,7 +25,7 @@ from lift_mlx.config import TrainSettings
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, buckets_for, epoch_batches
-from lift_mlx.serving import ServedModel
+from lift_mlx.serve.model import ServedModel
 from lift_mlx.tiny import build_tiny_model
 from lift_mlx.train import Trainer, mean_nll, train
 

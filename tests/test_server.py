@@ -29,8 +29,10 @@ from lift_mlx import library, store
 from lift_mlx.absorb import absorb
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
+from lift_mlx.config import AnswerSettings
 from lift_mlx.models import load_model
-from lift_mlx.server import LiftServer, _is_loopback
+from lift_mlx.serve.http import LiftServer, _is_loopback
+from lift_mlx.serve.requests import chat_request
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
 GENERAL = "What is the capital of France?"  # about neither
@@ -299,6 +301,17 @@ def test_bad_requests_get_openai_errors_and_touch_no_file(tiny_lm, documents, tm
     assert {p.name for p in store.entry_dirs()} == {library.find(n).key
                                                     for n in ("charter", "bylaws")}
     assert not _is_loopback("0.0.0.0") and _is_loopback("::1") and _is_loopback("127.0.0.2")
+
+
+def test_a_chat_request_leaves_the_answer_to_the_answer_settings():
+    """What a request leaves out is answered as `lift-mlx ask` answers: AnswerSettings'
+    defaults, declared once."""
+    req = chat_request({"model": "charter", "messages": [{"role": "user", "content": "Hi"}]},
+                       window=2048, vocab=512)
+    answer = AnswerSettings()
+    assert (req.sampling.max_tokens, req.sampling.temperature, req.context) == (
+        answer.max_tokens, answer.temp, answer.context)
+    assert req.sampling.stops == [] and req.sampling.logit_bias is None
 
 
 def test_fifty_concurrent_requests_no_failure_no_cross_talk(tiny_lm, documents):

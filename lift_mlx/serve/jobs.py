@@ -15,9 +15,10 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from . import library
-from .errors import LiftError
-from .progress import Progress
+from .. import library
+from ..absorb import absorb
+from ..errors import LiftError
+from ..progress import Progress
 
 MAX_QUEUED_JOBS = 16
 KEPT_JOBS = 100  # finished absorb jobs still reported by GET /v1/documents/ID
@@ -139,8 +140,6 @@ class Absorber:
                 self._run(job)
 
     def _run(self, job: Job) -> None:
-        from .absorb import absorb
-
         job.status, job.stage = "running", "preparing"
         try:
             absorbed = absorb(job.document, self.lm, settings=job.settings,

@@ -11,13 +11,21 @@ LoRA layers.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from . import adapters, library, store
-from .errors import LiftError
+import mlx.core as mx
+from mlx_lm import stream_generate
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+
+from .. import adapters, library, store
+from ..absorb import reset_adapter
+from ..answer import about_document, question_prompt
+from ..errors import LiftError
+from ..prompts import encode
 
 
 class DocumentGone(LiftError):
@@ -48,8 +56,6 @@ class ServedModel:
     """The base model every request uses, with one document's adapter on it at a time."""
 
     def __init__(self, lm, kept: int = 4):
-        from .absorb import reset_adapter
-
         reset_adapter(lm)  # the view must start as the plain base
         self.lm = lm
         self.fingerprint = lm.fingerprint
@@ -63,10 +69,6 @@ class ServedModel:
     def adapter(self, entry: library.Entry) -> _Adapter:
         """The entry's adapter, from memory or from the store after checking it (hold the
         lock); DocumentGone if it was just removed, a LiftError if it is damaged."""
-        import mlx.core as mx
-
-        from .prompts import encode
-
         checksum = str(entry.field("checksums", store.ADAPTER_FILE, default=entry.field("created")))
         cached = self._cache.get(entry.key)
         if cached is not None and cached.checksum == checksum:
@@ -114,10 +116,6 @@ def _own_random_state(seed: int | None = None) -> None:
     """Seed MLX's global random state here, evaluated: arrays are computed on the stream of
     the thread that made them, and the last user of the state may be another thread (an
     absorb job, or the handler of an earlier request) whose stream this one cannot use."""
-    import os
-
-    import mlx.core as mx
-
     mx.random.seed(int.from_bytes(os.urandom(7), "little") if seed is None else seed)
     mx.eval(mx.random.state)
 
@@ -134,8 +132,6 @@ def last_question(messages: list[dict]) -> str:
 def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
     """The adapter that answers `messages`: none (the plain base, as `ask` answers it) where
     the question is not about the adapter's document."""
-    from .answer import about_document
-
     if adapter is None or about_document(last_question(messages), adapter.text):
         return adapter
     return None
@@ -146,8 +142,6 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     """Prompt ids for `messages`: with a document's adapter, the prompt of `lift-mlx ask` for
     the last user message (with the head+tail view if `context`); without, the chat template.
     PromptRefused when there is no question or no room for `max_tokens` in the window."""
-    from .answer import question_prompt
-
     tok, window = served.lm.tokenizer, served.lm.window
     if adapter is not None:
         question = last_question(messages)
@@ -165,31 +159,44 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     return prompt
 
 
-def generate(served: ServedModel, prompt: list[int], *, max_tokens: int, temperature: float,
-             top_p: float, top_k: int, min_p: float, repetition_penalty: float,
-             presence_penalty: float, frequency_penalty: float, seed: int | None,
-             stops: list[str], logit_bias: dict[int, float] | None) -> Iterator[tuple]:
+@dataclass
+class Sampling:
+    """How `generate` picks its tokens (mlx-lm's sampler and logits processors) and where it
+    stops (after `max_tokens`, or before the first of the `stops` strings)."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repetition_penalty: float  # mlx-lm's: 0 is off
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int | None
+    stops: list[str]
+    logit_bias: dict[int, float] | None
+
+
+def generate(served: ServedModel, prompt: list[int], sampling: Sampling) -> Iterator[tuple]:
     """(text, finish_reason, completion tokens) as mlx-lm generates them, cut at a stop
     string (hold the lock)."""
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
-    if seed is not None or temperature > 0:
-        _own_random_state(seed)
-    sampler = make_sampler(temperature, top_p=top_p, top_k=top_k, min_p=min_p)
-    processors = make_logits_processors(logit_bias, repetition_penalty, 20,
-                                        presence_penalty, 20, frequency_penalty, 20)
+    s, stops = sampling, sampling.stops
+    if s.seed is not None or s.temperature > 0:
+        _own_random_state(s.seed)
+    sampler = make_sampler(s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p)
+    processors = make_logits_processors(s.logit_bias, s.repetition_penalty, 20,
+                                        s.presence_penalty, 20, s.frequency_penalty, 20)
     held, count = "", 0  # held: text that may be the start of a stop string
     for r in stream_generate(served.model, served.lm.tokenizer, prompt,
-                             max_tokens=max_tokens, sampler=sampler,
+                             max_tokens=s.max_tokens, sampler=sampler,
                              logits_processors=processors or None):
         count = r.generation_tokens
         held += r.text
-        cuts = [i for i in (held.find(s) for s in stops) if i >= 0]
+        cuts = [i for i in (held.find(stop) for stop in stops) if i >= 0]
         if cuts:
             yield held[:min(cuts)], "stop", count
             return
-        keep = max([k for s in stops for k in range(1, len(s)) if held.endswith(s[:k])],
+        keep = max([k for stop in stops for k in range(1, len(stop)) if held.endswith(stop[:k])],
                    default=0)
         text, held = held[:len(held) - keep], held[len(held) - keep:]
         if r.finish_reason is not None:
