@@ -48,9 +48,16 @@ def _known(parts: list[str]) -> str | None:
 
 def imports_in(source: str, module: str = "__init__") -> set[str]:
     """The lift_mlx modules a module's source imports anywhere in its code; `from . import
-    NAME` of a name that is no module reads the package itself (its __init__)."""
+    NAME` of a name that is no module reads the package itself (its __init__). Imports under
+    `if TYPE_CHECKING:` are for type checkers only and never run."""
+    tree = ast.parse(source)
+    typing_only = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for inner in ast.walk(node)}
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         target = None
         if isinstance(node, ast.ImportFrom) and node.level:
             base = _package_of(module)
@@ -144,6 +151,8 @@ def test_imports_inside_functions_and_lazy_command_names_count():
                                   "adapters.lora", "adapters.gated"}
     assert imports_in("from ..errors import LiftError\nfrom . import base\n",
                       "adapters.lora") == {"errors", "adapters.base"}
+    assert imports_in("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from .config import Settings\n") == set()
 
 
 def test_deferred_imports_are_found_with_their_reasons():

@@ -101,6 +101,11 @@ def test_a_built_wheel_carries_the_bundled_models(tmp_path):
     bundled = tmp_path / "site" / "lift_mlx" / "bundled_models"
     assert out == [str(bundled / "tiny-llama"), presets()["default"]]
     assert (bundled / "tiny-llama" / "model.safetensors").is_file()
+    # every module and sub-package of the source tree is in the wheel
+    installed = tmp_path / "site" / "lift_mlx"
+    assert ({p.relative_to(installed) for p in installed.rglob("*.py")
+             if "bundled_models" not in p.parts}
+            == {p.relative_to(root / "lift_mlx") for p in (root / "lift_mlx").rglob("*.py")})
 
 
 def test_identity_follows_the_weights_not_only_the_config(tmp_path, tiny_model_path):

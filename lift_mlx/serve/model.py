@@ -22,7 +22,7 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from .. import adapters, library, store
-from ..absorb import reset_adapter
+from ..absorbed import reset_adapter
 from ..answer import about_document, question_prompt
 from ..errors import LiftError
 from ..prompts import encode
