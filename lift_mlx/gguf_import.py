@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import LiftError
 from .gguf_tokenizer import build_tokenizer, metadata
-from .store import file_sha256, home
+from .store import file_sha256, models_dir
 
 ARCHITECTURES = ("llama", "qwen2")
 GGUF_MAGIC = b"GGUF"
@@ -66,10 +66,6 @@ def default_quantized() -> bool:
     import mlx.core as mx
 
     return mx.default_device().type == mx.DeviceType.gpu
-
-
-def models_dir() -> Path:
-    return home() / "models"
 
 
 def imported_path(sha256: str, quantized: bool) -> Path:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import click
 
-from . import store
+from . import sources, store
 from .errors import LiftError
+from .models import model_fingerprint
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 NAME_RULE = "lower-case letters, digits, '.', '_' and '-', starting with a letter or digit, " \
@@ -208,15 +209,13 @@ def import_archive(file: Path, model: str | None = None,
                    name: str | None = None) -> tuple[Entry, bool]:
     """Add an exported entry to the library after checking it is whole and that its base
     model is here (`model`, else the base named in it); (the entry, whether it was new)."""
-    from .models import model_fingerprint, resolve_model
-
     file = Path(file)
     meta, z = _open_archive(file)
     with z:
         made_for = meta["model"]
         base = model or str(made_for.get("name"))
         try:
-            base_path = resolve_model(base)
+            base_path = sources.resolve_model(base)
         except LiftError as e:
             raise LiftError(f"{file.name} was made for base model {made_for.get('name')!r}, "
                             f"which is not available here ({e}); pass --model with that base"
@@ -425,9 +424,9 @@ def docs_command() -> click.Group:
     @docs.command("import")
     @click.argument("file", type=click.Path(path_type=Path))
     @click.option("--model", "-m", default=None, metavar="M",
-                  help="The base model here (any --model value: alias, folder, .gguf, "
-                       "ollama:NAME, hub id). It must be the base the archive was made for. "
-                       "[default: the base named in the archive]")
+                  help=f"The base model here (any --model value: {sources.described()}). "
+                       "It must be the base the archive was made for. [default: the base "
+                       "named in the archive]")
     @click.option("--name", default=None, help="Name it NAME instead of its exported name.")
     def import_(file, model, name):
         """Add an archive written by `lift-mlx docs export`, after checking its files and that

@@ -20,8 +20,9 @@ from lift_mlx import store
 from lift_mlx.absorb import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.errors import LiftError
-from lift_mlx.models import load_model, presets, resolve_model
-from lift_mlx.sources import from_wheel
+from lift_mlx.models import load_model, presets
+from lift_mlx.sources import resolve_model
+from lift_mlx.sources.wheel import from_wheel
 
 IDS = mx.array(np.random.default_rng(0).integers(0, 512, size=48))[None]  # tiny vocab: 512
 EXACT = 1e-4  # F32 GGUF against the original fp32 weights: only summation order differs
@@ -300,3 +301,4 @@ def test_wheel_with_a_wrong_sha256_is_refused(field, what, local_wheel, isolated
     assert what in str(err.value) and "\n" not in str(err.value)
     models = isolated_store / "models"  # no wheel member, partial file or import left behind
     assert not models.exists() or [p for p in models.rglob("*") if p.is_file()] == []
+
