@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import store
+from . import sources, store
 from .errors import LiftError
 from .library import Entry, describe, entries, export, find, import_archive, remove, rename
 
@@ -118,9 +118,9 @@ def docs_command() -> click.Group:
     @docs.command("import")
     @click.argument("file", type=click.Path(path_type=Path))
     @click.option("--model", "-m", default=None, metavar="M",
-                  help="The base model here (any --model value: alias, folder, .gguf, "
-                       "ollama:NAME, hub id). It must be the base the archive was made for. "
-                       "[default: the base named in the archive]")
+                  help=f"The base model here (any --model value: {sources.described()}). "
+                       "It must be the base the archive was made for. [default: the base "
+                       "named in the archive]")
     @click.option("--name", default=None, help="Name it NAME instead of its exported name.")
     def import_(file, model, name):
         """Add an archive written by `lift-mlx docs export`, after checking its files and that

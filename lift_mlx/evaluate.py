@@ -26,6 +26,7 @@ from .models import LoadedModel
 from .options import model_option, pop_settings, setting_options
 from .progress import Progress
 from .records import JsonlLog, read_jsonl, record_key
+from .sources import resolve_model
 
 # arm -> (adapter it answers with, whether the prompt holds a head+tail view of the document)
 ARMS: dict[str, tuple[str | None, bool]] = {
@@ -415,7 +416,7 @@ def eval_command() -> click.Command:
         from .absorb import reset_adapter
         from .config import preset
         from .judge import judge_records
-        from .models import load_model, recommended_settings, resolve_model
+        from .models import load_model, recommended_settings
 
         overrides = pop_settings(opts)
         progress = Progress(quiet=opts["quiet"])

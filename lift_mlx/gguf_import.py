@@ -22,11 +22,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import gguf
+import mlx.core as mx
 import numpy as np
+from mlx_lm.utils import make_shards
 
 from .errors import LiftError
 from .gguf_tokenizer import build_tokenizer, metadata
-from .store import file_sha256, home
+from .store import file_sha256, models_dir
 
 ARCHITECTURES = ("llama", "qwen2")
 GGUF_MAGIC = b"GGUF"
@@ -63,13 +66,7 @@ def default_quantized() -> bool:
     choice = os.environ.get(QUANTIZED_ENV)
     if choice in ("0", "1"):
         return choice == "1"
-    import mlx.core as mx
-
     return mx.default_device().type == mx.DeviceType.gpu
-
-
-def models_dir() -> Path:
-    return home() / "models"
 
 
 def imported_path(sha256: str, quantized: bool) -> Path:
@@ -120,8 +117,6 @@ def import_gguf(path: str | Path, *, quantized: bool | None = None, sha256: str 
 
 
 def _open(path: Path):
-    import gguf
-
     try:
         return gguf.GGUFReader(path)
     except (ValueError, IndexError, OSError) as e:
@@ -222,8 +217,6 @@ _FLOAT = ("F32", "F16", "BF16")
 
 
 def _dequantizable(tensor) -> bool:
-    import gguf
-
     try:
         gguf.quants.dequantize(tensor.data[:1], tensor.tensor_type)
     except (NotImplementedError, ValueError, KeyError):
@@ -277,15 +270,11 @@ def dequantized(tensor: _Tensor) -> np.ndarray:
         values = _unpack(q, bits).reshape(*scales.shape, GROUP_SIZE).astype(np.float32)
         values = values * scales[..., None].astype(np.float32) + biases[..., None]
         return values.reshape(tensor.shape)
-    import gguf
-
     return gguf.quants.dequantize(tensor.data, _gguf_type(tensor.type_name)).reshape(
         tensor.shape).astype(np.float32)
 
 
 def _gguf_type(name: str):
-    import gguf
-
     return gguf.GGMLQuantizationType[name]
 
 
@@ -308,8 +297,6 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
 
 def convert_weights(tensors: list[_Tensor], config: dict, quantized: bool):
     """mlx-lm weights (name -> mx.array) and the config's per-layer quantization (or None)."""
-    import mlx.core as mx
-
     heads = {"self_attn.q_proj": config["num_attention_heads"],
              "self_attn.k_proj": config["num_key_value_heads"]}
     permute = config["model_type"] == "llama"
@@ -344,9 +331,6 @@ def _linear_like(module: str) -> bool:
 
 def _write_folder(out: Path, config: dict, weights: dict, tokenizer) -> None:
     """Write the folder under a temporary name and rename it when complete."""
-    import mlx.core as mx
-    from mlx_lm.utils import make_shards
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:

@@ -6,6 +6,18 @@ into the imported model folder.
 
 from __future__ import annotations
 
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
+from transformers import PreTrainedTokenizerFast
+
 from .errors import LiftError
 
 # Byte-level BPE pre-tokenizers, by llama.cpp's `tokenizer.ggml.pre` name.
@@ -32,10 +44,6 @@ def metadata(reader, key: str, default=None):
 
 def build_tokenizer(reader):
     """The GGUF's tokenizer rebuilt with `tokenizers`, as a transformers fast tokenizer."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from tokenizers import Regex as TokRegex
-    from transformers import PreTrainedTokenizerFast
-
     kind = metadata(reader, "tokenizer.ggml.model")
     tokens = list(metadata(reader, "tokenizer.ggml.tokens") or [])
     if not tokens:
@@ -64,7 +72,7 @@ def build_tokenizer(reader):
                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
         else:
             tok.pre_tokenizer = pre_tokenizers.Sequence([
-                pre_tokenizers.Split(TokRegex(split), behavior="isolated"), byte_level])
+                pre_tokenizers.Split(Regex(split), behavior="isolated"), byte_level])
         tok.decoder = decoders.ByteLevel()
     elif kind == "llama":
         scores = list(metadata(reader, "tokenizer.ggml.scores") or [0.0] * len(tokens))
@@ -89,8 +97,6 @@ def build_tokenizer(reader):
                     for t, kind_ in zip(tokens, types) if kind_ == _USER_DEFINED])
     bos = token("bos")
     if metadata(reader, "tokenizer.ggml.add_bos_token", False) and bos:
-        from tokenizers import processors
-
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
     return PreTrainedTokenizerFast(

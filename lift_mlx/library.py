@@ -18,9 +18,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
+from . import sources, store
 from .config import SETTINGS
 from .errors import LiftError
+from .models import model_fingerprint
 from .tasks import TASKS
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
@@ -208,15 +209,13 @@ def import_archive(file: Path, model: str | None = None,
                    name: str | None = None) -> tuple[Entry, bool]:
     """Add an exported entry to the library after checking it is whole and that its base
     model is here (`model`, else the base named in it); (the entry, whether it was new)."""
-    from .models import model_fingerprint, resolve_model
-
     file = Path(file)
     meta, z = _open_archive(file)
     with z:
         made_for = meta["model"]
         base = model or str(made_for.get("name"))
         try:
-            base_path = resolve_model(base)
+            base_path = sources.resolve_model(base)
         except LiftError as e:
             raise LiftError(f"{file.name} was made for base model {made_for.get('name')!r}, "
                             f"which is not available here ({e}); pass --model with that base"

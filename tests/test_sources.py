@@ -16,12 +16,14 @@ import pytest
 from click.testing import CliRunner
 from gguf_files import write_gguf
 
+import lift_mlx
 from lift_mlx import store
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.errors import LiftError
-from lift_mlx.models import load_model, presets, resolve_model
-from lift_mlx.sources import from_wheel
+from lift_mlx.models import MODELS_DIR, load_model, model_fingerprint, presets
+from lift_mlx.sources import MODEL_SOURCES, ModelSource, described, register, resolve_model
+from lift_mlx.sources.wheel import from_wheel
 
 IDS = mx.array(np.random.default_rng(0).integers(0, 512, size=48))[None]  # tiny vocab: 512
 EXACT = 1e-4  # F32 GGUF against the original fp32 weights: only summation order differs
@@ -300,3 +302,51 @@ def test_wheel_with_a_wrong_sha256_is_refused(field, what, local_wheel, isolated
     assert what in str(err.value) and "\n" not in str(err.value)
     models = isolated_store / "models"  # no wheel member, partial file or import left behind
     assert not models.exists() or [p for p in models.rglob("*") if p.is_file()] == []
+
+
+# -- a source from outside the package ------------------------------------------------------
+
+
+class Shelf(ModelSource):
+    """shelf:NAME: a model folder of models/ by its folder name."""
+
+    name = "shelf"
+    help = "shelf:NAME (a folder of models/)"
+    order = 25  # between ollama and gguf
+
+    def claims(self, model: str) -> bool:
+        return model.startswith("shelf:")
+
+    def resolve(self, model: str) -> Path:
+        return MODELS_DIR / model.removeprefix("shelf:")
+
+
+@pytest.fixture
+def shelf():
+    source = register(Shelf())
+    try:
+        yield source
+    finally:
+        del MODEL_SOURCES[source.name]
+
+
+def test_a_source_registered_from_outside_loads_and_is_described(shelf):
+    assert list(MODEL_SOURCES) == ["alias", "ollama", "shelf", "gguf", "folder", "hub"]
+    lm = load_model("shelf:tiny-llama")
+    assert lm.path == MODELS_DIR / "tiny-llama" and lm.name == "shelf:tiny-llama"
+    assert lm.fingerprint == model_fingerprint(MODELS_DIR / "tiny-llama")
+    assert "ollama:NAME[:TAG] (a model Ollama has pulled, imported once like a .gguf file), " \
+           "shelf:NAME (a folder of models/), a .gguf file" in described()
+    with pytest.raises(LiftError, match=r"neither .*shelf:NAME \(a folder of models/\)"):
+        resolve_model("plainword")
+    package = Path(lift_mlx.__file__).parent
+    naming = [p for p in package.rglob("*.py") if "shelf" in p.read_text().lower()]
+    assert naming == []
+
+
+def test_the_help_texts_come_from_the_sources():
+    """--model's help and docs import's name every registered source in its own words."""
+    runner = CliRunner()
+    for args in (["absorb", "--help"], ["docs", "import", "--help"]):
+        shown = " ".join(runner.invoke(cli, args, terminal_width=10_000).output.split())
+        assert all(source.help in shown for source in MODEL_SOURCES.values()), args
