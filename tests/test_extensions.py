@@ -1,5 +1,5 @@
 """The extension axes hold their promise: a task kind, an adapter kind and a model source
-written outside the package, registered, run a real absorb and ask on the tiny model, and
+written outside the package, registered, run a real absorb and ask on a tiny model, and
 nothing inside lift_mlx/ names them."""
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from click.testing import CliRunner
 from conftest import FAST
 
 import lift_mlx
-from lift_mlx import adapters, store, tasks
+from lift_mlx import adapters, sources, store, tasks
 from lift_mlx.absorb import absorb
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.adapters import ADAPTER_KINDS, AdapterKind
 from lift_mlx.cli import cli
 from lift_mlx.generator_styles import QAPair
+from lift_mlx.models import load_model
 from lift_mlx.samples import Sample
+from lift_mlx.sources import MODEL_SOURCES, ModelSource
 from lift_mlx.split import split_sentences
 from lift_mlx.tasks import TASKS, Task, TaskInput
+from lift_mlx.tiny import build_tiny_model
 
 OPENING_QUESTION = "How does the document begin?"
 
@@ -77,25 +80,47 @@ class Shift(AdapterKind):
         return module.mlp if isinstance(module, Shifted) else None
 
 
+class Built(ModelSource):
+    """A toy model source: `built:SEED`, a tiny random llama built on first use."""
+
+    name = "built"
+    help = "built:SEED (a tiny random llama)"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def claims(self, model: str) -> bool:
+        return model.startswith("built:")
+
+    def resolve(self, model: str) -> Path:
+        path = self.folder / model.replace(":", "-")
+        if not path.is_dir():
+            build_tiny_model(path, seed=int(model.removeprefix("built:")))
+        return path
+
+
 @pytest.fixture
-def toy_kinds():
+def toy_kinds(tmp_path_factory):
     task, kind = tasks.register(Opening()), adapters.register(Shift())
-    yield task, kind
-    del TASKS[task.name], ADAPTER_KINDS[kind.name]
+    source = sources.register(Built(tmp_path_factory.mktemp("built")))
+    yield task, kind, source
+    del TASKS[task.name], ADAPTER_KINDS[kind.name], MODEL_SOURCES[source.name]
 
 
 def test_nothing_in_the_package_names_the_toy_kinds():
     package = Path(lift_mlx.__file__).parent
     for path in package.rglob("*.py"):
         text = path.read_text()
-        for name in ("Opening", "Shifted", '"opening"', '"shift"'):
+        for name in ("Opening", "Shifted", "Built", '"opening"', '"shift"', "built:"):
             assert name not in text, f"{path} names {name}"
 
 
-def test_a_toy_task_and_adapter_kind_absorb_and_answer(toy_kinds, tiny_lm, tmp_path,
-                                                       demo_text):
+def test_a_toy_task_adapter_kind_and_model_source_absorb_and_answer(toy_kinds, tmp_path,
+                                                                    demo_text):
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])
+    tiny_lm = load_model("built:3")
+    assert tiny_lm.name == "built:3" and tiny_lm.path.parent == toy_kinds[2].folder
     base = tiny_lm.model(mx.array([[3, 4, 5, 6]]))
     absorbed = absorb(doc, tiny_lm, tasks=("recite", "opening"), adapter="shift",
                       **{**FAST, "rank": None}, lr=1e-2)
@@ -111,6 +136,7 @@ def test_a_toy_task_and_adapter_kind_absorb_and_answer(toy_kinds, tiny_lm, tmp_p
     assert not mx.allclose(adapted, base, atol=1e-5).item()
 
     answer = absorbed.ask(OPENING_QUESTION, max_tokens=6, route=False)
+    assert absorbed.meta["model"]["name"] == "built:3"
     again = load_absorbed(absorbed.adapter_path, tiny_lm)  # the kind rebuilds from its config
     assert mx.allclose(tiny_lm.model(mx.array([[3, 4, 5, 6]])), adapted, atol=1e-6).item()
     assert again.ask(OPENING_QUESTION, max_tokens=6, route=False) == answer
@@ -118,12 +144,11 @@ def test_a_toy_task_and_adapter_kind_absorb_and_answer(toy_kinds, tiny_lm, tmp_p
     assert mx.allclose(tiny_lm.model(mx.array([[3, 4, 5, 6]])), base, atol=1e-6).item()
 
 
-def test_the_toy_kinds_appear_in_the_cli_by_name(toy_kinds, tiny_model_path, tmp_path,
-                                                 demo_text):
+def test_the_toy_kinds_appear_in_the_cli_by_name(toy_kinds, tmp_path, demo_text):
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1200])
     runner = CliRunner()
-    args = ["ask", str(doc), OPENING_QUESTION, "--model", str(tiny_model_path), "--tasks",
+    args = ["ask", str(doc), OPENING_QUESTION, "--model", "built:4", "--tasks",
             "recite,opening", "--adapter", "shift", "--seg-len", "128", "--stride", "64",
             "--epochs", "1", "--max-tokens", "4", "--quiet"]
     r = runner.invoke(cli, args)
@@ -132,5 +157,8 @@ def test_the_toy_kinds_appear_in_the_cli_by_name(toy_kinds, tiny_model_path, tmp
     r = runner.invoke(cli, ["info", str(adapter)])
     assert r.exit_code == 0, r.output
     assert "1 opening" in r.stdout and "adapter=shift" in r.stdout
+    assert "base model   built:4" in r.stdout
+    r = runner.invoke(cli, ["ask", str(adapter), OPENING_QUESTION, "--max-tokens", "4"])
+    assert r.exit_code == 0, r.output  # its base found again through the toy source
     r = runner.invoke(cli, ["absorb", str(doc), "--tasks", "recite,dance"])
     assert r.exit_code == 2 and "recite,qa,cloze,opening" in r.output
