@@ -13,14 +13,14 @@ __all__ = ["LiftError", "absorb", "load_absorbed", "load_model", "Absorbed", "Se
            "preset"]
 
 _LAZY = {  # imported on first use, so `lift-mlx --help` does not load MLX
-    "absorb": "absorb", "load_absorbed": "absorb", "Absorbed": "absorb",
+    "absorb": "absorb", "load_absorbed": "absorbed", "Absorbed": "absorbed",
     "load_model": "models", "Settings": "config", "preset": "config",
 }
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
+        import importlib  # only here: the package's import stays as light as __getattr__
 
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'lift_mlx' has no attribute {name!r}")

@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlx.core as mx
-from mlx_lm.utils import maybe_set_recommended_wired_limit
 
-from . import __version__, adapters, store
+from . import __version__, adapters, backend, store
 from .absorbed import Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import question_prompt, stream_answer
@@ -98,7 +97,7 @@ def absorb(
     once on the samples ready at the start and QA samples join as the generator writes them;
     without it, all QA pairs are generated before training starts.
     """
-    maybe_set_recommended_wired_limit()
+    backend.use_recommended_wired_limit()
     progress = progress or Progress(quiet=True)
     report = AbsorbReport(pipeline=pipeline)
     times = report.seconds

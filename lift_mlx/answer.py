@@ -65,6 +65,8 @@ class PromptCache:
 
     def prepare(self, prompt_ids: list[int]) -> tuple[list, list[int]]:
         """The cache to generate with and the prompt tokens it does not hold yet."""
+        # mlx_lm imports transformers (~1 s), and answering is on the path of
+        # `lift-mlx --help` (the task kinds use its prompts): deferred so that it stays fast
         from mlx_lm.models import cache as kv
         from mlx_lm.utils import common_prefix_len
 
@@ -83,7 +85,7 @@ def stream_answer(
 ) -> Iterator[str]:
     """Yield the answer's text as it is generated (greedy when temp is 0); with `cache`,
     the prompt's start is taken from it where it matches the previous prompt."""
-    from mlx_lm import stream_generate
+    from mlx_lm import stream_generate  # deferred: see PromptCache.prepare
     from mlx_lm.sample_utils import make_sampler
 
     extra = {}

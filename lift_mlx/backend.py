@@ -52,6 +52,7 @@ def use_recommended_wired_limit() -> int | None:
     model's weights are not paged out while absorbing or answering (mlx-lm does the same for
     generation). Returns the previous limit; None, doing nothing, where the device recommends
     no size (the CPU)."""
+    # mlx_lm imports transformers (~1 s); the CLI imports this module for every command
     from mlx_lm.utils import maybe_set_recommended_wired_limit
 
     return maybe_set_recommended_wired_limit()

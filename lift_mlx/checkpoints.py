@@ -15,7 +15,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten, tree_map_with_path
 
 from . import store
 from .samples import Sample
@@ -47,9 +49,6 @@ class Checkpoint:
 
     def save(self, loop, sched) -> None:
         """Keep the run of `loop` (a settled TrainLoop) and its schedule `sched`."""
-        import mlx.core as mx
-        from mlx.utils import tree_flatten
-
         report = loop.report
         stem = f"step-{report.steps:08d}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -68,9 +67,6 @@ class Checkpoint:
     def resume(self, loop, sched) -> bool:
         """Put the kept run back into `loop` (a fresh TrainLoop on the model, its adapter
         attached) and `sched`; False (and nothing changed) where there is none that fits."""
-        import mlx.core as mx
-        from mlx.utils import tree_map_with_path
-
         state = self.state()
         if state is None or state["buckets"] != sched.buckets:
             return False

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import click
 
+from . import store
+from .absorb import absorb
+from .absorbed import reset_adapter
+from .answer import question_prompt, stream_answer
 from .metrics import answer_contains
+from .models import load_model
+from .progress import Progress
 
 DOCUMENT = Path(__file__).parent / "data" / "lighthouse.md"
 MODEL = "smollm2"
@@ -55,13 +61,6 @@ class DemoRow:
 
 def run_demo(model: str = MODEL, questions=QUESTIONS, quiet: bool = False, **overrides) -> dict:
     """Absorb the bundled document and answer `questions` with and without the adapter."""
-    from . import store
-    from .absorb import absorb
-    from .absorbed import reset_adapter
-    from .answer import question_prompt, stream_answer
-    from .models import load_model
-    from .progress import Progress
-
     times = {}
     start = time.perf_counter()
     lm = load_model(model)

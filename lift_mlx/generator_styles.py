@@ -414,6 +414,7 @@ def resolve_style(name: str, model=None) -> GeneratorStyle:
     """The style called `name`; `auto` picks `lines` for models under 1B parameters (measured
     on SmolLM2-135M, see the module docstring) and `json` for larger ones."""
     if name == "auto":
+        # mlx_lm imports transformers (~1 s): deferred so `lift-mlx --help` stays fast
         from mlx_lm.utils import get_total_parameters
 
         small = model is not None and get_total_parameters(model) < SMALL_MODEL

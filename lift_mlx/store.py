@@ -209,7 +209,7 @@ def damaged(path: Path, reason: str) -> Damaged:
 
 def check_format(meta: dict, where: str) -> None:
     """Refuse metadata of a store format this lift-mlx does not know (a newer lift-mlx)."""
-    from . import __version__
+    from . import __version__  # the package imports the store: __version__ after it loads
 
     found = meta.get("format", FORMAT_VERSION)  # entries from before checksums have none
     if not isinstance(found, int) or found > FORMAT_VERSION:
@@ -289,7 +289,7 @@ def lock(name: str, *, timeout: float | None = None,
 
 
 def _try_flock(fd: int) -> bool:
-    import fcntl
+    import fcntl  # POSIX only: imported where a lock is taken, not on import
 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

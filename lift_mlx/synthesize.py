@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 import mlx.core as mx
 
+from .answer import question_prompt
 from .generator_styles import GeneratorStyle, QAPair, resolve_style
+from .prompts import encode
 from .split import sentence_spans
 
 if TYPE_CHECKING:  # the settings' module lists the task kinds, which use this one
@@ -165,6 +167,8 @@ class QAStream:
                  style: GeneratorStyle | None = None, stop_early: bool = True,
                  reuse_prefix: bool = True, done: frozenset[int] = frozenset(),
                  seen: set[str] | None = None):
+        # mlx_lm imports transformers (~1 s), and this module is on the path of
+        # `lift-mlx --help` (the task kinds): deferred so that it stays fast
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler
 
@@ -209,7 +213,7 @@ class QAStream:
     def _prefix_caches(self, model, ids: list[list[int]]) -> list:
         """One prefilled KV cache per group of requests that open alike (the same
         instructions, or the same examples in the same order), holding what they share."""
-        from mlx_lm.models.cache import make_prompt_cache
+        from mlx_lm.models.cache import make_prompt_cache  # deferred: see __init__
         from mlx_lm.utils import common_prefix_len
 
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -290,9 +294,6 @@ class QAStream:
 
     def _ask_back(self, request: int, window: TaskWindow, pairs: list[QAPair]) -> None:
         """Ask each pair's question of the generator, its target sentence as the document."""
-        from .answer import question_prompt
-        from .prompts import encode
-
         context = encode(self.tokenizer, window.target)
         ids = [question_prompt(self.tokenizer, p.question, context, 10**9, CHECK_TOKENS)
                for p in pairs]

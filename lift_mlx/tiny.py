@@ -6,10 +6,16 @@ They exist so that everything can be tested on a machine that cannot reach the m
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import mlx.core as mx
+from mlx_lm.utils import quantize_model, save_config, save_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from . import prompts
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -21,9 +27,6 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
     """A byte-level BPE tokenizer with ChatML special tokens, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -46,8 +49,6 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
 
 def default_corpus() -> list[str]:
     """Text for the tokenizer: the bundled demo document and the project's prompt wording."""
-    from . import prompts
-
     data = Path(__file__).parent / "data"
     # demo.md alone: the tokenizer (and so every tiny model's weights) must not change when
     # another document is bundled.
@@ -75,10 +76,6 @@ def build_tiny_model(
 ) -> Path:
     """Write a tiny random-weight `arch` model (llama or qwen2) and its tokenizer to `out`
     (`num_kv_heads` below `num_heads`: grouped-query attention)."""
-    import importlib
-
-    from mlx_lm.utils import quantize_model, save_config, save_model
-
     if arch not in ("llama", "qwen2"):
         raise ValueError(f"arch must be llama or qwen2, not {arch!r}")
     out = Path(out)

@@ -98,18 +98,29 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _commented(lines: list[str], line: int) -> bool:
+    """Whether the import on `line` (1-based) says why it waits: a comment on it, on another
+    import of the run of import lines it is in, or on the line above that run."""
+    first = line
+    while first > 1 and lines[first - 2].strip().startswith(("import ", "from ")):
+        first -= 1
+    last = line
+    while last < len(lines) and lines[last].strip().startswith(("import ", "from ")):
+        last += 1
+    return (any("#" in lines[i - 1] for i in range(first, last + 1))
+            or lines[first - 2].strip().startswith("#"))
+
+
 def deferred_imports(source: str) -> list[tuple[int, bool]]:
-    """(line, commented) of each import inside a function: commented where its line, or the
-    line above it, holds a comment that says why it waits."""
+    """(line, commented) of each import inside a function: commented where it, its run of
+    import lines or the line above the run holds a comment that says why it waits."""
     lines = source.splitlines()
     out = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for inner in ast.walk(node):
                 if isinstance(inner, (ast.Import, ast.ImportFrom)):
-                    line = inner.lineno
-                    said = "#" in lines[line - 1] or lines[line - 2].strip().startswith("#")
-                    out.append((line, said))
+                    out.append((inner.lineno, _commented(lines, inner.lineno)))
     return sorted(set(out))
 
 
@@ -157,8 +168,9 @@ def test_imports_inside_functions_and_lazy_command_names_count():
 
 def test_deferred_imports_are_found_with_their_reasons():
     source = ("import json\ndef f():\n    import mlx_lm  # slow\n"
-              "def g():\n    # slow to import\n    from x import y\n    import z\n")
-    assert deferred_imports(source) == [(3, True), (6, True), (7, False)]
+              "def g():\n    # slow to import\n    from x import y\n    import z\n\n"
+              "    import w\n")
+    assert deferred_imports(source) == [(3, True), (6, True), (7, True), (9, False)]
 
 
 def test_a_cycle_through_a_function_level_import_is_found():
