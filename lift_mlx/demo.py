@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .metrics import answer_contains
+from .eval.metrics import answer_contains
 
 DOCUMENT = Path(__file__).parent / "data" / "lighthouse.md"
 MODEL = "smollm2"

@@ -11,9 +11,11 @@ from lift_mlx import store
 from lift_mlx.answer import context_budget
 from lift_mlx.cli import cli
 from lift_mlx.config import preset
-from lift_mlx.datasets import Question, load_eval_set
 from lift_mlx.errors import LiftError
-from lift_mlx.evaluate import (
+from lift_mlx.eval.datasets import Question, load_eval_set
+from lift_mlx.eval.judge import JUDGEMENTS_FILE, judge_records, verdict_score
+from lift_mlx.eval.metrics import score
+from lift_mlx.eval.run import (
     ARMS,
     RECORDS_FILE,
     format_summary,
@@ -24,11 +26,9 @@ from lift_mlx.evaluate import (
     select,
     summarize,
 )
-from lift_mlx.evaluate import (
+from lift_mlx.eval.run import (
     record_key as key,
 )
-from lift_mlx.judge import JUDGEMENTS_FILE, judge_records, verdict_score
-from lift_mlx.metrics import score
 from lift_mlx.progress import Progress
 
 SAMPLES = Path(lift_mlx.__file__).parent / "data" / "samples"

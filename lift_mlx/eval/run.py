@@ -16,15 +16,15 @@ from pathlib import Path
 
 import click
 
-from . import __version__, prompts
-from .answer import PromptCache, context_budget, question_prompt, stream_answer
-from .config import Settings
+from .. import __version__, prompts
+from ..answer import PromptCache, context_budget, question_prompt, stream_answer
+from ..config import Settings
+from ..errors import LiftError
+from ..models import LoadedModel
+from ..options import model_option, pop_settings, setting_options
+from ..progress import Progress
 from .datasets import FORMATS, EvalDoc, Question, load_eval_set
-from .errors import LiftError
 from .metrics import score
-from .models import LoadedModel
-from .options import model_option, pop_settings, setting_options
-from .progress import Progress
 from .records import JsonlLog, read_jsonl, record_key
 
 # arm -> (adapter it answers with, whether the prompt holds a head+tail view of the document)
@@ -131,8 +131,8 @@ def run_eval(
     prompt (default: the model's). `pipeline` is absorb's: train while QA tasks are written,
     or write them all first. Returns the records of `docs` x `arms`, old and new.
     """
-    from .absorb import absorb, reset_adapter
-    from .ingest import text_document
+    from ..absorb import absorb, reset_adapter
+    from ..ingest import text_document
 
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -412,10 +412,10 @@ def eval_command() -> click.Command:
           lift-mlx eval longbench/narrativeqa.jsonl --docs 0a1b2c,3d4e5f --arms icl-trunc,lift
           lift-mlx eval niah --lengths 1k,8k --depths 0,0.5,1 --arms icl-trunc,lift
         """
-        from .absorb import reset_adapter
-        from .config import preset
+        from ..absorb import reset_adapter
+        from ..config import preset
+        from ..models import load_model, recommended_settings, resolve_model
         from .judge import judge_records
-        from .models import load_model, recommended_settings, resolve_model
 
         overrides = pop_settings(opts)
         progress = Progress(quiet=opts["quiet"])

@@ -70,7 +70,7 @@ def answer_contains(prediction: str, references: list[str] | str) -> float:
     """1.0 when a normalized reference occurs, as whole words, in the normalized first
     sentence of the prediction: a right answer said in a sentence counts, a long recitation
     that happens to pass the answer later does not."""
-    from .split import split_sentences
+    from ..split import split_sentences
 
     first = (split_sentences(prediction) or [""])[0]
     pred = f" {normalize_answer(first)} "

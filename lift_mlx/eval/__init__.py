@@ -1,0 +1,9 @@
+"""Evaluation: the same questions answered by each arm, scored offline and summarised.
+
+run.py       run_eval: every question of a set answered in every arm, recorded as it goes
+datasets.py  LooGLE, LongBench and native evaluation sets
+niah.py      needle-in-a-haystack documents
+metrics.py   F1, exact match, containment, ROUGE-L, keyword and choice scores
+judge.py     a local model's True/False verdicts on the answers
+records.py   the JSONL records evaluation and judge append to
+"""
