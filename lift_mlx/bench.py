@@ -250,7 +250,7 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
 def _lengths(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
-    from .eval.run import parse_lengths
+    from .eval.command import parse_lengths
 
     try:
         out = parse_lengths(value)

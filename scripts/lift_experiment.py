@@ -196,7 +196,8 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
     """Every arm on one document; returns its rows and run record and keeps them in
     `records` (one small JSON per document, next to results.json, so that the table can be
     rebuilt and a run resumed on another machine without the work folder's adapters)."""
-    from lift_mlx.eval.run import read_jsonl, run_eval
+    from lift_mlx.eval.records import read_jsonl
+    from lift_mlx.eval.run import run_eval
     from lift_mlx.progress import Progress
     from lift_mlx.store import write_atomic
 

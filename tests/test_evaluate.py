@@ -12,23 +12,14 @@ from lift_mlx.answer import context_budget
 from lift_mlx.cli import cli
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
+from lift_mlx.eval.command import parse_depths, parse_lengths
 from lift_mlx.eval.datasets import Question, load_eval_set
 from lift_mlx.eval.judge import JUDGEMENTS_FILE, judge_records, verdict_score
 from lift_mlx.eval.metrics import score
-from lift_mlx.eval.run import (
-    ARMS,
-    RECORDS_FILE,
-    format_summary,
-    parse_depths,
-    parse_lengths,
-    read_jsonl,
-    run_eval,
-    select,
-    summarize,
-)
-from lift_mlx.eval.run import (
-    record_key as key,
-)
+from lift_mlx.eval.records import read_jsonl
+from lift_mlx.eval.records import record_key as key
+from lift_mlx.eval.run import ARMS, RECORDS_FILE, run_eval, select
+from lift_mlx.eval.summary import format_summary, summarize
 from lift_mlx.progress import Progress
 
 SAMPLES = Path(lift_mlx.__file__).parent / "data" / "samples"
