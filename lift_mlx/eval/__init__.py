@@ -1,5 +1,6 @@
 """Evaluation: the same questions answered by each arm, scored offline and summarised.
 
+arms.py      the arms, one entry each: its adapter, whether its prompt holds the document
 command.py   `lift-mlx eval`: its options, the set and model it loads, the table it prints
 run.py       run_eval: every question of a set answered in every arm, recorded as it goes
 summary.py   the records summarised per arm and question type, and printed as a table

@@ -17,10 +17,11 @@ from ..errors import LiftError
 from ..models import LoadedModel, load_model, recommended_settings, resolve_model
 from ..options import model_option, pop_settings, setting_options
 from ..progress import Progress
+from .arms import ARMS
 from .datasets import FORMATS, EvalDoc, load_eval_set
 from .judge import judge_records
 from .niah import DEFAULT_DEPTHS, DEFAULT_NEEDLES, niah_set
-from .run import ARMS, DEFAULT_MAX_TOKENS, run_eval, select
+from .run import DEFAULT_MAX_TOKENS, run_eval, select
 from .summary import SUMMARY_FILE, format_summary, summarize
 
 
@@ -81,6 +82,52 @@ def _default_out(data: str, lm: LoadedModel, identity: str) -> Path:
     return Path("eval-results") / f"{stem}-{model}-{digest}"
 
 
+def _arms_help() -> str:
+    """The arms' lines in the help, one per entry of the table: its name, how it answers."""
+    width = max(map(len, ARMS))
+    return "\n".join(f"  {name:<{width}}  {arm.help}" for name, arm in ARMS.items())
+
+
+def _in_words(n: int) -> str:
+    words = "zero one two three four five six seven eight nine ten".split()
+    return words[n] if n < len(words) else str(n)
+
+
+# The command's help, its user manual; {arms} comes from the arms table.
+EVAL_HELP = """Compare LIFT with in-context answering on the same questions.
+
+DATA is an evaluation set in JSONL: LooGLE (one document per line: input, title,
+qa_pairs), LongBench (one question per line: context, input, answers) or native
+(id, document or document_path, questions: [{{question, answers}}]); or the word
+`niah` for needle-in-a-haystack documents built here (--lengths, --depths).
+
+\b
+Arms, all with the same prompt wording and greedy decoding:
+{arms}
+Each document is absorbed once per adapter and the adapter is reused across its
+questions, its arms and later runs (the adapter store).
+
+\b
+The results folder holds:
+  records.jsonl     one line per question and arm: prediction, references,
+                    scores (f1, em, contains, rouge_l; keyword_match; accuracy), seconds
+  absorbs.jsonl     each adapter made or reused: its time, steps, tokens, peak memory
+  judgements.jsonl  the --judge's replies and 0/1 verdicts
+  summary.json      the table printed at the end
+Records are written as they are made; run the same command again after an
+interruption and it answers only what is missing.
+
+Scores are means over the questions each metric applies to, per arm and question
+type; the judge's verdicts are reported in their own column, never mixed into them.
+
+\b
+Examples:
+  lift-mlx eval loogle_shortdep_qa.jsonl --model qwen-1.5b --limit 5
+  lift-mlx eval longbench/narrativeqa.jsonl --docs 0a1b2c,3d4e5f --arms icl-trunc,lift
+  lift-mlx eval niah --lengths 1k,8k --depths 0,0.5,1 --arms icl-trunc,lift
+"""
+
+
 def eval_command() -> click.Command:
     """The `lift-mlx eval` command (cli.py builds it only when it runs)."""
 
@@ -91,11 +138,12 @@ def eval_command() -> click.Command:
             raise click.BadParameter(f"use a comma-separated subset of {','.join(ARMS)}")
         return tuple(dict.fromkeys(arms))
 
-    @click.command("eval")
+    @click.command("eval", help=EVAL_HELP.format(arms=_arms_help()))
     @click.argument("data", metavar="DATA")
     @model_option
     @click.option("--arms", default=",".join(ARMS), callback=arms_option, metavar="LIST",
-                  help="Arms to run, comma-separated (see above). [default: all five]")
+                  help="Arms to run, comma-separated (see above). "
+                       f"[default: all {_in_words(len(ARMS))}]")
     @click.option("--format", "fmt", type=click.Choice(["auto", *FORMATS]), default="auto",
                   show_default=True, help="Format of DATA; auto reads it from the first line.")
     @click.option("--limit", type=click.IntRange(min=1), default=None,
@@ -125,42 +173,6 @@ def eval_command() -> click.Command:
     @setting_options
     def command(data, model, arms, fmt, limit, docs, out, max_tokens, window, judge, lengths,
                 depths, **opts):
-        """Compare LIFT with in-context answering on the same questions.
-
-        DATA is an evaluation set in JSONL: LooGLE (one document per line: input, title,
-        qa_pairs), LongBench (one question per line: context, input, answers) or native
-        (id, document or document_path, questions: [{question, answers}]); or the word
-        `niah` for needle-in-a-haystack documents built here (--lengths, --depths).
-
-        \b
-        Arms, all with the same prompt wording and greedy decoding:
-          icl-trunc  the base model, head+tail of the document that fits the window
-          icl-full   the base model, the whole document; skipped where it does not fit
-          lift       the document's adapter, the question alone
-          lift+icl   the same adapter, head+tail of the document in the prompt
-          raw-ft     an adapter trained on the text's segments only (--tasks recite)
-        Each document is absorbed once per adapter and the adapter is reused across its
-        questions, its arms and later runs (the adapter store).
-
-        \b
-        The results folder holds:
-          records.jsonl     one line per question and arm: prediction, references,
-                            scores (f1, em, contains, rouge_l; keyword_match; accuracy), seconds
-          absorbs.jsonl     each adapter made or reused: its time, steps, tokens, peak memory
-          judgements.jsonl  the --judge's replies and 0/1 verdicts
-          summary.json      the table printed at the end
-        Records are written as they are made; run the same command again after an
-        interruption and it answers only what is missing.
-
-        Scores are means over the questions each metric applies to, per arm and question
-        type; the judge's verdicts are reported in their own column, never mixed into them.
-
-        \b
-        Examples:
-          lift-mlx eval loogle_shortdep_qa.jsonl --model qwen-1.5b --limit 5
-          lift-mlx eval longbench/narrativeqa.jsonl --docs 0a1b2c,3d4e5f --arms icl-trunc,lift
-          lift-mlx eval niah --lengths 1k,8k --depths 0,0.5,1 --arms icl-trunc,lift
-        """
         overrides = pop_settings(opts)
         progress = Progress(quiet=opts["quiet"])
         lm = load_model(model)

@@ -15,23 +15,16 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..absorb import absorb, reset_adapter
 from ..answer import PromptCache, context_budget, question_prompt, stream_answer
-from ..config import Settings
+from ..config import AnswerSettings, Settings
 from ..errors import LiftError
 from ..ingest import text_document
 from ..models import LoadedModel
 from ..progress import Progress
+from .arms import ADAPTERS, ARMS
 from .datasets import EvalDoc, Question
 from .metrics import score
 from .records import JsonlLog, read_jsonl, record_key
 
-# arm -> (adapter it answers with, whether the prompt holds a head+tail view of the document)
-ARMS: dict[str, tuple[str | None, bool]] = {
-    "icl-trunc": (None, True),  # plain base, document truncated to the window
-    "icl-full": (None, True),  # plain base, whole document; skipped where it does not fit
-    "lift": ("lift", False),  # the document's adapter, question alone
-    "lift+icl": ("lift", True),  # the same adapter, head+tail view in the prompt
-    "raw-ft": ("raw-ft", False),  # adapter trained on recite segments only (paper's baseline)
-}
 # LongBench's summary subsets (gov_report, multi_news) have no question: the task is in
 # LongBench's prompt template. Their records ask this instead.
 SUMMARY_QUESTION = "Write a one-page summary of the document."
@@ -81,25 +74,27 @@ def _record(doc: EvalDoc, q: Question, arm: str) -> dict:
 
 
 def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: list[int],
-            window: int, max_tokens: int, cache: PromptCache | None = None) -> dict:
-    """Answer one question in one arm; the adapter (or none) is already on the model."""
+            window: int, answering: AnswerSettings, cache: PromptCache | None = None) -> dict:
+    """Answer one question in one arm, as `answering` says (its context is the arm's); the
+    arm's adapter (or none) is already on the model."""
     tok = lm.tokenizer
-    with_context = ARMS[arm][1]
     record = _record(doc, q, arm)
     asked = record["question"]
     overhead = len(prompts.chat_ids(tok, prompts.question_body(tok, asked, [])))
-    room = context_budget(tok, asked, window, max_tokens)
+    room = context_budget(tok, asked, window, answering.max_tokens)
     record["doc_tokens"] = len(doc_tokens)
-    if arm == "icl-full" and len(doc_tokens) > room:
+    if ARMS[arm].whole and len(doc_tokens) > room:
         return {**record, "skipped": f"document has {len(doc_tokens)} tokens, the window "
                 f"leaves room for {max(room, 0)}", "prediction": None, "scores": {}}
-    ids = question_prompt(tok, asked, doc_tokens if with_context else None, window, max_tokens)
-    if not with_context or len(ids) < overhead:
+    ids = question_prompt(tok, asked, doc_tokens if answering.context else None, window,
+                          answering.max_tokens)
+    if not answering.context or len(ids) < overhead:
         record["context"] = "none"
     else:
         record["context"] = "full" if len(ids) - overhead == len(doc_tokens) else "head+tail"
     start = time.perf_counter()
-    prediction = "".join(stream_answer(lm.model, tok, ids, max_tokens, temp=0.0, cache=cache))
+    prediction = "".join(stream_answer(lm.model, tok, ids, answering.max_tokens,
+                                       temp=answering.temp, cache=cache))
     return {**record, "prompt_tokens": len(ids), "prediction": prediction,
             "scores": score(prediction, q), "seconds": round(time.perf_counter() - start, 4)}
 
@@ -132,7 +127,8 @@ def run_eval(
     if not max_tokens < window <= lm.window:
         raise LiftError(f"the window ({window} tokens) must be larger than --max-tokens "
                         f"({max_tokens}) and at most the model's window ({lm.window})")
-    adapters = {"lift": settings, "raw-ft": settings.replace(tasks=("recite",))}
+    answering = {arm: AnswerSettings(max_tokens=max_tokens, temp=0.0,  # greedy in every arm
+                                     context=ARMS[arm].context) for arm in arms}
     out = Path(out)
     _check_run(out, {"model": lm.fingerprint, "settings": settings.to_dict(),
                      "max_tokens": max_tokens, "window": window,
@@ -150,9 +146,9 @@ def run_eval(
             progress.log(f"[{i}/{len(docs)}] {doc.id}: {len(todo)} answers to make")
             document = text_document(doc.document, f"{doc.source}:{doc.id}")
             doc_tokens = prompts.encode(lm.tokenizer, document.text)
-            for kind in (None, "lift", "raw-ft"):  # one adapter at a time
+            for kind in dict.fromkeys(a.adapter for a in ARMS.values()):  # one at a time
                 # Arm by arm, so that consecutive prompts share their document view.
-                batch = sorted([(q, arm) for q, arm in todo if ARMS[arm][0] == kind],
+                batch = sorted([(q, arm) for q, arm in todo if ARMS[arm].adapter == kind],
                                key=lambda qa: arms.index(qa[1]))
                 if not batch:
                     continue
@@ -160,7 +156,7 @@ def run_eval(
                     reset_adapter(lm)
                 else:
                     start = time.perf_counter()
-                    absorbed = absorb(document, lm, settings=adapters[kind],
+                    absorbed = absorb(document, lm, settings=ADAPTERS[kind](settings),
                                       generator=generator, reuse=reuse, pipeline=pipeline,
                                       progress=progress)
                     report = absorbed.report
@@ -176,8 +172,8 @@ def run_eval(
                 # A bar per adapter: absorb draws its own bars and must not run inside one.
                 with progress.bar("answers", len(batch), unit="answers") as update:
                     for n, (q, arm) in enumerate(batch, start=1):
-                        record = _answer(lm, doc, q, arm, doc_tokens, window, max_tokens,
-                                         cache)
+                        record = _answer(lm, doc, q, arm, doc_tokens, window,
+                                         answering[arm], cache)
                         if kind is not None:
                             record["adapter"] = absorbed.adapter_path.name
                         records.write(record)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .arms import ARMS
 from .records import record_key
-from .run import ARMS
 
 SUMMARY_FILE = "summary.json"
 
