@@ -89,6 +89,7 @@ def _arms_help() -> str:
 
 
 def _in_words(n: int) -> str:
+    """A count as the help says it: "all five" arms."""
     words = "zero one two three four five six seven eight nine ten".split()
     return words[n] if n < len(words) else str(n)
 
