@@ -41,7 +41,7 @@ QUICK_SETTINGS = dict(seg_len=128, stride=48, context_len=64, rank=8, lr=1e-3, m
 
 def cpu_bench_model() -> Path:
     """4 layers, hidden 256, a 16k window and a tokenizer trained on the shipped haystack."""
-    from .niah import load_haystack
+    from .eval.niah import load_haystack
     from .tiny import build_tiny_model, default_corpus
 
     path = store.home() / "models" / CPU_BENCH_MODEL
@@ -58,7 +58,7 @@ def bench_model(name: str) -> LoadedModel:
 
 def bench_document(tokenizer, n_tokens: int, text: str | None = None) -> str:
     """About `n_tokens` tokens of `text` (default: the shipped haystack, repeated if short)."""
-    from .niah import load_haystack
+    from .eval.niah import load_haystack
 
     text = text or load_haystack()
     ids = encode(tokenizer, text)
@@ -250,7 +250,7 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
 def _lengths(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
-    from .evaluate import parse_lengths
+    from .eval.command import parse_lengths
 
     try:
         out = parse_lengths(value)

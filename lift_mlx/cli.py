@@ -26,7 +26,7 @@ LAZY_COMMANDS = {
               "with and without the pipeline."),
     "docs": ("lift_mlx.docs_command:docs_command",
              "The document library: what has been absorbed, by name."),
-    "eval": ("lift_mlx.evaluate:eval_command",
+    "eval": ("lift_mlx.eval.command:eval_command",
              "Compare LIFT with in-context answering on the same questions."),
     "serve": ("lift_mlx.serve.command:serve_command", "Serve the base model and every absorbed "
               "document as models of a local OpenAI-compatible API (/v1/models, "

@@ -17,7 +17,7 @@ from . import store
 from .absorb import absorb
 from .absorbed import reset_adapter
 from .answer import question_prompt, stream_answer
-from .metrics import answer_contains
+from .eval.metrics import answer_contains
 from .models import load_model
 from .progress import Progress
 

@@ -308,7 +308,7 @@ class QAStream:
     def _checked(self, uid: int) -> list[QAPair]:
         """A check answered: its pair is kept if the reply holds the pair's answer; the
         request's kept pairs once all its checks are in."""
-        from .metrics import answer_contains
+        from .eval.metrics import answer_contains
 
         request, index, pair = self._checks.pop(uid)
         reply = self.tokenizer.decode(self._tokens.pop(uid))

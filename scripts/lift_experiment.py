@@ -5,7 +5,7 @@ A real pretrained model (SmolLM2-135M-Instruct by default) absorbs knowledge-wor
 state no fact between the facts) of about 4k and 8k tokens. The answer-time window is capped at
 --window tokens (1,024), so most facts lie outside the view an in-context arm sees. Every
 question is a held-out phrasing: never used by the oracle's tasks. The arms, through
-lift-mlx's own evaluation (`lift_mlx.evaluate.run_eval`):
+lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
 
 - icl-full   the base model with the whole document in its own (8k) window: the reading bar
 - icl-trunc  the base model with the head+tail view that fits --window
@@ -53,8 +53,8 @@ from knowledge_world import TEMPLATES, TRAIN_PHRASINGS, world_for_tokens  # noqa
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
 from lift_mlx import prompts  # noqa: E402
 from lift_mlx.answer import question_prompt  # noqa: E402
-from lift_mlx.datasets import EvalDoc, load_native  # noqa: E402
-from lift_mlx.metrics import answer_contains, exact_match, token_f1  # noqa: E402
+from lift_mlx.eval.datasets import EvalDoc, load_native  # noqa: E402
+from lift_mlx.eval.metrics import answer_contains, exact_match, token_f1  # noqa: E402
 
 ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "lift (oracle tasks)")
 WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl")  # answered within --window
@@ -197,7 +197,8 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
     """Every arm on one document; returns its rows and run record and keeps them in
     `records` (one small JSON per document, next to results.json, so that the table can be
     rebuilt and a run resumed on another machine without the work folder's adapters)."""
-    from lift_mlx.evaluate import read_jsonl, run_eval
+    from lift_mlx.eval.records import read_jsonl
+    from lift_mlx.eval.run import run_eval
     from lift_mlx.progress import Progress
     from lift_mlx.store import write_atomic
 

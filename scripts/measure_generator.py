@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from knowledge_world import world_for_tokens  # noqa: E402
 
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
-from lift_mlx.metrics import normalize_answer  # noqa: E402
+from lift_mlx.eval.metrics import normalize_answer  # noqa: E402
 from lift_mlx.split import split_sentences  # noqa: E402
 
 DATA = Path(lift_mlx.__file__).parent / "data"

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from lift_mlx.datasets import (
+from lift_mlx.errors import LiftError
+from lift_mlx.eval.datasets import (
     EvalDoc,
     Question,
     load_eval_set,
     load_loogle,
     load_native,
 )
-from lift_mlx.errors import LiftError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "lift_mlx" / "data" / "samples"
 

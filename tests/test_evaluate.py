@@ -8,27 +8,19 @@ from conftest import FAST
 
 import lift_mlx
 from lift_mlx import store
-from lift_mlx.answer import context_budget
+from lift_mlx.answer import context_budget, question_prompt
 from lift_mlx.cli import cli
 from lift_mlx.config import preset
-from lift_mlx.datasets import Question, load_eval_set
 from lift_mlx.errors import LiftError
-from lift_mlx.evaluate import (
-    ARMS,
-    RECORDS_FILE,
-    format_summary,
-    parse_depths,
-    parse_lengths,
-    read_jsonl,
-    run_eval,
-    select,
-    summarize,
-)
-from lift_mlx.evaluate import (
-    record_key as key,
-)
-from lift_mlx.judge import JUDGEMENTS_FILE, judge_records, verdict_score
-from lift_mlx.metrics import score
+from lift_mlx.eval.arms import ADAPTERS, ARMS, Arm
+from lift_mlx.eval.command import eval_command, parse_depths, parse_lengths
+from lift_mlx.eval.datasets import Question, load_eval_set
+from lift_mlx.eval.judge import JUDGEMENTS_FILE, judge_records, verdict_score
+from lift_mlx.eval.metrics import score
+from lift_mlx.eval.records import read_jsonl
+from lift_mlx.eval.records import record_key as key
+from lift_mlx.eval.run import RECORDS_FILE, run_eval, select
+from lift_mlx.eval.summary import format_summary, summarize
 from lift_mlx.progress import Progress
 
 SAMPLES = Path(lift_mlx.__file__).parent / "data" / "samples"
@@ -133,6 +125,39 @@ def test_arms_share_prompts(sample_run):
         if r["arm"] == "raw-ft":
             lift = by_key[(r["doc_id"], r["question_id"], "lift")]
             assert r["prompt_tokens"] == lift["prompt_tokens"] and r["context"] == "none"
+
+
+def test_every_arm_answers_as_its_entry_says(sample_run):
+    _, records, _ = sample_run
+    assert {arm.adapter for arm in ARMS.values()} - {None} <= set(ADAPTERS)
+    for r in records:
+        arm = ARMS[r["arm"]]
+        assert (r.get("adapter") is None) == (arm.adapter is None)
+        if r["prediction"] is None:
+            assert arm.whole  # only an arm that takes the whole document or nothing skips
+        else:
+            assert (r["context"] != "none") == arm.context
+
+
+def test_an_arm_is_one_entry_of_the_table(lm, tmp_path, monkeypatch):
+    """A new arm (here the plain base asked the question alone) runs, is summarised, and is
+    offered and described by `lift-mlx eval` from its entry in ARMS alone."""
+    monkeypatch.setitem(ARMS, "base", Arm("the base model, the question alone"))
+    docs = select(load_eval_set(SAMPLES / "native_sample.jsonl"), limit=1)
+    records = run_eval(docs, lm, tmp_path / "out", arms=("base", "icl-trunc"),
+                       settings=SETTINGS, max_tokens=MAX_TOKENS, window=WINDOW)
+    base = [r for r in records if r["arm"] == "base"]
+    assert len(base) == len(docs) and all("adapter" not in r for r in base)
+    for r in base:
+        bare = question_prompt(lm.tokenizer, r["question"], None, WINDOW, MAX_TOKENS)
+        assert r["context"] == "none" and r["prompt_tokens"] == len(bare)
+    assert list(summarize(records)) == ["icl-trunc", "base"]  # the table's order
+    command = eval_command()
+    assert next(p for p in command.params if p.name == "arms").default == ",".join(ARMS)
+    text = CliRunner().invoke(command, ["--help"]).output
+    assert "[default: all six]" in text
+    for name, arm in ARMS.items():
+        assert f"  {name:<9}  {arm.help}" in text
 
 
 def test_summary_means_match_the_records(sample_run):

@@ -118,7 +118,7 @@ def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, t
     from conftest import FAST
 
     from lift_mlx.absorb import absorb
-    from lift_mlx.datasets import EvalDoc, Question
+    from lift_mlx.eval.datasets import EvalDoc, Question
 
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1500])

@@ -1,7 +1,7 @@
 import pytest
 
-from lift_mlx.datasets import Question
-from lift_mlx.metrics import (
+from lift_mlx.eval.datasets import Question
+from lift_mlx.eval.metrics import (
     answer_contains,
     choice_accuracy,
     exact_match,

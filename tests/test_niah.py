@@ -3,8 +3,8 @@ import re
 import pytest
 
 from lift_mlx.errors import LiftError
-from lift_mlx.metrics import keyword_match, normalize_answer, score
-from lift_mlx.niah import (
+from lift_mlx.eval.metrics import keyword_match, normalize_answer, score
+from lift_mlx.eval.niah import (
     DEFAULT_DEPTHS,
     DEFAULT_NEEDLES,
     Needle,

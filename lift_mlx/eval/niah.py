@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
+from ..errors import LiftError
 from .datasets import EvalDoc, Question
-from .errors import LiftError
 
 # Paper: 10 depths from the start to the end of the document, as fractions.
 DEFAULT_DEPTHS = tuple(round(i / 9, 3) for i in range(10))

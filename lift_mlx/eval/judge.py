@@ -8,11 +8,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import prompts
-from .answer import stream_answer
-from .errors import LiftError
-from .models import LoadedModel
-from .progress import Progress
+from .. import prompts
+from ..answer import stream_answer
+from ..errors import LiftError
+from ..models import LoadedModel
+from ..progress import Progress
 from .records import JsonlLog, read_jsonl, record_key
 
 JUDGE_MAX_TOKENS = 8

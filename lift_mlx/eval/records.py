@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import LiftError
+from ..errors import LiftError
 
 
 def read_jsonl(path: Path) -> list[dict]:

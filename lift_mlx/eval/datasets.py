@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LiftError
+from ..errors import LiftError
 
 FORMATS = ("loogle", "longbench", "native")
 

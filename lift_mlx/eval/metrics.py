@@ -15,6 +15,8 @@ import unicodedata
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ..split import split_sentences
+
 if TYPE_CHECKING:
     from .datasets import Question
 
@@ -70,8 +72,6 @@ def answer_contains(prediction: str, references: list[str] | str) -> float:
     """1.0 when a normalized reference occurs, as whole words, in the normalized first
     sentence of the prediction: a right answer said in a sentence counts, a long recitation
     that happens to pass the answer later does not."""
-    from .split import split_sentences
-
     first = (split_sentences(prediction) or [""])[0]
     pred = f" {normalize_answer(first)} "
     refs = [normalize_answer(r) for r in _as_list(references)]
