@@ -23,7 +23,8 @@ from .config import AnswerSettings, Settings, preset, setting_sources
 from .errors import LiftError
 from .generator_styles import resolve_style
 from .ingest import Document, read_document
-from .models import LoadedModel, recommended_settings
+from .models import LoadedModel
+from .presets import recommended_settings
 from .progress import Progress, timed
 from .prompts import encode
 from .samples import QASamples, Sample

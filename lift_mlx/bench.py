@@ -16,20 +16,29 @@ import os
 import platform
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import click
+import mlx.core as mx
+from mlx.utils import tree_flatten
+from mlx_lm.generate import generate_step
+from mlx_lm.utils import get_total_parameters
 
-from . import store
+from . import backend, store
+from .absorb import absorb
+from .absorbed import reset_adapter
 from .answer import question_prompt, stream_answer
 from .config import SETTINGS
 from .errors import LiftError
+from .eval.command import parse_lengths
+from .eval.niah import load_haystack
+from .ingest import Document
 from .models import LoadedModel, load_model
 from .options import setting_option
 from .progress import Progress
 from .prompts import encode
-
-# MLX is imported inside the functions, so that `lift-mlx --help` stays quick.
+from .tiny import build_tiny_model, default_corpus
 
 QUESTION = "What is a watermark made of?"
 CPU_BENCH_MODEL = "cpu-bench"  # an fp32 llama a CPU trains in minutes; built on first use
@@ -41,8 +50,6 @@ QUICK_SETTINGS = dict(seg_len=128, stride=48, context_len=64, rank=8, lr=1e-3, m
 
 def cpu_bench_model() -> Path:
     """4 layers, hidden 256, a 16k window and a tokenizer trained on the shipped haystack."""
-    from .eval.niah import load_haystack
-    from .tiny import build_tiny_model, default_corpus
 
     path = store.home() / "models" / CPU_BENCH_MODEL
     if not (path / "config.json").is_file():
@@ -58,7 +65,6 @@ def bench_model(name: str) -> LoadedModel:
 
 def bench_document(tokenizer, n_tokens: int, text: str | None = None) -> str:
     """About `n_tokens` tokens of `text` (default: the shipped haystack, repeated if short)."""
-    from .eval.niah import load_haystack
 
     text = text or load_haystack()
     ids = encode(tokenizer, text)
@@ -68,9 +74,7 @@ def bench_document(tokenizer, n_tokens: int, text: str | None = None) -> str:
 
 
 def machine_info() -> dict:
-    import mlx.core as mx
 
-    from . import backend
 
     device = mx.default_device()
     info = {"platform": platform.platform(), "python": platform.python_version(),
@@ -91,7 +95,6 @@ def machine_info() -> dict:
 
 
 def _version(package: str) -> str:
-    from importlib.metadata import version
 
     return version(package)
 
@@ -118,7 +121,6 @@ def _best_time(fn, repeats: int) -> float:
 
 def matmul_peak(dtype=None, n: int = 2048, repeats: int = 5) -> float:
     """FLOP/s of an n x n matmul (float32 unless `dtype`), the best of a few runs."""
-    import mlx.core as mx
 
     dtype = dtype or mx.float32
     a, b = mx.random.normal((n, n)).astype(dtype), mx.random.normal((n, n)).astype(dtype)
@@ -128,7 +130,6 @@ def matmul_peak(dtype=None, n: int = 2048, repeats: int = 5) -> float:
 
 def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """Bytes/s read by a reduction over a large array."""
-    import mlx.core as mx
 
     x = mx.ones((n_bytes // 4,), dtype=mx.float32)
     mx.eval(x)
@@ -138,21 +139,17 @@ def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
 def parameter_count(model) -> int:
     """Parameters of the model as trained, counting each packed 4/8-bit weight as the values
     it holds (mlx-lm's count), so FLOPs and MFU are right for quantized bases too."""
-    from mlx_lm.utils import get_total_parameters
 
     return get_total_parameters(model)
 
 
 def weight_bytes(model) -> int:
-    from mlx.utils import tree_flatten
 
     return sum(v.nbytes for _, v in tree_flatten(model.parameters()))
 
 
 def decode_speed(model, prompt: list[int], n_tokens: int) -> tuple[float, float]:
     """(seconds to the first token, decode tokens/s after it), eos ignored."""
-    import mlx.core as mx
-    from mlx_lm.generate import generate_step
 
     start = time.perf_counter()
     first, count = 0.0, 0
@@ -173,8 +170,6 @@ def first_token_seconds(model, tokenizer, prompt: list[int]) -> float:
 def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: Path,
                decode_tokens: int, machine: dict) -> dict:
     """Absorb `text` fresh and time every stage, the first answer token and adapted decoding."""
-    from .absorb import absorb
-    from .ingest import Document
 
     # A fresh hash: QA pairs cached by an earlier run (or arm) would skip the generation.
     doc = Document(text=text, sha256=f"bench-{time.time_ns()}", source="bench")
@@ -222,9 +217,7 @@ def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: 
 
 def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict) -> list[dict]:
     """`--now` (the plain base on the head+tail view) and the whole document in context."""
-    import mlx.core as mx
 
-    from .absorbed import reset_adapter
 
     reset_adapter(lm)
     tok = lm.tokenizer
@@ -250,7 +243,6 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
 def _lengths(ctx, param, value: str | None) -> list[int] | None:
     if value is None:
         return None
-    from .eval.command import parse_lengths
 
     try:
         out = parse_lengths(value)
@@ -281,10 +273,10 @@ def format_table(records: list[dict], columns=COLUMNS) -> str:
 def plot(records: list[dict], path: Path) -> bool:
     """TTFT and decode speed against document length; False when matplotlib is missing."""
     try:
-        import matplotlib
+        import matplotlib  # optional (the `plot` extra): without it the table still prints
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # only after use("Agg"): no display needed
     except ImportError:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -330,7 +322,6 @@ def bench(model, lengths, doc_path, out, png, quick, train_adapter):
     adapter size, and MFU against the matmul peak measured in the same run. Prints a table
     and writes a JSON file (one record per length and arm) and, with matplotlib, a PNG.
     """
-    import mlx.core as mx
 
     model = model or ("tiny" if quick else None)
     lengths = lengths or ([256, 512] if quick else [1024, 2048, 4096, 8192])
@@ -340,7 +331,6 @@ def bench(model, lengths, doc_path, out, png, quick, train_adapter):
     start = time.perf_counter()
     lm = bench_model(model) if model else load_model()
     load_s = time.perf_counter() - start
-    from mlx.utils import tree_flatten
 
     dtype = next(v.dtype for _, v in tree_flatten(lm.model.parameters())
                  if mx.issubdtype(v.dtype, mx.floating))  # the dtype the model computes in

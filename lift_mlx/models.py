@@ -1,50 +1,21 @@
-"""Loading and identifying base models, and the presets of models/presets.json; where a
-`--model` value's model comes from is the model sources' part (lift_mlx/sources/)."""
+"""Loading and identifying base models; where a `--model` value's model comes from is the model
+sources' part (lift_mlx/sources/), the presets of models/presets.json are presets.py's."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from .errors import LiftError
+from .presets import default_model
+from .sources import resolve_model
 from .store import cached_sha256
 
-
-def _models_dir() -> Path:
-    """models/ of the source tree (editable installs, tests), else the copy an installed
-    package carries as lift_mlx/bundled_models."""
-    here = Path(__file__).resolve().parent
-    source = here.parent / "models"
-    return source if (source / "presets.json").is_file() else here / "bundled_models"
-
-
-MODELS_DIR = _models_dir()
 DEFAULT_WINDOW = 4096  # used when a config names no max_position_embeddings
 
-
-def presets() -> dict:
-    """The model presets in models/presets.json (aliases, hub ids, recommended settings)."""
-    path = MODELS_DIR / "presets.json"
-    if not path.is_file():
-        raise LiftError(
-            f"the bundled models folder is missing ({MODELS_DIR}); reinstall lift-mlx "
-            "(`pip install .` from its source tree)"
-        )
-    return json.loads(path.read_text())
-
-
-def recommended_settings(name: str) -> dict:
-    """The settings models/presets.json recommends for model alias `name` (none for others)."""
-    entry = presets()["models"].get(name)
-    return dict(entry.get("settings", {})) if entry else {}
-
-
-def default_model() -> str:
-    return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
 
 
 @dataclass
@@ -89,9 +60,6 @@ def load_model(name: str | None = None) -> LoadedModel:
     """Load the model a `--model` value names (see lift_mlx.sources) with mlx-lm."""
     import mlx_lm  # imports transformers (~1.7 s): deferred so lift-mlx --help stays fast
 
-    # the sources read this module's presets (the alias source): a top-level import would be
-    # an import cycle
-    from .sources import resolve_model
 
     name = name or default_model()
     path = resolve_model(name)

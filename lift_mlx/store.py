@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import __version__
 from .errors import LiftError
 
 ADAPTER_FILE = "adapters.safetensors"
@@ -209,8 +210,6 @@ def damaged(path: Path, reason: str) -> Damaged:
 
 def check_format(meta: dict, where: str) -> None:
     """Refuse metadata of a store format this lift-mlx does not know (a newer lift-mlx)."""
-    from . import __version__  # the package imports the store: __version__ after it loads
-
     found = meta.get("format", FORMAT_VERSION)  # entries from before checksums have none
     if not isinstance(found, int) or found > FORMAT_VERSION:
         by = meta.get("lift_mlx_version", "another version")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import mlx.core as mx
 
 from .answer import question_prompt
+from .eval.metrics import answer_contains
 from .generator_styles import GeneratorStyle, QAPair, resolve_style
 from .prompts import encode
 from .split import sentence_spans
@@ -308,8 +309,6 @@ class QAStream:
     def _checked(self, uid: int) -> list[QAPair]:
         """A check answered: its pair is kept if the reply holds the pair's answer; the
         request's kept pairs once all its checks are in."""
-        from .eval.metrics import answer_contains
-
         request, index, pair = self._checks.pop(uid)
         reply = self.tokenizer.decode(self._tokens.pop(uid))
         if not answer_contains(reply, pair.answer):

@@ -479,7 +479,8 @@ def main() -> None:
         raise SystemExit(f"unknown arm {bad[0]!r}; choose from {', '.join(ARMS)}")
 
     from lift_mlx.config import preset
-    from lift_mlx.models import load_model, recommended_settings
+    from lift_mlx.models import load_model
+    from lift_mlx.presets import recommended_settings
 
     work = Path(args.work)
     os.environ.setdefault("LIFT_MLX_HOME", str(work / "home"))

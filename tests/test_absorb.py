@@ -277,7 +277,8 @@ def test_a_models_recommended_settings_apply_under_the_preset_and_options(tmp_pa
     from click.testing import CliRunner
 
     from lift_mlx.cli import cli
-    from lift_mlx.models import load_model, recommended_settings
+    from lift_mlx.models import load_model
+    from lift_mlx.presets import recommended_settings
 
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1200])

@@ -14,7 +14,8 @@ from lift_mlx.absorbed import load_absorbed
 from lift_mlx.adapters import ADAPTER_KINDS, LORA, base_view
 from lift_mlx.config import Settings, TrainSettings
 from lift_mlx.errors import LiftError
-from lift_mlx.models import MODELS_DIR, load_model
+from lift_mlx.models import load_model
+from lift_mlx.presets import MODELS_DIR
 
 # Written by lift-mlx 0.1.0 (`absorb(doc, "tiny", rank=2, ...)`, before adapter kinds): its
 # settings have no `adapter`, its config is LoRA's as mlx-lm writes it.

@@ -1,7 +1,8 @@
 import pytest
 
 from lift_mlx.errors import LiftError
-from lift_mlx.models import MODELS_DIR, load_model, model_fingerprint, presets
+from lift_mlx.models import load_model, model_fingerprint
+from lift_mlx.presets import MODELS_DIR, presets
 from lift_mlx.sources import MODEL_SOURCES, resolve_model
 
 
@@ -86,7 +87,7 @@ def test_a_built_wheel_carries_the_bundled_models(tmp_path):
     wheel = next((tmp_path / "wheel").glob("lift_mlx-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--target", str(tmp_path / "site"), str(wheel)], check=True)
-    code = ("from lift_mlx.models import presets; from lift_mlx.sources import resolve_model; "
+    code = ("from lift_mlx.presets import presets; from lift_mlx.sources import resolve_model; "
             "print(resolve_model('tiny')); print(presets()['default'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, text=True,
                          capture_output=True, env={"PYTHONPATH": str(tmp_path / "site"),

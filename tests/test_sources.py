@@ -21,7 +21,8 @@ from lift_mlx import store
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.errors import LiftError
-from lift_mlx.models import MODELS_DIR, load_model, model_fingerprint, presets
+from lift_mlx.models import load_model, model_fingerprint
+from lift_mlx.presets import MODELS_DIR, presets
 from lift_mlx.sources import MODEL_SOURCES, ModelSource, described, register, resolve_model
 from lift_mlx.sources.wheel import from_wheel
 

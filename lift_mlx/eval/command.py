@@ -14,8 +14,9 @@ from .. import prompts
 from ..absorbed import reset_adapter
 from ..config import preset
 from ..errors import LiftError
-from ..models import LoadedModel, load_model, recommended_settings
+from ..models import LoadedModel, load_model
 from ..options import model_option, pop_settings, setting_options
+from ..presets import recommended_settings
 from ..progress import Progress
 from ..sources import resolve_model
 from .arms import ARMS

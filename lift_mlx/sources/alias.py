@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import MODELS_DIR, presets
+from ..presets import MODELS_DIR, presets
 from .base import ModelSource, model_folder, resolve_model
 from .wheel import from_wheel
 

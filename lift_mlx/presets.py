@@ -1,0 +1,42 @@
+"""The model presets of models/presets.json: aliases, where each model comes from, and the
+settings recommended for it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .errors import LiftError
+
+
+def _models_dir() -> Path:
+    """models/ of the source tree (editable installs, tests), else the copy an installed
+    package carries as lift_mlx/bundled_models."""
+    here = Path(__file__).resolve().parent
+    source = here.parent / "models"
+    return source if (source / "presets.json").is_file() else here / "bundled_models"
+
+
+MODELS_DIR = _models_dir()
+
+
+def presets() -> dict:
+    """The model presets in models/presets.json (aliases, hub ids, recommended settings)."""
+    path = MODELS_DIR / "presets.json"
+    if not path.is_file():
+        raise LiftError(
+            f"the bundled models folder is missing ({MODELS_DIR}); reinstall lift-mlx "
+            "(`pip install .` from its source tree)"
+        )
+    return json.loads(path.read_text())
+
+
+def recommended_settings(name: str) -> dict:
+    """The settings models/presets.json recommends for model alias `name` (none for others)."""
+    entry = presets()["models"].get(name)
+    return dict(entry.get("settings", {})) if entry else {}
+
+
+def default_model() -> str:
+    return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]
