@@ -446,7 +446,8 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
     readme.write_text(text[:start] + "\n".join(lines) + text[end:])
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
+    """The script's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
@@ -472,7 +473,11 @@ def main() -> None:
                         "(under --out), skipping the others")
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--verbose", action="store_true", help="absorb's progress bars")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     args.arms = [a.strip() for a in args.arms.split(",")]
     bad = [a for a in args.arms if a not in ARMS]
     if bad:

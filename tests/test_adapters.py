@@ -7,9 +7,12 @@ from pathlib import Path
 
 import mlx.core as mx
 import mlx_lm
+import numpy as np
 import pytest
 
+import lift_mlx
 from lift_mlx import adapters, store
+from lift_mlx.absorb import absorb
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.adapters import ADAPTER_KINDS, LORA, base_view
 from lift_mlx.config import Settings, TrainSettings
@@ -87,3 +90,21 @@ def test_an_unknown_kind_is_refused_in_words(tmp_path):
         adapters.kind_of(tmp_path)
     with pytest.raises(LiftError, match="adapter must be one of lora, gated, not prefix"):
         Settings().replace(adapter="prefix")
+
+
+@pytest.mark.parametrize("kind", ["lora", "gated"])
+def test_an_entry_written_before_the_sub_packages_keeps_its_key_and_logits(kind, tmp_path):
+    """Entries written by lift-mlx at commit 070f5b3 (before tasks, adapters and sources became
+    sub-packages): the same document, model and settings give the same key, so absorbing again
+    reuses the entry instead of training, and it loads to the logits that code computed."""
+    entry = Path(__file__).parent / "data" / f"entry-070f5b3-{kind}"
+    meta = json.loads((entry / store.META_FILE).read_text())
+    stored = shutil.copytree(entry, store.adapters_dir() / meta["key"])
+    doc = tmp_path / "doc.md"
+    doc.write_text(Path(lift_mlx.__file__).parent.joinpath("data", "demo.md").read_text()[:1200])
+    absorbed = absorb(doc, "tiny", tasks=("recite", "cloze"), adapter=kind, seg_len=128,
+                      stride=64, context_len=32, rank=2, epochs=1, batch_size=4,
+                      grad_checkpoint=False)
+    assert absorbed.report.reused and absorbed.adapter_path == stored
+    then = np.load(Path(__file__).parent / "data" / "entry-070f5b3-logits.npz")[kind]
+    assert np.allclose(np.array(absorbed.lm.model(PROMPT)[0, -1]), then, atol=1e-5)

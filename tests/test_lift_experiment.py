@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import load_script
@@ -133,3 +134,18 @@ def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, t
         assert 0.01 < values[name]["mean"] < 0.2 and 0.01 < values[name]["last_token"] < 0.2
     lora = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
     assert experiment.gate_values(tiny_lm, str(lora.adapter_path), eval_doc, 8) is None
+
+
+def test_the_recorded_runs_keep_their_settings_tag():
+    """The committed records are filed under the tag of the settings that made them: the
+    smollm2 preset with the script's defaults must still hash to it, or `--recorded` (and the
+    README table it rebuilds) would find none of them."""
+    from lift_mlx.config import preset
+    from lift_mlx.presets import recommended_settings
+
+    script = load_script("lift_experiment")
+    args = script.arguments().parse_args([])
+    settings = preset("default", recommended_settings(args.model))
+    tag = script.settings_tag(settings, args)
+    records = Path(script.ROOT) / "docs" / "lift_experiment" / "records" / f"smollm2-{tag}"
+    assert tag == "7cc604d8a9" and len(list(records.glob("doc-*.json"))) == 6
