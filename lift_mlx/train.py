@@ -9,13 +9,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_map
+from mlx_lm.tuner.trainer import grad_checkpoint
 
 from .adapters import kind_named
 from .checkpoints import Checkpoint
@@ -102,8 +102,6 @@ def enable_grad_checkpoint(model: nn.Module) -> None:
     mlx-lm's `grad_checkpoint` patches the block's class; it gets a subclass made for the
     purpose, so only this model's blocks are affected, not a base view used for generation.
     """
-    from mlx_lm.tuner.trainer import grad_checkpoint
-
     for layer in model.layers:
         cls = type(layer)
         if cls in _CHECKPOINTED.values():
@@ -130,7 +128,9 @@ class TrainReport:
     target_tokens: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
-    traces: int = 0  # times the step was traced (compiled): once per shape (micro-batches: +1)
+    # times the step was traced (compiled): once per length; with micro-batches once per
+    # length for each of the first, middle and last part (two parts: twice, more: three)
+    traces: int = 0
     sample_views: int = 0  # samples trained on, counted once per step they are in
 
     @property
@@ -158,31 +158,27 @@ class Trainer:
             enable_grad_checkpoint(model)
         loss_and_grad = nn.value_and_grad(model, target_loss if self.split else masked_loss)
 
-        def update(grads):
-            grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
-            self.optimizer.update(model, grads)
-
-        def step(*batch):
+        # One step for the whole batch (no gradients in, update) and for each micro-batch of
+        # one (the sum of the parts before it in, the update on the last part only).
+        def step(batch, prev_grads, do_update):
             self.traces += 1  # Python side effect: runs once per trace, not per call
             loss, grads = loss_and_grad(model, *batch)
-            update(grads)
-            return loss
-
-        # A micro-batched step: each part's share of the loss and its gradients, then one
-        # update with their sum.
-        def grads_of(*batch):
-            self.traces += 1
-            return loss_and_grad(model, *batch)
+            if prev_grads is not None:
+                grads = tree_map(mx.add, grads, prev_grads)
+            if do_update:
+                grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
+                self.optimizer.update(model, grads)
+                grads = None
+            return loss, grads
 
         self.micro = settings.micro_batch
-        if self.compiled:  # the random state too, as mlx-lm's trainer has it (dropout)
+        if self.compiled:
+            # the random state too, as mlx-lm's trainer has it (dropout); the model state is
+            # an output even of the parts that do not update: value_and_grad leaves traced
+            # parameters in it. `prev_grads is None` and `do_update` are constants of a trace.
             state = [model.state, self.optimizer.state, mx.random.state]
-            step = partial(mx.compile, inputs=state, outputs=state)(step)
-            # the model state is an output too: value_and_grad leaves traced parameters in it
-            grads_of = partial(mx.compile, inputs=[model.state, mx.random.state],
-                               outputs=[model.state, mx.random.state])(grads_of)
-            update = partial(mx.compile, inputs=state[:2], outputs=state[:2])(update)
-        self._step, self._grads_of, self._update = step, grads_of, update
+            step = mx.compile(step, inputs=state, outputs=state)
+        self._step = step
 
     def _arrays(self, batch: Batch, total: float | None = None) -> list[mx.array]:
         if self.split:
@@ -197,18 +193,16 @@ class Trainer:
             batch = batch.trimmed()
         if self.settings.loss_mean == "samples":
             batch = batch.per_sample()
-        parts = batch.row_chunks(self.micro) if 0 < self.micro < len(batch.inputs) else []
-        if not parts:
-            loss = self._step(*self._arrays(batch))
-        else:
-            total = max(float(batch.mask.sum()), 1.0)
-            loss, grads = mx.array(0.0), None
-            for part in parts:
-                part_loss, part_grads = self._grads_of(*self._arrays(part, total))
-                loss = loss + part_loss
-                grads = part_grads if grads is None else tree_map(mx.add, grads, part_grads)
+        parts = batch.row_chunks(self.micro) if 0 < self.micro < len(batch.inputs) else [batch]
+        # each part's loss is its share of the whole batch's mean
+        total = max(float(batch.mask.sum()), 1.0) if len(parts) > 1 else None
+        loss, grads = None, None
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            part_loss, grads = self._step(self._arrays(part, total), grads, last)
+            loss = part_loss if loss is None else loss + part_loss
+            if not last:
                 mx.eval(loss, grads)  # this part's activations are freed before the next
-            self._update(grads)
         mx.async_eval(loss, self.model.state, self.optimizer.state)
         return loss
 

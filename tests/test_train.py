@@ -96,6 +96,65 @@ def test_micro_batches_take_the_whole_batch_step_in_less_memory(tiny_model_path,
     assert one_row_peak < 0.8 * whole_peak, (one_row_peak, whole_peak)
 
 
+def _trainer_on(path, settings: TrainSettings) -> Trainer:
+    lm = load_model(str(path))
+    LORA.attach(lm.model, settings)
+    return Trainer(lm.model, settings)
+
+
+def test_a_micro_batched_step_hands_the_optimizer_the_whole_batch_gradients(tiny_model_path,
+                                                                            tiny_lm, demo_text):
+    ids = encode(tiny_lm.tokenizer, demo_text)
+    samples = [Sample(tuple(ids[i:i + n]), (0,) * (n // 3) + (1,) * (n - n // 3), "doc")
+               for i, n in [(0, 120), (40, 90), (90, 120), (400, 100)]]
+    batch = next(epoch_batches(samples, 4, buckets_for(119), 0, random.Random(0)))
+    seen = {}
+    for micro in (0, 1, 3):  # the whole batch; four parts; a part of three rows and one of one
+        settings = TrainSettings(rank=8, lr=1e-3, batch_size=4, compile=False,
+                                 grad_checkpoint=False, micro_batch=micro)
+        trainer = _trainer_on(tiny_model_path, settings)
+        update = trainer.optimizer.update
+
+        def record(model, grads, micro=micro, update=update):
+            seen[micro] = _flat(grads)  # eager: real arrays, not a trace's
+            return update(model, grads)
+
+        trainer.optimizer.update = record
+        trainer.step(batch)
+    whole = seen[0]
+    assert whole and any(mx.abs(g).max().item() > 0 for g in whole.values())
+    for micro in (1, 3):
+        assert seen[micro].keys() == whole.keys()
+        for key, g in whole.items():  # float32 sums in another order (measured: < 1e-6)
+            scale = mx.abs(g).max().item()
+            assert mx.abs(seen[micro][key] - g).max().item() <= 1e-5 * scale + 1e-9, (micro, key)
+
+
+def test_a_compiled_micro_batched_run_traces_a_few_times_per_length(tiny_model_path, tiny_lm,
+                                                                    demo_text):
+    samples = _mixed_samples(tiny_lm.tokenizer, demo_text)  # two lengths, three rows of four
+    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    batches = list(epoch_batches(samples, 4, buckets, 0, random.Random(0))) * 4
+    params, start = {}, {}
+    # traces per length: the whole batch one; four parts three (the first, the middle ones,
+    # the last); a part of three rows and one of one two (first, last)
+    for micro, per_length in ((0, 1), (1, 3), (3, 2)):
+        settings = TrainSettings(rank=8, lr=1e-3, batch_size=4, compile=True,
+                                 grad_checkpoint=False, micro_batch=micro)
+        trainer = _trainer_on(tiny_model_path, settings)
+        if not micro:  # the same seed: every run starts from this adapter
+            start = _flat(trainer.model.trainable_parameters())
+        for b in batches:
+            trainer.step(b)
+        assert trainer.traces == 2 * per_length, micro  # eight steps, never traced again
+        params[micro] = _flat(trainer.model.trainable_parameters())
+    moved = max(mx.abs(params[0][k] - start[k]).max().item() for k in start)
+    assert moved > 1e-3  # eight steps moved the adapter
+    for micro in (1, 3):  # the same eight updates (measured: within 3e-4 of the move)
+        diff = max(mx.abs(params[micro][k] - params[0][k]).max().item() for k in start)
+        assert diff <= 1e-3 * moved, (micro, diff, moved)
+
+
 def test_qlora_on_a_4bit_base_trains_only_the_adapter(tiny_q4_path, demo_text):
     lm = load_model(str(tiny_q4_path))
     assert "quantization" in lm.config
