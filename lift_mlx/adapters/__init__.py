@@ -16,33 +16,28 @@ from outside the package.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 
 import mlx.nn as nn
 
 from .. import store
 from ..errors import LiftError
+from ..registry import add, defined_in
 from .base import AdapterKind
-from .lora import LORA
+from .lora import LORA  # the kind of an adapter whose config names none, as in mlx-lm
 
 ADAPTER_KINDS: dict[str, AdapterKind] = {}
 
 
 def register(kind: AdapterKind) -> AdapterKind:
-    """Make `kind` known by its name (to `--adapter`, the store and the server)."""
-    ADAPTER_KINDS[kind.name] = kind
-    return kind
+    """Make `kind` known by its name (to `--adapter`, the store and the server), in its
+    `order`."""
+    return add(ADAPTER_KINDS, kind)
 
 
-# LoRA first: the paper's kind, the default, and the one an adapter that names none is; then
-# every module of the package that defines a KIND.
-register(LORA)
-for _found in pkgutil.iter_modules(__path__):
-    if hasattr(_module := importlib.import_module(f"{__name__}.{_found.name}"), "KIND"):
-        register(_module.KIND)
+for _kind in defined_in(__name__, __path__, "KIND"):
+    register(_kind)
 
 
 def kind_named(name: str) -> AdapterKind:

@@ -27,6 +27,7 @@ class AdapterKind:
     name: str  # its adapter_config.json's "fine_tune_type"
     help: str  # one line for `--adapter`'s help
     defaults: dict = {}  # flat settings it trains with unless an option sets them
+    order: int = 100  # where it stands in lists and help texts
 
     def config(self, model: nn.Module, settings) -> dict:
         """The adapter_config.json of this kind for `model` (`settings`: TrainSettings)."""

@@ -112,6 +112,7 @@ class GatedMemory(AdapterKind):
     name = "gated"
     help = "Gated Memory on every attention layer, which only lift-mlx loads"
     defaults = {"lr": PAPER_LR}  # settings this kind trains with unless an option says else
+    order = 1
 
     def config(self, model: nn.Module, settings) -> dict:
         return {

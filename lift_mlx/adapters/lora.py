@@ -12,6 +12,7 @@ from .base import AdapterKind
 class LoRA(AdapterKind):
     name = "lora"
     help = "LoRA on every linear layer, in mlx-lm's format"
+    order = 0  # the paper's kind and the default: first in lists
 
     def config(self, model: nn.Module, settings) -> dict:
         return {

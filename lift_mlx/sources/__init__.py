@@ -16,13 +16,10 @@ reads each source's `help`), or `register(source)` from outside the package.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from ..registry import defined_in
 from .base import MODEL_SOURCES, ModelSource, described, register, resolve_model
 
 __all__ = ["MODEL_SOURCES", "ModelSource", "described", "register", "resolve_model"]
 
-for _found in pkgutil.iter_modules(__path__):
-    if hasattr(_module := importlib.import_module(f"{__name__}.{_found.name}"), "SOURCE"):
-        register(_module.SOURCE)
+for _source in defined_in(__name__, __path__, "SOURCE"):
+    register(_source)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import LiftError
+from ..registry import add
 
 
 class ModelSource:
@@ -34,11 +35,7 @@ MODEL_SOURCES: dict[str, ModelSource] = {}  # by name, in the order they are ask
 
 def register(source: ModelSource) -> ModelSource:
     """Make `source` one that `resolve_model` asks, in its place by `order`."""
-    MODEL_SOURCES[source.name] = source
-    ordered = sorted(MODEL_SOURCES.values(), key=lambda s: s.order)
-    MODEL_SOURCES.clear()
-    MODEL_SOURCES.update((s.name, s) for s in ordered)
-    return source
+    return add(MODEL_SOURCES, source)
 
 
 def described() -> str:

@@ -13,10 +13,8 @@ imported and registered below), or `register(task)` from outside the package.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from ..errors import LiftError
+from ..registry import add, defined_in
 from .base import Arriving, Task, TaskInput
 
 TASKS: dict[str, Task] = {}
@@ -24,16 +22,11 @@ TASKS: dict[str, Task] = {}
 
 def register(task: Task) -> Task:
     """Make `task` known by its name (to `--tasks` and absorb), in its `order`."""
-    TASKS[task.name] = task
-    ordered = sorted(TASKS.values(), key=lambda t: t.order)
-    TASKS.clear()
-    TASKS.update((t.name, t) for t in ordered)
-    return task
+    return add(TASKS, task)
 
 
-for _found in pkgutil.iter_modules(__path__):
-    if hasattr(_module := importlib.import_module(f"{__name__}.{_found.name}"), "TASK"):
-        register(_module.TASK)
+for _task in defined_in(__name__, __path__, "TASK"):
+    register(_task)
 
 
 def tasks_named(names: tuple[str, ...]) -> list[Task]:
