@@ -32,6 +32,7 @@ from .text import (
     answer_spans,
     content_words,
     has_words,
+    subject_and_asks,
     whole_words,
 )
 
@@ -294,29 +295,9 @@ ABOUT_EXAMPLES = (  # sentence, subject, answer given, its question, a question,
      "Marta Quill", "Dunmore", "Where was Marta Quill born?",
      "What does Marta Quill keep?", "the accounts of the rowing club"),
 )
-PARAGRAPH_BREAK = "\n\n"
 BLANK = "___"
 ABOUT_GIVEN = "Sentence: {sentence}\nAbout: {subject}\nAnswer: {answer}\nQuestion: {question}\n\n"
 ABOUT_FREE = "Sentence: {sentence}\nAbout: {subject}\nQuestion: {question}\nAnswer: {answer}\n\n"
-
-
-def subject_and_asks(target: str, preceding: str = "") -> tuple[str | None, list[str | None]]:
-    """What a sentence is about and what its questions ask for: the subject is the name (of
-    `answer_spans`) that its paragraph so far repeats most, the first in the sentence on a tie
-    ("The Reidrys is captained by Thulath Shethoke" in a paragraph about the Reidrys); the
-    asks are each other span, last first, then None (the model picks the answer); request k
-    about the sentence makes ask k (mod their number), with the examples in another order, so
-    a fact can be asked in more than one phrasing. A sentence without a name asks for its
-    numbers without a subject; one with no span asks nothing (in a knowledge-world document:
-    the filler)."""
-    spans = answer_spans(target, preceding)
-    names = [span for span in spans if not NUMBER.fullmatch(span)]
-    if not names:
-        return None, spans
-    context = f"{preceding.rsplit(PARAGRAPH_BREAK, 1)[-1]} {target}"
-    subject = max(names, key=lambda n: (len(re.findall(whole_words(n), context)),
-                                        -target.index(n)))
-    return subject, [span for span in spans if span != subject] + [None]
 
 
 def _about_requests(preceding: str, target: str, n: int) -> int:

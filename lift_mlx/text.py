@@ -1,6 +1,6 @@
 """Text heuristics that generation, cloze and routing share: the words of a text, the ones that
-say what it is about, and the short spans (numbers, names) a question about a sentence could
-have as its answer. Pure functions, no model."""
+say what it is about, the short spans (numbers, names) a question about a sentence could have
+as its answer, and which of them the sentence is about. Pure functions, no model."""
 
 from __future__ import annotations
 
@@ -79,3 +79,25 @@ def answer_spans(target: str, preceding: str = "") -> list[str]:
 def _recurs_as_name(word: str, context: str) -> bool:
     """Whether `word` occurs capitalised where no sentence starts."""
     return re.search(rf"(?<=[^.!?\s])\s+{re.escape(word)}(?!\w)", context) is not None
+
+
+PARAGRAPH_BREAK = "\n\n"
+
+
+def subject_and_asks(target: str, preceding: str = "") -> tuple[str | None, list[str | None]]:
+    """What a sentence is about and what its questions ask for: the subject is the name (of
+    `answer_spans`) that its paragraph so far repeats most, the first in the sentence on a tie
+    ("The Reidrys is captained by Thulath Shethoke" in a paragraph about the Reidrys); the
+    asks are each other span, last first, then None (the model picks the answer); request k
+    about the sentence makes ask k (mod their number), with the examples in another order, so
+    a fact can be asked in more than one phrasing. A sentence without a name asks for its
+    numbers without a subject; one with no span asks nothing (in a knowledge-world document:
+    the filler)."""
+    spans = answer_spans(target, preceding)
+    names = [span for span in spans if not NUMBER.fullmatch(span)]
+    if not names:
+        return None, spans
+    context = f"{preceding.rsplit(PARAGRAPH_BREAK, 1)[-1]} {target}"
+    subject = max(names, key=lambda n: (len(re.findall(whole_words(n), context)),
+                                        -target.index(n)))
+    return subject, [span for span in spans if span != subject] + [None]

@@ -161,7 +161,8 @@ def test_answers_style_gives_the_answer_and_takes_the_question(tiny_lm):
 
 
 def test_about_style_names_the_subject_and_asks_for_what_the_sentence_tells(tiny_lm):
-    from lift_mlx.generator_styles import ABOUT, parse_about, subject_and_asks
+    from lift_mlx.generator_styles import ABOUT, parse_about
+    from lift_mlx.text import subject_and_asks
 
     paragraph = "The Reidrys first took to the water in 1855. The Reidrys carries marble."
     target = "The Reidrys is captained by Thulath Shethoke."

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from ..generator_styles import QAPair, subject_and_asks
+from ..generator_styles import QAPair
 from ..samples import Sample
 from ..synthesize import FUNCTION_WORDS, question_key, task_windows
-from ..text import whole_words
+from ..text import subject_and_asks, whole_words
 from .base import Task, TaskInput
 
 
