@@ -115,8 +115,10 @@ def absorb(
         gen = as_model(generator)
     gen_id = gen.fingerprint if gen else "self"
     style = resolve_style(settings.synth.style, (gen or lm).model).version
+    versions = {t.name: t.version for t in tasks_named(settings.train.tasks) if t.version}
     key = store.adapter_key(doc.sha256, lm.fingerprint,
-                            {**settings.keyed(), "gen": gen_id, "style": style})
+                            {**settings.keyed(), "gen": gen_id, "style": style,
+                             **({"task_versions": versions} if versions else {})})
     target = Path(out) if out else store.adapters_dir() / key
     checkpoint = Checkpoint(store.checkpoints_dir() / key, settings.train.checkpoint_every,
                             adapters.kind_named(settings.train.adapter).trainable)

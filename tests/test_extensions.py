@@ -144,6 +144,18 @@ def test_a_toy_task_adapter_kind_and_model_source_absorb_and_answer(toy_kinds, t
     assert mx.allclose(tiny_lm.model(mx.array([[3, 4, 5, 6]])), base, atol=1e-6).item()
 
 
+def test_a_task_s_version_keys_the_adapters_trained_on_it(toy_kinds, tmp_path, demo_text,
+                                                          monkeypatch):
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1000])
+    settings = dict(tasks=("recite", "opening"), **{**FAST, "epochs": 1})
+    first = absorb(doc, "built:5", **settings)
+    assert absorb(doc, "built:5", **settings).report.reused
+    monkeypatch.setattr(toy_kinds[0], "version", "2")  # its samples changed: absorb anew
+    again = absorb(doc, "built:5", **settings)
+    assert not again.report.reused and again.meta["key"] != first.meta["key"]
+
+
 def test_the_toy_kinds_appear_in_the_cli_by_name(toy_kinds, tmp_path, demo_text):
     doc = tmp_path / "doc.md"
     doc.write_text(demo_text[:1200])

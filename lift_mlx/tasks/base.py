@@ -72,6 +72,10 @@ class Task:
     name: str
     help: str  # one line for `--tasks`'s help
     order: int = 100  # where it stands in lists, and whose samples come first
+    # Keys the adapters trained on its samples: give the task a new version whenever the
+    # samples it makes change, so stored adapters are not reused for the new ones. "" (the
+    # first tasks') keys nothing, so adapters stored before versions existed keep their keys.
+    version: str = ""
 
     def samples(self, given: TaskInput) -> list[Sample]:
         """The samples ready at once."""
