@@ -9,11 +9,12 @@ from pathlib import Path
 
 from . import adapters, store
 from .adapters import base_view
-from .answer import about_document, question_prompt, stream_answer
+from .answer import about_document, passages_prompt, question_prompt, stream_answer
 from .config import AnswerSettings
 from .errors import LiftError
 from .models import LoadedModel, config_fingerprint, load_model
 from .prompts import encode
+from .retrieval import Passage, PassageIndex, passage_index
 
 
 def reset_adapter(lm: LoadedModel) -> None:
@@ -36,6 +37,7 @@ class Absorbed:
         self.report = report
         self._doc_tokens: list[int] | None = None
         self._base = None
+        self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -46,10 +48,37 @@ class Absorbed:
     def prompt(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> list[int]:
         """Prompt ids for `question` as `stream` answers it."""
-        settings = replace(settings or AnswerSettings(), **changes)
+        return self._prompt(question, replace(settings or AnswerSettings(), **changes))[0]
+
+    def sources(self, question: str, settings: AnswerSettings | None = None, *,
+                route: bool = True, **changes) -> list[Passage]:
+        """The retrieved passages the prompt for `question` holds, in document order (none
+        without `settings.retrieve`, or where the view or the question alone answers)."""
+        settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
+                                route)[1]
+        return self._prompt(question, settings)[1]
+
+    def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
+        tok, window = self.lm.tokenizer, self.lm.window
+        if settings.context and settings.retrieve:
+            index = self._indexes.get(settings.passage_len)
+            if index is None:
+                index = self._indexes[settings.passage_len] = passage_index(
+                    tok, self.document_text, settings.passage_len)
+            if ranked := index.ranked(question):
+                return passages_prompt(tok, question, ranked, settings.retrieved_len, window,
+                                       settings.max_tokens)
         tokens = self.doc_tokens if settings.context else None
-        return question_prompt(self.lm.tokenizer, question, tokens, self.lm.window,
-                               settings.max_tokens)
+        return question_prompt(tok, question, tokens, window, settings.max_tokens), []
+
+    def _routed(self, question: str, settings: AnswerSettings, route: bool):
+        """The model that answers `question` and the settings it answers with: the plain
+        base, with no document in the prompt, where the question is not about the document."""
+        if route and not self.uses_adapter(question):
+            if self._base is None:
+                self._base = base_view(self.lm.model)
+            return self._base, replace(settings, context=False)
+        return self.lm.model, settings
 
     def uses_adapter(self, question: str) -> bool:
         """Whether the adapter answers `question`: where it is about the document (see
@@ -62,13 +91,9 @@ class Absorbed:
         """Yield the answer as it is generated (`settings`, with `changes` to its fields such
         as `max_tokens=64`); with `route`, questions not about the document are answered by
         the plain base (no adapter, no document view)."""
-        settings = replace(settings or AnswerSettings(), **changes)
-        model = self.lm.model
-        if route and not self.uses_adapter(question):
-            if self._base is None:
-                self._base = base_view(self.lm.model)
-            model, settings = self._base, replace(settings, context=False)
-        ids = self.prompt(question, settings)
+        model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
+                                       route)
+        ids = self._prompt(question, settings)[0]
         yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
                                  settings.temp)
 

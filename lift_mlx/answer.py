@@ -4,11 +4,15 @@ streamed through mlx-lm's generation loop."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from . import prompts
 from .errors import LiftError
 from .split import head_tail_context
 from .text import answer_spans, content_words, has_words, words
+
+if TYPE_CHECKING:  # retrieval brings bm25s (~0.3 s), which `lift-mlx --help` need not load
+    from .retrieval import Passage
 
 # A document too long for the prompt is cut to a head+tail view whose size leaves room for the
 # question in steps of this many tokens, so questions of similar length get the same view:
@@ -49,6 +53,30 @@ def question_prompt(
     if not context:
         return bare
     return prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question, context))
+
+
+def passages_prompt(tokenizer, question: str, ranked: list[Passage], budget: int, window: int,
+                    max_tokens: int) -> tuple[list[int], list[Passage]]:
+    """Prompt ids for `question` with the best of the `ranked` passages that fit `budget`
+    tokens (and the window beside `max_tokens` of answer), in document order and joined as
+    the head+tail view is joined; and the passages it holds (none: the question alone)."""
+    if not question.strip():
+        raise LiftError("the question is empty; ask something about the document")
+    room = min(budget, context_budget(tokenizer, question, window, max_tokens))
+    separator = prompts.encode(tokenizer, prompts.ELLIPSIS)
+    chosen: list[Passage] = []
+    used = 0
+    for passage in ranked:
+        cost = len(passage.tokens) + (len(separator) if chosen else 0)
+        if used + cost <= room:
+            chosen.append(passage)
+            used += cost
+    chosen.sort(key=lambda p: p.start)
+    context: list[int] = []
+    for passage in chosen:
+        context += (separator if context else []) + list(passage.tokens)
+    body = prompts.question_body(tokenizer, question, context or None)
+    return prompts.chat_ids(tokenizer, body), chosen
 
 
 class PromptCache:

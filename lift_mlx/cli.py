@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from . import backend, store
-from .absorbed import load_absorbed
 from .adapters import kind_of
 from .config import AnswerSettings
 from .errors import LiftError
@@ -90,14 +89,20 @@ def cli():
     """
 
 
-def _absorb(document, model, opts, now: bool = False) -> object:
-    # absorb imports mlx_lm, which imports transformers (~1 s): deferred so that
-    # `lift-mlx --help` stays fast
-    from .absorb import Absorbing, absorb
+def _answering():
+    """The modules that absorb and answer (absorb, absorbed)."""
+    # they import mlx_lm, which imports transformers (~1 s), and bm25s (~0.3 s): deferred so
+    # that `lift-mlx --help` stays fast
+    from . import absorb, absorbed
 
+    return absorb, absorbed
+
+
+def _absorb(document, model, opts, now: bool = False) -> object:
+    absorb = _answering()[0]
     overrides = pop_settings(opts)
     progress = Progress(quiet=opts["quiet"] or now)  # bars would garble the answers
-    run = Absorbing if now else absorb
+    run = absorb.Absorbing if now else absorb.absorb
     return run(
         document, model, preset_name=opts["preset_name"], generator=opts["generator"],
         out=opts.get("out"), reuse=not opts["force"], progress=progress,
@@ -112,7 +117,7 @@ def _load(target: str, model, opts, now: bool = False):
     backend.use_recommended_wired_limit()
     path = Path(target)
     if target != "-" and path.is_dir():
-        return load_absorbed(path, model)
+        return _answering()[1].load_absorbed(path, model)
     return _absorb(target, model, opts, now)
 
 
@@ -175,7 +180,20 @@ def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | 
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
+    if settings.retrieve and settings.context and hasattr(absorbed, "sources"):
+        _print_sources(absorbed.sources(question, settings))
     return first, "".join(pieces)
+
+
+def _print_sources(passages) -> None:
+    """The retrieved passages the prompt held, where they are in the document, so that the
+    answer can be checked against it."""
+    if passages:
+        click.echo("sources (the passages the prompt held):", err=True)
+    for p in passages:
+        excerpt = " ".join(p.text.split())
+        excerpt = excerpt if len(excerpt) <= 90 else excerpt[:87] + "..."
+        click.echo(f"  [chars {p.start:,}-{p.end:,}] {excerpt}", err=True)
 
 
 @cli.command()
@@ -256,7 +274,7 @@ def info(adapter):
 def _print_probe(adapter: Path, kind) -> None:
 
     try:
-        absorbed = load_absorbed(adapter)
+        absorbed = _answering()[1].load_absorbed(adapter)
     except LiftError as e:
         click.echo(f"gates        not measured: {e}")
         return

@@ -161,6 +161,17 @@ class AnswerSettings:
     context: bool = setting(True, "Show the model a head+tail view of the document that fits "
                             "its window before the question; --no-context asks with the "
                             "question alone, relying on the adapter.", flag="--context")
+    # document apps' alternative to a view: the passages that match the question (BM25)
+    retrieve: bool = setting(False, "Show the passages of the document that match the "
+                             "question (BM25 over whole sentences, in document order) instead "
+                             "of the head+tail view, and list them after the answer; where "
+                             "none matches, the view.", flag="--retrieve")
+    # ~1k tokens: a short prefill whatever the model's window (measured: 48-token passages
+    # put the evidence in a 512-token window for 93% of questions on unseen documents)
+    retrieved_len: int = setting(1024, "Most tokens of retrieved passages in the prompt.",
+                                 flag="--retrieved-len", min=16)
+    passage_len: int = setting(48, "Tokens per retrieved passage (whole sentences up to it).",
+                               flag="--passage-len", min=8)
 
 
 @dataclass(frozen=True)

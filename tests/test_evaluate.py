@@ -125,6 +125,13 @@ def test_arms_share_prompts(sample_run):
         if r["arm"] == "raw-ft":
             lift = by_key[(r["doc_id"], r["question_id"], "lift")]
             assert r["prompt_tokens"] == lift["prompt_tokens"] and r["context"] == "none"
+        if r["arm"] == "lift+rag":  # the adapter reads the very passages the base reads
+            rag = by_key[(r["doc_id"], r["question_id"], "rag")]
+            assert (r["prompt_tokens"], r["context"], r.get("passages")) == (
+                rag["prompt_tokens"], rag["context"], rag.get("passages"))
+        if r["arm"] == "rag" and r["context"] == "passages":
+            assert r["passages"] and r["prompt_tokens"] < 1024  # a short prefill
+    assert any(r["arm"] == "rag" and r["context"] == "passages" for r in records)
 
 
 def test_every_arm_answers_as_its_entry_says(sample_run):
@@ -155,7 +162,7 @@ def test_an_arm_is_one_entry_of_the_table(lm, tmp_path, monkeypatch):
     command = eval_command()
     assert next(p for p in command.params if p.name == "arms").default == ",".join(ARMS)
     text = CliRunner().invoke(command, ["--help"]).output
-    assert "[default: all six]" in text
+    assert "[default: all eight]" in text  # seven arms and this one
     for name, arm in ARMS.items():
         assert f"  {name:<9}  {arm.help}" in text
 
@@ -262,7 +269,7 @@ def test_folder_of_another_model_or_settings_is_refused(lm, tmp_path):
     with pytest.raises(LiftError, match="no document with id 'nope'"):
         select(docs, ["nope"])
     with pytest.raises(LiftError, match="unknown arm"):
-        run_eval(docs, lm, tmp_path, arms=["rag"])
+        run_eval(docs, lm, tmp_path, arms=["bm42"])
     with pytest.raises(LiftError, match="at most the model's window"):
         run_eval(docs, lm, tmp_path / "wide", window=lm.window + 1)
 
@@ -345,7 +352,7 @@ def test_cli_runs_resumes_and_summarises(tiny_model_path, tmp_path, monkeypatch)
     assert r.exit_code == 1 and "another settings" in r.stderr
     r = runner.invoke(cli, [*args, "--docs", "nope"])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "its ids: fenwick" in r.stderr
-    r = runner.invoke(cli, [*args, "--arms", "lift,rag"])
+    r = runner.invoke(cli, [*args, "--arms", "lift,bm42"])
     assert r.exit_code == 2 and "--arms" in r.stderr
 
 

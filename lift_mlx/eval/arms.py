@@ -1,6 +1,7 @@
 """The arms of an evaluation, declared once: how each answers a question (with which adapter,
-and whether its prompt holds the document). `run_eval`, the summary's order and the help and
-choices of `lift-mlx eval --arms` all read this table; adding an arm is one entry in ARMS."""
+and whether its prompt holds the document, as a view or as retrieved passages). `run_eval`,
+the summary's order and the help and choices of `lift-mlx eval --arms` all read this table;
+adding an arm is one entry in ARMS."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class Arm:
     help: str  # its line in `lift-mlx eval --help`
     adapter: str | None = None  # a key of ADAPTERS; None answers with the plain base
     context: bool = False  # the prompt holds a head+tail view of the document
+    retrieve: bool = False  # with context: the passages that match the question instead
     whole: bool = False  # the whole document or nothing: skipped where it does not fit
 
 
@@ -38,4 +40,8 @@ ARMS: dict[str, Arm] = {
                     adapter="lift", context=True),
     "raw-ft": Arm("an adapter trained on the text's segments only (--tasks recite)",
                   adapter="raw-ft"),
+    "rag": Arm("the base model, the passages that match the question (BM25), as document "
+               "apps answer", context=True, retrieve=True),
+    "lift+rag": Arm("the document's adapter with the same passages", adapter="lift",
+                    context=True, retrieve=True),
 }

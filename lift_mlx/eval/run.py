@@ -15,12 +15,19 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..absorb import absorb
 from ..absorbed import reset_adapter
-from ..answer import PromptCache, context_budget, question_prompt, stream_answer
+from ..answer import (
+    PromptCache,
+    context_budget,
+    passages_prompt,
+    question_prompt,
+    stream_answer,
+)
 from ..config import AnswerSettings, Settings
 from ..errors import LiftError
 from ..ingest import text_document
 from ..models import LoadedModel
 from ..progress import Progress
+from ..retrieval import PassageIndex, passage_index
 from .arms import ADAPTERS, ARMS
 from .datasets import EvalDoc, Question
 from .metrics import score
@@ -75,7 +82,8 @@ def _record(doc: EvalDoc, q: Question, arm: str) -> dict:
 
 
 def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: list[int],
-            window: int, answering: AnswerSettings, cache: PromptCache | None = None) -> dict:
+            window: int, answering: AnswerSettings, cache: PromptCache | None = None,
+            index: PassageIndex | None = None) -> dict:
     """Answer one question in one arm, as `answering` says (its context is the arm's); the
     arm's adapter (or none) is already on the model."""
     tok = lm.tokenizer
@@ -87,12 +95,20 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
     if ARMS[arm].whole and len(doc_tokens) > room:
         return {**record, "skipped": f"document has {len(doc_tokens)} tokens, the window "
                 f"leaves room for {max(room, 0)}", "prediction": None, "scores": {}}
-    ids = question_prompt(tok, asked, doc_tokens if answering.context else None, window,
-                          answering.max_tokens)
-    if not answering.context or len(ids) < overhead:
-        record["context"] = "none"
-    else:
-        record["context"] = "full" if len(ids) - overhead == len(doc_tokens) else "head+tail"
+    ranked = index.ranked(asked) if index is not None and answering.retrieve else []
+    if answering.context and ranked:
+        ids, held = passages_prompt(tok, asked, ranked, answering.retrieved_len, window,
+                                    answering.max_tokens)
+        record["context"] = "passages"
+        record["passages"] = [[p.start, p.end] for p in held]
+    else:  # no passage shares a term with the question: the view, as `ask` falls back
+        ids = question_prompt(tok, asked, doc_tokens if answering.context else None, window,
+                              answering.max_tokens)
+        if not answering.context or len(ids) < overhead:
+            record["context"] = "none"
+        else:
+            record["context"] = ("full" if len(ids) - overhead == len(doc_tokens)
+                                 else "head+tail")
     start = time.perf_counter()
     prediction = "".join(stream_answer(lm.model, tok, ids, answering.max_tokens,
                                        temp=answering.temp, cache=cache))
@@ -129,7 +145,8 @@ def run_eval(
         raise LiftError(f"the window ({window} tokens) must be larger than --max-tokens "
                         f"({max_tokens}) and at most the model's window ({lm.window})")
     answering = {arm: AnswerSettings(max_tokens=max_tokens, temp=0.0,  # greedy in every arm
-                                     context=ARMS[arm].context) for arm in arms}
+                                     context=ARMS[arm].context, retrieve=ARMS[arm].retrieve)
+                 for arm in arms}
     out = Path(out)
     _check_run(out, {"model": lm.fingerprint, "settings": settings.to_dict(),
                      "max_tokens": max_tokens, "window": window,
@@ -147,6 +164,10 @@ def run_eval(
             progress.log(f"[{i}/{len(docs)}] {doc.id}: {len(todo)} answers to make")
             document = text_document(doc.document, f"{doc.source}:{doc.id}")
             doc_tokens = prompts.encode(lm.tokenizer, document.text)
+            index = None
+            if any(ARMS[arm].retrieve for _, arm in todo):
+                index = passage_index(lm.tokenizer, document.text,
+                                      AnswerSettings().passage_len)
             for kind in dict.fromkeys(a.adapter for a in ARMS.values()):  # one at a time
                 # Arm by arm, so that consecutive prompts share their document view.
                 batch = sorted([(q, arm) for q, arm in todo if ARMS[arm].adapter == kind],
@@ -174,7 +195,7 @@ def run_eval(
                 with progress.bar("answers", len(batch), unit="answers") as update:
                     for n, (q, arm) in enumerate(batch, start=1):
                         record = _answer(lm, doc, q, arm, doc_tokens, window,
-                                         answering[arm], cache)
+                                         answering[arm], cache, index)
                         if kind is not None:
                             record["adapter"] = absorbed.adapter_path.name
                         records.write(record)
