@@ -14,6 +14,8 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
              recite segments + QA tasks the model writes itself and/or cloze tasks made
              by rule (SmolLM2's preset: recite + cloze; --set 'tasks=[...]' to choose)
 - lift+icl   the lift adapter with the head+tail view in the prompt
+- rag        the base model with the passages that match the question (BM25), within --window
+- lift+rag   the lift adapter with the same passages
 - lift (oracle tasks)  recite + a perfect generator's QA tasks (each fact, asked once)
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
@@ -56,8 +58,10 @@ from lift_mlx.answer import question_prompt  # noqa: E402
 from lift_mlx.eval.datasets import EvalDoc, load_native  # noqa: E402
 from lift_mlx.eval.metrics import answer_contains, exact_match, token_f1  # noqa: E402
 
-ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "lift (oracle tasks)")
-WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl")  # answered within --window
+ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
+        "lift (oracle tasks)")
+# answered within --window
+WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag")
 ORACLE = "lift (oracle tasks)"
 REGIONS = ("inside", "outside", "all")
 METRICS = {"contains": answer_contains, "f1": token_f1, "em": exact_match}

@@ -82,7 +82,8 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     result = json.loads((out / "results.json").read_text())
     summary = result["summary"]["1024"]
     # icl-full: a 1k-token document does not fit the tiny model's own 1k window: skipped.
-    assert set(summary) == {"icl-trunc", "raw-ft", "lift", "lift+icl", "lift (oracle tasks)"}
+    assert set(summary) == {"icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
+                            "lift (oracle tasks)"}
     (run,) = result["runs"]
     assert run["inside"] == 2 and run["questions"] == 4
     regions = {(r["arm"], r["region"]) for r in result["rows"]}
