@@ -150,9 +150,21 @@ def test_invalid_option_values_are_usage_errors(runner, doc, args):
     (["--generator-batch-size", "0"], "'--generator-batch-size': must be at least 1, not 0"),
     (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa,cloze, not "
                                   "recite,dance"),
+    (["--rank", "1000000"], "Invalid value for '--rank': must be at most 1024, not 1000000"),
+    (["--batch-size", "1000000"], "'--batch-size': must be at most 1024, not 1000000"),
+    (["--qa-per-sentence", "1000000"], "'--qa-per-sentence': must be at most 64, not 1000000"),
+    (["--seed", "-1"], "Invalid value for '--seed': must be at least 0, not -1"),
+    (["--seed", "18446744073709551616"], "'--seed': must be at most 4294967295, not "
+                                         "18446744073709551616"),
+    (["--lr", "inf"], "Invalid value for '--lr': must be finite and positive, not inf"),
+    (["--scale", "nan"], "Invalid value for '--scale': must be finite and positive, not nan"),
+    (["--temp", "nan"], "Invalid value for '--temp': must be finite and at least 0, not nan"),
+    (["--max-tokens", "1000000000"], "'--max-tokens': must be at most 131072, not 1000000000"),
 ])
 def test_an_out_of_range_value_is_one_line_that_says_the_range(runner, doc, args, message):
-    r = runner.invoke(cli, ["absorb", str(doc), *args])
+    command = ["ask", str(doc), "Who?"] if args[0] in ("--temp", "--max-tokens") else [
+        "absorb", str(doc)]
+    r = runner.invoke(cli, [*command, *args])
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.stderr
 
