@@ -31,7 +31,7 @@ from .samples import QASamples, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
 from .tasks import TASKS, Arriving, TaskInput, tasks_named
-from .train import TrainReport, train
+from .train import Diverged, TrainReport, train
 
 
 @dataclass
@@ -275,10 +275,14 @@ def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> Trai
             update(i, tokens, f"loss {loss:.3f}{made}")
 
         start = time.perf_counter()
-        train_report = train(run.lm.model, ready, t, _pad_id(run.lm.tokenizer), on_step,
-                             arriving=_arriving(arriving, bool(ready), report),
-                             longest=max([a.longest for a in arriving.values()], default=0),
-                             total=estimate, checkpoint=run.checkpoint)
+        try:
+            train_report = train(run.lm.model, ready, t, _pad_id(run.lm.tokenizer), on_step,
+                                 arriving=_arriving(arriving, bool(ready), report),
+                                 longest=max([a.longest for a in arriving.values()], default=0),
+                                 total=estimate, checkpoint=run.checkpoint)
+        except Diverged:
+            run.checkpoint.remove()  # it may hold the weights that diverged
+            raise
     elapsed = time.perf_counter() - start
     times = report.seconds
     times["train"] = elapsed - (times.get("synthesize", 0.0) if report.pipeline else 0.0)

@@ -136,6 +136,17 @@ def test_bad_input_is_one_line_and_stores_nothing(runner, tmp_path, doc, setup, 
     assert not (isolated_store / "adapters").exists()
 
 
+def test_a_diverging_absorb_is_one_line_and_stores_nothing(runner, doc, tiny_model_path,
+                                                           isolated_store):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--lr", "1e30", "--checkpoint-every", "1"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "training diverged" in errors[0] and "--lr" in errors[0]
+    assert not (isolated_store / "adapters").exists()
+    assert not any((isolated_store / "checkpoints").glob("*/*"))  # no NaN checkpoint kept
+
+
 @pytest.mark.parametrize("args", [["--rank", "-1"], ["--epochs", "0"], ["--tasks", "dance"],
                                   ["--preset", "huge"], ["--lr", "0"]])
 def test_invalid_option_values_are_usage_errors(runner, doc, args):
