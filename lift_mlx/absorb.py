@@ -22,11 +22,10 @@ from .checkpoints import Checkpoint
 from .config import AnswerSettings, Settings, preset, setting_sources
 from .errors import LiftError
 from .generator_styles import resolve_style
-from .ingest import Document, read_document
+from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
-from .prompts import encode
 from .samples import QASamples, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
@@ -147,7 +146,7 @@ def _train_and_store(run: Run) -> Absorbed:
     tasks = tasks_named(settings.train.tasks)
     mx.reset_peak_memory()
     with timed(times, "split"):
-        doc_tokens = encode(tok, run.doc.text)
+        doc_tokens = document_tokens(tok, run.doc)
         report.doc_tokens = len(doc_tokens)
         s = settings.split
         report.segments = len(segment_starts(len(doc_tokens), s.seg_len, s.stride))
@@ -327,7 +326,7 @@ class Absorbing:
         self.lm = as_model(model)
         reset_adapter(self.lm)
         self._base = base_view(self.lm.model)
-        self._doc_tokens = encode(self.lm.tokenizer, self.document.text)
+        self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
         self._result: Absorbed | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(absorb_kwargs,), daemon=True)

@@ -151,6 +151,7 @@ def absorb(document, model, **opts):
     (usable with `mlx_lm.generate --adapter-path DIR`). With --adapter gated it trains Gated
     Memory instead, in a format only lift-mlx loads. Prints a summary: tokens, segments, QA
     pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
+    A document over 1,000,000 tokens is refused ($LIFT_MLX_MAX_TOKENS sets another limit).
     """
     absorbed = _absorb(document, model, opts)
     if not opts["quiet"]:

@@ -147,6 +147,18 @@ def test_a_diverging_absorb_is_one_line_and_stores_nothing(runner, doc, tiny_mod
     assert not any((isolated_store / "checkpoints").glob("*/*"))  # no NaN checkpoint kept
 
 
+def test_a_document_over_the_token_limit_is_one_line_naming_the_limit(runner, doc, tiny_model_path,
+                                                                      isolated_store):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), *FAST_ARGS],
+                      env={"LIFT_MLX_MAX_TOKENS": "100"})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.stderr.strip() == (f"Error: {doc} is over 100 tokens, the longest document "
+                                "lift-mlx absorbs; pass a shorter one, or set "
+                                "LIFT_MLX_MAX_TOKENS to a higher limit if this machine can "
+                                "absorb it")
+    assert not (isolated_store / "adapters").exists()
+
+
 @pytest.mark.parametrize("args", [["--rank", "-1"], ["--epochs", "0"], ["--tasks", "dance"],
                                   ["--preset", "huge"], ["--lr", "0"]])
 def test_invalid_option_values_are_usage_errors(runner, doc, args):
