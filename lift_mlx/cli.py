@@ -67,6 +67,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LiftError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # a read-only or full store (LIFT_MLX_HOME), wherever it is written
+            if e.errno not in store.UNWRITABLE or not e.filename:
+                raise
+            problem = store.unwritable(e.filename, e.strerror, e.errno in store.FULL)
+            raise click.ClickException(str(problem)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted; adapters are stored only once complete", err=True)
             sys.exit(130)

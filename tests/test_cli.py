@@ -159,6 +159,64 @@ def test_a_document_over_the_token_limit_is_one_line_naming_the_limit(runner, do
     assert not (isolated_store / "adapters").exists()
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on its own 1 MB tmpfs: a disk that really fills up or turns read-only (mounting
+    needs root; skipped without it)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _read_only(folder):
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+def test_a_read_only_store_is_one_line_naming_lift_mlx_home(runner, doc, tiny_model_path,
+                                                            small_disk):
+    _read_only(small_disk)
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), *FAST_ARGS],
+                      env={"LIFT_MLX_HOME": str(small_disk)})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.stderr.startswith(f"Error: cannot write to {small_disk}/")
+    assert r.stderr.strip().endswith(f"Read-only file system; make {small_disk} writable, or set "
+                                     "LIFT_MLX_HOME to a folder that is")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_docs_list_of_a_read_only_store_with_an_unnamed_entry_is_one_line(
+        runner, doc, tiny_model_path, small_disk):
+    home = {"LIFT_MLX_HOME": str(small_disk)}
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--quiet"], env=home)
+    assert r.exit_code == 0, r.output
+    _read_only(small_disk)  # the entry is named the first time the library is listed
+    r = runner.invoke(cli, ["docs", "list"], env=home)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert f"make {small_disk} writable, or set LIFT_MLX_HOME" in r.stderr
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_files(
+        runner, doc, tiny_model_path, small_disk):
+    """--rank 64 makes checkpoints bigger than the 1 MB disk; the adapter store's small files
+    fit."""
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--rank", "64", "--checkpoint-every", "1"],
+                      env={"LIFT_MLX_HOME": str(small_disk)})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"cannot write to {small_disk}/checkpoints/" in errors[0]
+    assert errors[0].endswith(f"free space on the disk of {small_disk}, or set LIFT_MLX_HOME "
+                              "to a folder on another disk")
+    assert not list(small_disk.glob("checkpoints/*/step-*"))
+    assert not list(small_disk.glob("adapters/*"))
+
+
 @pytest.mark.parametrize("args", [["--rank", "-1"], ["--epochs", "0"], ["--tasks", "dance"],
                                   ["--preset", "huge"], ["--lr", "0"]])
 def test_invalid_option_values_are_usage_errors(runner, doc, args):
