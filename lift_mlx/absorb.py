@@ -20,7 +20,7 @@ from .adapters import base_view
 from .answer import question_prompt, stream_answer
 from .checkpoints import Checkpoint
 from .config import AnswerSettings, Settings, preset, setting_sources
-from .errors import LiftError
+from .errors import LiftError, raise_interrupt
 from .generator_styles import resolve_style
 from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
@@ -121,6 +121,7 @@ def absorb(
                             adapters.kind_named(settings.train.adapter).trainable)
     run = Run(doc, lm, gen, settings, key, target, progress, pipeline, sources, checkpoint,
               report)
+    store.clean_partials()  # what absorbs killed while saving left (not one still saving)
     # One absorb per key at a time: a second one (another process or thread) waits for the
     # first, then finds its adapter and reuses it.
     with _interruptible(run), store.lock(key, on_wait=lambda holder: progress.log(
@@ -240,11 +241,6 @@ def _interruptible(run: Run) -> Iterator[None]:
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous)
-
-
-def raise_interrupt(signum, frame):
-    """A signal handler that stops the program as Ctrl-C does (for SIGTERM)."""
-    raise KeyboardInterrupt
 
 
 def _interrupted_note(run: Run) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from . import backend, store
 from .absorbed import load_absorbed
 from .adapters import kind_of
 from .config import AnswerSettings
-from .errors import LiftError
+from .errors import LiftError, raise_interrupt
 from .library import Entry, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
 from .progress import Progress
@@ -171,6 +172,13 @@ def _answer_options(f):
     return answer_options(f)
 
 
+def _check_window(settings: AnswerSettings, window: int) -> None:
+    """Refuse an answer longer than the model's window, as the server does."""
+    if settings.max_tokens >= window:
+        raise LiftError(f"--max-tokens must be below the model's window of {window} tokens, "
+                        f"not {settings.max_tokens}")
+
+
 def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | None, str]:
     """Print the answer as it streams; (seconds to the first token, the whole answer)."""
     start = time.perf_counter()
@@ -201,6 +209,7 @@ def ask(target, question, model, now, **opts):
         raise LiftError("the question is empty; ask something about the document")
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     _stream(absorbed, question, answer)
@@ -222,6 +231,7 @@ def chat(target, model, now, **opts):
     """
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     while True:
@@ -297,6 +307,9 @@ def demo(model, quiet):
 
 
 def main() -> None:
+    # SIGTERM stops every command as Ctrl-C does (a message, exit 130) from the start; the
+    # default would end it at once, silently (absorb installs the same once its model loads)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     cli(prog_name="lift-mlx")
 
 

@@ -278,7 +278,11 @@ def verify(path: Path) -> dict:
     missing = [name for name in DATA_FILES if not (path / name).is_file()]
     if missing:
         raise damaged(path, f"{', '.join(missing)} missing")
-    for name, digest in (meta.get("checksums") or {}).items():
+    sums = meta.get("checksums")
+    # Only entries from before the store had a format (and checksums) load unchecked.
+    if "format" in meta and not (isinstance(sums, dict) and set(DATA_FILES) <= set(sums)):
+        raise damaged(path, f"{META_FILE} lacks the checksums of its files")
+    for name, digest in (sums or {}).items():
         if name in DATA_FILES and file_sha256(path / name) != digest:
             raise damaged(path, f"{name} does not match its checksum")
     return meta

@@ -90,6 +90,18 @@ def test_absorb_then_ask_reuses_the_stored_adapter(runner, doc, tiny_model_path)
     assert meta["settings"]["split"]["seg_len"] == 128
 
 
+def test_max_tokens_at_the_model_s_window_is_refused_as_the_server_does(runner, doc,
+                                                                        tiny_model_path):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--quiet"])
+    adapter = r.stdout.strip()
+    for command in (["ask", adapter, "Who?"], ["chat", adapter]):
+        r = runner.invoke(cli, [*command, "--max-tokens", "1024"], input="Who?\n\n")
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+        assert r.stderr.strip() == ("Error: --max-tokens must be below the model's window of "
+                                    "1024 tokens, not 1024") and r.stdout == ""
+
+
 def test_chat_answers_until_an_empty_line(runner, doc, tiny_model_path):
     args = ["chat", str(doc), "--model", str(tiny_model_path), "--tasks", "recite",
             *FAST_ARGS, "--max-tokens", "4"]
