@@ -20,18 +20,17 @@ from .adapters import base_view
 from .answer import question_prompt, stream_answer
 from .checkpoints import Checkpoint
 from .config import AnswerSettings, Settings, preset, setting_sources
-from .errors import LiftError
+from .errors import LiftError, raise_interrupt
 from .generator_styles import resolve_style
-from .ingest import Document, read_document
+from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
-from .prompts import encode
 from .samples import QASamples, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
 from .tasks import TASKS, Arriving, TaskInput, tasks_named
-from .train import TrainReport, train
+from .train import Diverged, TrainReport, train
 
 
 @dataclass
@@ -124,6 +123,7 @@ def absorb(
                             adapters.kind_named(settings.train.adapter).trainable)
     run = Run(doc, lm, gen, settings, key, target, progress, pipeline, sources, checkpoint,
               report)
+    store.clean_partials()  # what absorbs killed while saving left (not one still saving)
     # One absorb per key at a time: a second one (another process or thread) waits for the
     # first, then finds its adapter and reuses it.
     with _interruptible(run), store.lock(key, on_wait=lambda holder: progress.log(
@@ -149,7 +149,7 @@ def _train_and_store(run: Run) -> Absorbed:
     tasks = tasks_named(settings.train.tasks)
     mx.reset_peak_memory()
     with timed(times, "split"):
-        doc_tokens = encode(tok, run.doc.text)
+        doc_tokens = document_tokens(tok, run.doc)
         report.doc_tokens = len(doc_tokens)
         s = settings.split
         report.segments = len(segment_starts(len(doc_tokens), s.seg_len, s.stride))
@@ -245,11 +245,6 @@ def _interruptible(run: Run) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def raise_interrupt(signum, frame):
-    """A signal handler that stops the program as Ctrl-C does (for SIGTERM)."""
-    raise KeyboardInterrupt
-
-
 def _interrupted_note(run: Run) -> str:
     done = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in run.report.seconds.items())
     notes = [f"absorb of {run.doc.source} interrupted after {done}: no adapter was stored."]
@@ -277,10 +272,14 @@ def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> Trai
             update(i, tokens, f"loss {loss:.3f}{made}")
 
         start = time.perf_counter()
-        train_report = train(run.lm.model, ready, t, _pad_id(run.lm.tokenizer), on_step,
-                             arriving=_arriving(arriving, bool(ready), report),
-                             longest=max([a.longest for a in arriving.values()], default=0),
-                             total=estimate, checkpoint=run.checkpoint)
+        try:
+            train_report = train(run.lm.model, ready, t, _pad_id(run.lm.tokenizer), on_step,
+                                 arriving=_arriving(arriving, bool(ready), report),
+                                 longest=max([a.longest for a in arriving.values()], default=0),
+                                 total=estimate, checkpoint=run.checkpoint)
+        except Diverged:
+            run.checkpoint.remove()  # it may hold the weights that diverged
+            raise
     elapsed = time.perf_counter() - start
     times = report.seconds
     times["train"] = elapsed - (times.get("synthesize", 0.0) if report.pipeline else 0.0)
@@ -325,7 +324,7 @@ class Absorbing:
         self.lm = as_model(model)
         reset_adapter(self.lm)
         self._base = base_view(self.lm.model)
-        self._doc_tokens = encode(self.lm.tokenizer, self.document.text)
+        self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
         self._result: Absorbed | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(absorb_kwargs,), daemon=True)

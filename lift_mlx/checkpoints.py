@@ -51,15 +51,22 @@ class Checkpoint:
         """Keep the run of `loop` (a settled TrainLoop) and its schedule `sched`."""
         report = loop.report
         stem = f"step-{report.steps:08d}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        mx.save_safetensors(str(self.folder / f"{stem}.adapter.safetensors"),
-                            self.trainable(loop.model))
-        mx.save_safetensors(str(self.folder / f"{stem}.optimizer.safetensors"),
-                            dict(tree_flatten(loop.trainer.optimizer.state)))
-        _save_samples(self.folder / f"{stem}.samples.npz", sched.arrived)
-        state = {"format": FORMAT, "step": report.steps, "stem": stem, "buckets": sched.buckets,
-                 "schedule": sched.position(), "report": {k: getattr(report, k) for k in _REPORT}}
-        store.write_atomic(self.folder / STATE_FILE, json.dumps(state))
+        try:
+            with store.writing(self.folder):  # a full disk: one line, not a traceback
+                self.folder.mkdir(parents=True, exist_ok=True)
+                mx.save_safetensors(str(self.folder / f"{stem}.adapter.safetensors"),
+                                    self.trainable(loop.model))
+                mx.save_safetensors(str(self.folder / f"{stem}.optimizer.safetensors"),
+                                    dict(tree_flatten(loop.trainer.optimizer.state)))
+                _save_samples(self.folder / f"{stem}.samples.npz", sched.arrived)
+                state = {"format": FORMAT, "step": report.steps, "stem": stem,
+                         "buckets": sched.buckets, "schedule": sched.position(),
+                         "report": {k: getattr(report, k) for k in _REPORT}}
+                store.write_atomic(self.folder / STATE_FILE, json.dumps(state))
+        except BaseException:
+            for part in self.folder.glob(f"{stem}.*"):  # the checkpoint before stays whole
+                part.unlink(missing_ok=True)
+            raise
         for old in self.folder.glob("step-*"):
             if not old.name.startswith(f"{stem}."):
                 old.unlink(missing_ok=True)

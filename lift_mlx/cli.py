@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import click
 from . import backend, store
 from .adapters import kind_of
 from .config import AnswerSettings
-from .errors import LiftError
+from .errors import LiftError, raise_interrupt
 from .library import Entry, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
 from .progress import Progress
@@ -66,6 +67,11 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LiftError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # a read-only or full store (LIFT_MLX_HOME), wherever it is written
+            if e.errno not in store.UNWRITABLE or not e.filename:
+                raise
+            problem = store.unwritable(e.filename, e.strerror, e.errno in store.FULL)
+            raise click.ClickException(str(problem)) from None
         except KeyboardInterrupt:
             click.echo("\ninterrupted; adapters are stored only once complete", err=True)
             sys.exit(130)
@@ -156,6 +162,7 @@ def absorb(document, model, **opts):
     (usable with `mlx_lm.generate --adapter-path DIR`). With --adapter gated it trains Gated
     Memory instead, in a format only lift-mlx loads. Prints a summary: tokens, segments, QA
     pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
+    A document over 1,000,000 tokens is refused ($LIFT_MLX_MAX_TOKENS sets another limit).
     """
     absorbed = _absorb(document, model, opts)
     if not opts["quiet"]:
@@ -168,6 +175,13 @@ def _answer_options(f):
                      help="Answer at once from the head+tail view with the plain base model "
                           "while the adapter trains; the adapter answers once it is ready.")(f)
     return answer_options(f)
+
+
+def _check_window(settings: AnswerSettings, window: int) -> None:
+    """Refuse an answer longer than the model's window, as the server does."""
+    if settings.max_tokens >= window:
+        raise LiftError(f"--max-tokens must be below the model's window of {window} tokens, "
+                        f"not {settings.max_tokens}")
 
 
 def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | None, str]:
@@ -213,6 +227,7 @@ def ask(target, question, model, now, **opts):
         raise LiftError("the question is empty; ask something about the document")
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     _stream(absorbed, question, answer)
@@ -234,6 +249,7 @@ def chat(target, model, now, **opts):
     """
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
     while True:
@@ -309,6 +325,9 @@ def demo(model, quiet):
 
 
 def main() -> None:
+    # SIGTERM stops every command as Ctrl-C does (a message, exit 130) from the start; the
+    # default would end it at once, silently (absorb installs the same once its model loads)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     cli(prog_name="lift-mlx")
 
 

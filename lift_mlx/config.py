@@ -12,6 +12,7 @@ The CLI options (options.py), the "paper" preset and `Settings.validate` are bui
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ from .adapters import ADAPTER_KINDS
 from .errors import LiftError
 from .generator_styles import STYLES
 from .tasks import TASKS
+
+# Ceilings of the size-like settings: far above any real use (the paper's values and every
+# preset of models/presets.json pass), low enough that a typo such as --rank 1000000 is refused
+# before it allocates gigabytes.
+LONGEST_WINDOW = 131072  # tokens: the longest window of the models lift-mlx runs (Llama 3.1)
+MOST_ROWS = 1024  # samples or requests at once: 256x the paper's batch of 4
+MOST_RANK = 1024  # 8x the paper's rank 128 for an 8B model; a full-rank update of a 1B layer
+SEED_MAX = 2**32 - 1  # the seeds of Python's, NumPy's and MLX's generators alike
 
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
@@ -48,18 +57,21 @@ def setting(default, help: str, *, flag: str | None = None, name: str | None = N
 class SplitSettings:
     # paper: 2048; halved so batch 4 fits a 16 GB Mac with a 1.5B model
     seg_len: int = setting(1024, "Tokens per recite segment.", flag="--seg-len", min=8,
-                           paper=2048)
+                           max=LONGEST_WINDOW, paper=2048)
     # paper: 768 = 3/8 of a segment; same 5/8 overlap (~2.7 views per token)
     stride: int = setting(384, "Tokens between segment starts; segments overlap when smaller "
-                          "than --seg-len.", flag="--stride", min=1, paper=768)
+                          "than --seg-len.", flag="--stride", min=1, max=LONGEST_WINDOW,
+                          paper=768)
     # head+tail prefix of recite samples (paper: 4096)
     context_len: int = setting(512, "Head+tail document view (tokens) before each recite "
-                               "segment; 0 = off.", flag="--context-len", min=0, paper=4096)
+                               "segment; 0 = off.", flag="--context-len", min=0,
+                               max=LONGEST_WINDOW, paper=4096)
     # the view `ask` shows (not in the paper): QA samples that look like answering with it
     qa_context_len: int = setting(0, "Head+tail document view (tokens) before a share "
                                   "(--qa-context-share) of the QA and cloze samples, laid out "
                                   "as `ask` lays out its view; 0 = off.",
-                                  flag="--qa-context-len", min=0, keyed="changed")
+                                  flag="--qa-context-len", min=0, max=LONGEST_WINDOW,
+                                  keyed="changed")
     qa_context_share: float = setting(0.25, "Share of the QA and cloze samples that get the "
                                       "--qa-context-len view, picked by --seed.",
                                       flag="--qa-context-share", min=0.0, max=1.0,
@@ -68,24 +80,26 @@ class SplitSettings:
 
 @dataclass
 class SynthSettings:
-    # paper: 5 or 10 (72B generator); 1 in its fast setting
+    # paper: 5 or 10 (72B generator); 1 in its fast setting; 64 is 6x its most
     qa_per_sentence: int = setting(2, "QA pairs asked of the generator per sentence.",
-                                   flag="--qa-per-sentence", min=1, paper=10)
+                                   flag="--qa-per-sentence", min=1, max=64, paper=10)
     # generator_styles; auto picks by model size
     style: str = setting("auto", "How the generator is asked for QA pairs: json (instructions, "
                          "a JSON reply: instruct models of ~1B and up), lines (worked examples "
                          "in a line format, one pair per request: small models), auto (lines "
                          "below 1B parameters).", flag="--generator-style",
                          choices=("auto", *STYLES))
+    # 64 sentences are a page or two: more than a generator answers for in one reply
     sentences_per_task: int = setting(2, "Target sentences per generator request.", min=1,
-                                      paper=1)
-    # paper: ~2k characters
-    window_chars: int = setting(2000, "Preceding text the generator sees, in characters.", min=0)
-    # JSON for a few pairs fits in 256
+                                      max=64, paper=1)
+    # paper: ~2k characters; 100k characters (~25k tokens) fill a 32k window
+    window_chars: int = setting(2000, "Preceding text the generator sees, in characters.", min=0,
+                                max=100_000)
+    # JSON for a few pairs fits in 256; the window bounds the paper's 640
     max_tokens: int = setting(256, "Generation budget per generator request, in tokens.",
-                              min=16, paper=640)
+                              min=16, max=LONGEST_WINDOW, paper=640)
     generator_batch_size: int = setting(16, "Generator requests decoded together.",
-                                        flag="--generator-batch-size", min=1)
+                                        flag="--generator-batch-size", min=1, max=MOST_ROWS)
     min_overlap: float = setting(0.5, "Share of an answer's words that must occur in the "
                                  "generator's window.", min=0.0, max=1.0)
     # greedy, so a cached run reproduces
@@ -106,21 +120,26 @@ class TrainSettings:
                            f"{k.name} ({k.help})" for k in ADAPTER_KINDS.values()) + ".",
                            flag="--adapter", choices=ADAPTER_KINDS)
     # paper: 128 for an 8B model; 32 keeps a 1.5B adapter ~35 MB
-    rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, paper=128, kind="lora")
+    rank: int = setting(32, "LoRA rank.", flag="--rank", min=1, max=MOST_RANK,
+                       paper=128, kind="lora")
     # paper: alpha 256 / rank 128
     scale: float = setting(2.0, "LoRA scale (alpha / rank); also Gated Memory's o_proj LoRA.",
                            flag="--scale", min=0, min_open=True, paper=2.0)
     # paper (Gated Memory): rank 2 on the output projection
     o_proj_rank: int = setting(2, "Gated Memory: rank of the LoRA on each attention output "
                                "projection (o_proj), trained with the memory; 0 = none.",
-                               flag="--o-proj-rank", min=0, kind="gated")
+                               flag="--o-proj-rank", min=0, max=MOST_RANK,
+                               kind="gated")
     # paper: 5e-5 x 5 epochs; fast setting 3e-4 x 1 epoch; Gated Memory: 1e-3 (gated.py)
     lr: float = setting(2e-4, "Learning rate (AdamW, constant).", flag="--lr", min=0,
                         min_open=True, paper=5e-5,
                         shown="2e-4; 1e-3 with --adapter gated, the paper's for it")
-    epochs: int = setting(3, "Passes over all samples.", flag="--epochs", min=1, paper=5)
+    # 1000: 200x the paper's 5; a run that long overfits any document
+    epochs: int = setting(3, "Passes over all samples.", flag="--epochs", min=1, max=1000,
+                          paper=5)
     # paper: 4
-    batch_size: int = setting(4, "Samples per training step.", flag="--batch-size", min=1)
+    batch_size: int = setting(4, "Samples per training step.", flag="--batch-size", min=1,
+                              max=MOST_ROWS)
     # paper: 1.0
     grad_clip: float = setting(1.0, "Gradient norm clip.", min=0, min_open=True)
     # "tokens": the loss is the mean over every target token of a batch (the paper, mlx-lm), so
@@ -137,16 +156,17 @@ class TrainSettings:
     micro_batch: int = setting(0, "Rows of a batch run through the model at a time, their "
                                "gradients summed before the one update (the same step in less "
                                "memory); 0 = the whole batch.", flag="--micro-batch", min=0,
-                               keyed=False)
+                               max=MOST_ROWS, keyed=False)
     # None: on for Metal, off for the CPU (no faster there)
     compile: bool | None = setting(None, "Compile the training step with mx.compile.",
                                    flag="--compile", shown="on for GPUs, off on the CPU, where "
                                    "compiled steps are no faster")
-    seed: int = setting(0, "Random seed.", flag="--seed")
-    # mlx-lm saves every 100 steps too (steps_per_save)
+    seed: int = setting(0, "Random seed.", flag="--seed", min=0, max=SEED_MAX)
+    # mlx-lm saves every 100 steps too (steps_per_save); a million steps outlast any absorb
     checkpoint_every: int = setting(100, "Keep the adapter and optimizer state every N training "
                                     "steps, so an interrupted absorb resumes there; 0 = never.",
-                                    flag="--checkpoint-every", min=0, keyed=False)
+                                    flag="--checkpoint-every", min=0, max=1_000_000,
+                                    keyed=False)
 
 
 @dataclass
@@ -154,7 +174,8 @@ class AnswerSettings:
     """How a question is answered, by `ask`, `chat`, the server and `eval` alike (not part of
     the absorb settings: an adapter answers with any of them)."""
 
-    max_tokens: int = setting(256, "Longest answer, in tokens.", flag="--max-tokens", min=1)
+    max_tokens: int = setting(256, "Longest answer, in tokens.", flag="--max-tokens", min=1,
+                              max=LONGEST_WINDOW)
     # greedy, as the paper answers
     temp: float = setting(0.0, "Sampling temperature; 0 is greedy.", flag="--temp", min=0.0)
     # the paper's answer prompt: a head+tail view of the document, then the question
@@ -199,18 +220,24 @@ class Setting:
         """How messages name it: its flag, else its flat name."""
         return self.flag or self.name
 
-    def allowed(self) -> str:
-        """The values it takes, in words ("at least 1", "one of tokens, samples")."""
+    def allowed(self, value=None) -> str:
+        """The values it takes, in words ("at least 1", "one of tokens, samples"). A count's
+        ceiling guards against runaway memory rather than bounding what it means, so given a
+        `value` below it, only the floor is named ("at least 1"), and above it only the
+        ceiling ("at most 1024"); a float's bounds are one range ("between 0 and 1")."""
         if self.choices is not None:
             if self.type == tuple[str, ...]:
                 return f"a comma-separated subset of {','.join(self.choices)}"
             return f"one of {', '.join(self.choices)}"
-        if self.min is not None and self.max is not None:
-            return f"between {self.min:g} and {self.max:g}"
+        if self.min is not None and self.max is not None and (value is None
+                                                              or self.type is float):
+            return f"between {_number(self.min)} and {_number(self.max)}"
+        if self.max is not None and (self.min is None or value > self.max):
+            return f"at most {_number(self.max)}"
         if self.min == 0 and self.min_open:
             return "positive"
         if self.min is not None:
-            return f"{'above' if self.min_open else 'at least'} {self.min:g}"
+            return f"{'above' if self.min_open else 'at least'} {_number(self.min)}"
         return "any value"
 
     def problem(self, value) -> str | None:
@@ -222,11 +249,17 @@ class Setting:
             ok = bool(values) and set(values) <= set(self.choices)
             shown = (",".join(values) or "none") if self.type == tuple[str, ...] else value
         else:
+            if isinstance(value, float) and not math.isfinite(value):  # --lr inf trains NaNs
+                return f"must be finite and {self.allowed()}, not {value:g}"
             ok = ((self.min is None or value > self.min or (value == self.min
                                                              and not self.min_open))
                   and (self.max is None or value <= self.max))
             shown = f"{value:g}" if isinstance(value, float) else value
-        return None if ok else f"must be {self.allowed()}, not {shown}"
+        return None if ok else f"must be {self.allowed(value)}, not {shown}"
+
+
+def _number(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes."""
+"""The one exception type for user mistakes, and how a signal stops a run as Ctrl-C does."""
 
 
 class LiftError(Exception):
@@ -6,3 +6,8 @@ class LiftError(Exception):
 
     The CLI prints it as one line, without a traceback; the message says what to do next.
     """
+
+
+def raise_interrupt(signum, frame):
+    """A signal handler that stops the program as Ctrl-C does (for SIGTERM)."""
+    raise KeyboardInterrupt

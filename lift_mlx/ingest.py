@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import sys
 import unicodedata
@@ -17,8 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LiftError
+from .prompts import encode
 
 MAX_BYTES = 200 * 2**20  # far above any document a LoRA adapter can absorb in reasonable time
+# The longest document absorbed unless $LIFT_MLX_MAX_TOKENS says otherwise. Its samples take a
+# few hundred MB, which a 16 GB Mac or a 2-core CPU holds; absorbing it takes hours on a Mac
+# and days on such a CPU, so a longer one is far more likely a wrong file than a wish.
+MAX_TOKENS = 1_000_000
+COUNT_CHARS = 2**20  # the piece of a document tokenized at a time while it is counted
 SNIFF_BYTES = 8192  # how much of a file the binary check looks at
 MAX_CONTROL_SHARE = 0.10  # text files have almost no control bytes; binary formats have many
 
@@ -28,7 +35,9 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _LINE_BREAKS = re.compile(r"\r\n|[\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 # Cc characters, minus \t and \n (handled as whitespace), plus a stray BOM inside the text.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
-_HORIZONTAL_SPACE = re.compile(r"[^\S\n]+")
+# Runs of horizontal space other than one plain space (each single space matched as well would
+# make a piece per word: 17x a document's size in memory while its text is normalised).
+_HORIZONTAL_SPACE = re.compile(r"[^\S\n]{2,}|[^\S\n ]")
 _TRAILING_SPACE = re.compile(r" +\n")
 _EXTRA_NEWLINES = re.compile(r"\n{3,}")
 # Bytes that never occur in text: everything below 0x20 except \t \n \v \f \r and ESC (ANSI).
@@ -63,7 +72,7 @@ def read_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Document:
     """
     if str(path) == "-":
         source = "stdin"
-        data = sys.stdin.buffer.read(max_bytes + 1)
+        data = _read_up_to(sys.stdin.buffer, max_bytes + 1)
         if len(data) > max_bytes:
             raise LiftError(
                 f"stdin is over the {_size(max_bytes)} limit; "
@@ -78,6 +87,7 @@ def read_document(path: str | Path, *, max_bytes: int = MAX_BYTES) -> Document:
     if not data:
         raise LiftError(f"{source} is empty; pass a document that contains text.")
     text = _pdf_text(data, source) if is_pdf else _decode_text(data, source)
+    del data  # a large document's bytes go before its normalised copy is made
     return text_document(text, source)
 
 
@@ -86,9 +96,39 @@ def text_document(text: str, source: str = "text") -> Document:
     text = normalize_text(text)
     if not text:
         raise LiftError(f"{source} contains only whitespace; pass a document that contains text.")
-    return Document(
-        text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), source=source
-    )
+    digest = hashlib.sha256()
+    for start in range(0, len(text), COUNT_CHARS):  # not a second whole copy as UTF-8
+        digest.update(text[start:start + COUNT_CHARS].encode("utf-8"))
+    return Document(text=text, sha256=digest.hexdigest(), source=source)
+
+
+def max_tokens() -> int:
+    """The longest document absorbed, in tokens: $LIFT_MLX_MAX_TOKENS, else MAX_TOKENS."""
+    value = os.environ.get("LIFT_MLX_MAX_TOKENS", "").strip()
+    if not value:
+        return MAX_TOKENS
+    if not value.isdigit() or int(value) < 1:
+        raise LiftError(f"LIFT_MLX_MAX_TOKENS must be a whole number of tokens, not {value!r}")
+    return int(value)
+
+
+def document_tokens(tokenizer, doc: Document) -> list[int]:
+    """The tokens of `doc`, or a LiftError when it has more than `max_tokens()`: counted piece
+    by piece first, so a document far over the limit is refused before it is tokenized whole
+    (a 200 MB text tokenized at once took over 10 GB)."""
+    limit, counted, tokens = max_tokens(), 0, []
+    for start in range(0, len(doc.text), COUNT_CHARS):
+        tokens = encode(tokenizer, doc.text[start:start + COUNT_CHARS])
+        counted += len(tokens)
+        if counted > limit:
+            break
+    if len(doc.text) > COUNT_CHARS and counted <= limit:  # one piece: its tokens are all
+        tokens = encode(tokenizer, doc.text)
+    if counted > limit or len(tokens) > limit:
+        raise LiftError(f"{doc.source} is over {limit:,} tokens, the longest document lift-mlx "
+                        "absorbs; pass a shorter one, or set LIFT_MLX_MAX_TOKENS to a higher "
+                        "limit if this machine can absorb it")
+    return tokens
 
 
 def _read_file(path: Path, source: str, max_bytes: int) -> bytes:
@@ -105,7 +145,7 @@ def _read_file(path: Path, source: str, max_bytes: int) -> bytes:
             )
         with path.open("rb") as f:
             # Read one byte past the limit: the file may have grown since stat().
-            data = f.read(max_bytes + 1)
+            data = _read_up_to(f, max_bytes + 1, size + 1)
     except PermissionError:
         raise LiftError(
             f"Cannot read {source}: permission denied. Check its permissions."
@@ -118,6 +158,16 @@ def _read_file(path: Path, source: str, max_bytes: int) -> bytes:
             "pass a smaller document or raise the size limit."
         )
     return data
+
+
+def _read_up_to(f, limit: int, expected: int = 2**20) -> bytes:
+    """At most `limit` bytes of `f`, read `expected` bytes at a time: f.read(limit) would set
+    aside the whole limit (200 MB) for a document of a few kilobytes."""
+    chunks, total = [], 0
+    while total < limit and (chunk := f.read(min(expected, limit - total))):
+        chunks.append(chunk)
+        total += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _decode_text(data: bytes, source: str) -> str:

@@ -11,6 +11,7 @@ format it was written in. `lock` keeps two processes from absorbing one document
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,6 +33,11 @@ DOCUMENT_FILE = "document.txt"
 DATA_FILES = (ADAPTER_FILE, CONFIG_FILE, DOCUMENT_FILE)  # the files the checksums cover
 FORMAT_VERSION = 1  # the store's layout; entries of a newer format are refused, not guessed at
 KEY_PATTERN = re.compile(r"[0-9a-f]{20}")  # what adapter_key makes
+# A write the machine refused (read-only, not permitted, disk or quota full): the user's to fix.
+FULL = {errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM, *FULL}
+# MLX reports a failed safetensors write as a RuntimeError without an errno, tagged thus.
+_MLX_WRITE_ERRORS = ("[write] ", "[save_safetensors] ")
 
 
 def home() -> Path:
@@ -40,6 +46,35 @@ def home() -> Path:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "lift-mlx"
+
+
+def unwritable(path: Path, reason: str, full: bool) -> LiftError:
+    """The one-line error for a write refused at `path` (`full`: for want of space), with the
+    fix: under the store, its folder named and LIFT_MLX_HOME."""
+    path, root = Path(path), home()
+    fix = "free space on its disk" if full else "make it writable"
+    if path == root or root in path.parents:
+        fix = (f"free space on the disk of {root}" if full else f"make {root} writable") + (
+            ", or set LIFT_MLX_HOME to a folder " + ("on another disk" if full else "that is"))
+    return LiftError(f"cannot write to {path}: {reason}; {fix}")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Writes under `path` whose failure (a full disk, a read-only folder) is a LiftError
+    naming it, not a traceback; MLX's failed writes included."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        raise unwritable(Path(e.filename or path), e.strerror, e.errno in FULL) from None
+    except RuntimeError as e:
+        message = str(e)
+        if not message.startswith(_MLX_WRITE_ERRORS):
+            raise
+        reason = message.split("] ", 1)[1].rstrip(".")
+        raise unwritable(path, reason, full=message.startswith("[write] ")) from None
 
 
 def adapters_dir() -> Path:
@@ -100,18 +135,20 @@ def save_adapter(
     out = Path(out)
     if out.exists() and not _replaceable(out):
         raise LiftError(f"{out} exists and is not an adapter directory; choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
     try:
-        write(tmp)
-        (tmp / DOCUMENT_FILE).write_text(document_text, encoding="utf-8")
-        meta["format"] = FORMAT_VERSION
-        meta["checksums"] = checksums(tmp)
-        meta["saved_at"] = time.time()  # orders entries made within one second
-        if "name" not in meta and (old_name := _old_name(out)):
-            meta["name"] = old_name
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks completeness
-        replace_dir(tmp, out)
+        with writing(out.parent):
+            write(tmp)
+            (tmp / DOCUMENT_FILE).write_text(document_text, encoding="utf-8")
+            meta["format"] = FORMAT_VERSION
+            meta["checksums"] = checksums(tmp)
+            meta["saved_at"] = time.time()  # orders entries made within one second
+            if "name" not in meta and (old_name := _old_name(out)):
+                meta["name"] = old_name
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))  # last: marks completeness
+            replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -241,7 +278,11 @@ def verify(path: Path) -> dict:
     missing = [name for name in DATA_FILES if not (path / name).is_file()]
     if missing:
         raise damaged(path, f"{', '.join(missing)} missing")
-    for name, digest in (meta.get("checksums") or {}).items():
+    sums = meta.get("checksums")
+    # Only entries from before the store had a format (and checksums) load unchecked.
+    if "format" in meta and not (isinstance(sums, dict) and set(DATA_FILES) <= set(sums)):
+        raise damaged(path, f"{META_FILE} lacks the checksums of its files")
+    for name, digest in (sums or {}).items():
         if name in DATA_FILES and file_sha256(path / name) != digest:
             raise damaged(path, f"{name} does not match its checksum")
     return meta

@@ -14,12 +14,13 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 from mlx_lm.tuner.trainer import grad_checkpoint
 
 from .adapters import kind_named
 from .checkpoints import Checkpoint
 from .config import TrainSettings
+from .errors import LiftError
 from .samples import (
     Batch,
     EpochScheduler,
@@ -212,6 +213,16 @@ class Trainer:
         return loss
 
 
+class Diverged(LiftError):
+    """Training reached a non-finite loss or adapter weight: nothing it made may be kept."""
+
+
+def _diverged(settings: TrainSettings, what: str) -> Diverged:
+    return Diverged(f"training diverged ({what}), so no adapter was stored; absorb again with "
+                    f"a lower --lr (this run's: {settings.lr:g}) or --scale "
+                    f"(this run's: {settings.scale:g})")
+
+
 class TrainLoop:
     """Feeds batches to a Trainer with one step in flight: while the device computes step i,
     the host pads batch i+1 and reads the loss of step i-1 (the only host sync, for progress).
@@ -245,14 +256,22 @@ class TrainLoop:
         self._in_flight = None
         r = self.report
         r.losses.append(loss.item())
+        if not math.isfinite(r.losses[-1]):
+            raise _diverged(self.trainer.settings, f"the loss of step {len(r.losses)} is "
+                                                   f"{r.losses[-1]}")
         r.tokens += n_tokens
         if self.on_step:
             on_step_total = max(self.total, r.steps)
             self.on_step(len(r.losses), on_step_total, r.losses[-1], r.tokens)
 
     def close(self) -> TrainReport:
-        """Wait for the last step and return the report (the model is left in eval mode)."""
+        """Wait for the last step and return the report (the model is left in eval mode);
+        Diverged if the last update left a weight that is not finite."""
         self.settle()
+        weights = tree_flatten(self.model.trainable_parameters())
+        if weights and not mx.all(mx.array([mx.all(mx.isfinite(w)) for _, w in weights])):
+            raise _diverged(self.trainer.settings, "the last step left weights that are not "
+                                                   "finite")
         self.model.eval()
         disable_grad_checkpoint(self.model)
         self.report.seconds += time.perf_counter() - self._start

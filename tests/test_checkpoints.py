@@ -22,6 +22,7 @@ from lift_mlx.absorb import absorb
 from lift_mlx.adapters import LORA
 from lift_mlx.checkpoints import STATE_FILE, Checkpoint
 from lift_mlx.config import TrainSettings
+from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import qa_sample, recite_samples
@@ -148,3 +149,22 @@ def test_how_often_checkpoints_are_kept_is_no_part_of_the_adapter_key(tiny_lm, t
     again = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "checkpoint_every": 7})
     assert again.report.reused and again.adapter_path == first.adapter_path
     assert again.meta["settings"]["train"]["checkpoint_every"] == 1  # as the first one ran
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_checkpoint_on_a_full_disk_is_one_error_and_leaves_no_partial_files(
+        tiny_model_path, tiny_lm, demo_text, tmp_path):
+    """MLX's `[write] Unable to write` became a traceback and left the step's partial files:
+    the first step's optimizer file here is a link to /dev/full, where every write fails with
+    ENOSPC, as on a full disk (after the adapter's file of the same step was written)."""
+    tok = tiny_lm.tokenizer
+    recite = recite_samples(tok, encode(tok, demo_text)[:700], 64, 32, 0, random.Random(0))
+    qa = [qa_sample(tok, "Who was chair?", "Ada Korrin")]
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "step-00000003.optimizer.safetensors").symlink_to("/dev/full")
+    with pytest.raises(LiftError) as e:
+        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable))
+    assert str(e.value).startswith(f"cannot write to {folder}: Unable to write ")
+    assert str(e.value).endswith("; free space on its disk")
+    assert list(folder.iterdir()) == [] and Path("/dev/full").is_char_device()

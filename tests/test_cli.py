@@ -90,6 +90,18 @@ def test_absorb_then_ask_reuses_the_stored_adapter(runner, doc, tiny_model_path)
     assert meta["settings"]["split"]["seg_len"] == 128
 
 
+def test_max_tokens_at_the_model_s_window_is_refused_as_the_server_does(runner, doc,
+                                                                        tiny_model_path):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--quiet"])
+    adapter = r.stdout.strip()
+    for command in (["ask", adapter, "Who?"], ["chat", adapter]):
+        r = runner.invoke(cli, [*command, "--max-tokens", "1024"], input="Who?\n\n")
+        assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+        assert r.stderr.strip() == ("Error: --max-tokens must be below the model's window of "
+                                    "1024 tokens, not 1024") and r.stdout == ""
+
+
 def test_chat_answers_until_an_empty_line(runner, doc, tiny_model_path):
     args = ["chat", str(doc), "--model", str(tiny_model_path), "--tasks", "recite",
             *FAST_ARGS, "--max-tokens", "4"]
@@ -136,6 +148,87 @@ def test_bad_input_is_one_line_and_stores_nothing(runner, tmp_path, doc, setup, 
     assert not (isolated_store / "adapters").exists()
 
 
+def test_a_diverging_absorb_is_one_line_and_stores_nothing(runner, doc, tiny_model_path,
+                                                           isolated_store):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--lr", "1e30", "--checkpoint-every", "1"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "training diverged" in errors[0] and "--lr" in errors[0]
+    assert not (isolated_store / "adapters").exists()
+    assert not any((isolated_store / "checkpoints").glob("*/*"))  # no NaN checkpoint kept
+
+
+def test_a_document_over_the_token_limit_is_one_line_naming_the_limit(runner, doc, tiny_model_path,
+                                                                      isolated_store):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), *FAST_ARGS],
+                      env={"LIFT_MLX_MAX_TOKENS": "100"})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.stderr.strip() == (f"Error: {doc} is over 100 tokens, the longest document "
+                                "lift-mlx absorbs; pass a shorter one, or set "
+                                "LIFT_MLX_MAX_TOKENS to a higher limit if this machine can "
+                                "absorb it")
+    assert not (isolated_store / "adapters").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on its own 1 MB tmpfs: a disk that really fills up or turns read-only (mounting
+    needs root; skipped without it)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _read_only(folder):
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+def test_a_read_only_store_is_one_line_naming_lift_mlx_home(runner, doc, tiny_model_path,
+                                                            small_disk):
+    _read_only(small_disk)
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), *FAST_ARGS],
+                      env={"LIFT_MLX_HOME": str(small_disk)})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.stderr.startswith(f"Error: cannot write to {small_disk}/")
+    assert r.stderr.strip().endswith(f"Read-only file system; make {small_disk} writable, or set "
+                                     "LIFT_MLX_HOME to a folder that is")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_docs_list_of_a_read_only_store_with_an_unnamed_entry_is_one_line(
+        runner, doc, tiny_model_path, small_disk):
+    home = {"LIFT_MLX_HOME": str(small_disk)}
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--quiet"], env=home)
+    assert r.exit_code == 0, r.output
+    _read_only(small_disk)  # the entry is named the first time the library is listed
+    r = runner.invoke(cli, ["docs", "list"], env=home)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert f"make {small_disk} writable, or set LIFT_MLX_HOME" in r.stderr
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_files(
+        runner, doc, tiny_model_path, small_disk):
+    """--rank 64 makes checkpoints bigger than the 1 MB disk; the adapter store's small files
+    fit."""
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS, "--rank", "64", "--checkpoint-every", "1"],
+                      env={"LIFT_MLX_HOME": str(small_disk)})
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"cannot write to {small_disk}/checkpoints/" in errors[0]
+    assert errors[0].endswith(f"free space on the disk of {small_disk}, or set LIFT_MLX_HOME "
+                              "to a folder on another disk")
+    assert not list(small_disk.glob("checkpoints/*/step-*"))
+    assert not list(small_disk.glob("adapters/*"))
+
+
 @pytest.mark.parametrize("args", [["--rank", "-1"], ["--epochs", "0"], ["--tasks", "dance"],
                                   ["--preset", "huge"], ["--lr", "0"]])
 def test_invalid_option_values_are_usage_errors(runner, doc, args):
@@ -150,9 +243,21 @@ def test_invalid_option_values_are_usage_errors(runner, doc, args):
     (["--generator-batch-size", "0"], "'--generator-batch-size': must be at least 1, not 0"),
     (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa,cloze, not "
                                   "recite,dance"),
+    (["--rank", "1000000"], "Invalid value for '--rank': must be at most 1024, not 1000000"),
+    (["--batch-size", "1000000"], "'--batch-size': must be at most 1024, not 1000000"),
+    (["--qa-per-sentence", "1000000"], "'--qa-per-sentence': must be at most 64, not 1000000"),
+    (["--seed", "-1"], "Invalid value for '--seed': must be at least 0, not -1"),
+    (["--seed", "18446744073709551616"], "'--seed': must be at most 4294967295, not "
+                                         "18446744073709551616"),
+    (["--lr", "inf"], "Invalid value for '--lr': must be finite and positive, not inf"),
+    (["--scale", "nan"], "Invalid value for '--scale': must be finite and positive, not nan"),
+    (["--temp", "nan"], "Invalid value for '--temp': must be finite and at least 0, not nan"),
+    (["--max-tokens", "1000000000"], "'--max-tokens': must be at most 131072, not 1000000000"),
 ])
 def test_an_out_of_range_value_is_one_line_that_says_the_range(runner, doc, args, message):
-    r = runner.invoke(cli, ["absorb", str(doc), *args])
+    command = ["ask", str(doc), "Who?"] if args[0] in ("--temp", "--max-tokens") else [
+        "absorb", str(doc)]
+    r = runner.invoke(cli, [*command, *args])
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert r.exit_code == 2 and len(errors) == 1 and message in errors[0], r.stderr
 

@@ -2,8 +2,17 @@ import dataclasses
 
 import pytest
 
-from lift_mlx.config import PRESETS, SETTINGS, Settings, preset, setting_sources
+from lift_mlx.config import (
+    PRESETS,
+    SETTINGS,
+    AnswerSettings,
+    Settings,
+    declared,
+    preset,
+    setting_sources,
+)
 from lift_mlx.errors import LiftError
+from lift_mlx.presets import presets
 
 
 def test_model_settings_go_under_the_preset_and_options_over_both():
@@ -59,7 +68,56 @@ def test_each_declared_range_is_enforced_in_its_own_words(name):
         assert s.problem(s.max if s.max is not None else s.min + 1) is None
     with pytest.raises(LiftError) as e:
         preset("default", **{name: bad})
-    assert str(e.value).startswith(f"{s.label} must be {s.allowed()}, not ")
+    assert str(e.value).startswith(f"{s.label} must be {s.allowed(bad)}, not ")
+    if s.max is not None:
+        with pytest.raises(LiftError) as e:
+            preset("default", **{name: s.max * 2 + 1})
+        assert str(e.value).startswith(f"{s.label} must be {s.allowed(s.max * 2 + 1)}, not ")
+
+
+SIZES = ("seg_len", "stride", "context_len", "qa_context_len", "qa_per_sentence",
+         "sentences_per_task", "window_chars", "max_tokens", "generator_batch_size", "rank",
+         "o_proj_rank", "epochs", "batch_size", "micro_batch", "checkpoint_every")
+
+
+@pytest.mark.parametrize("name", SIZES)
+def test_every_size_has_a_ceiling_above_every_preset(name):
+    """--rank 1000000 allocated gigabytes before failing: each size-like setting has a `max`,
+    which the paper's values, the presets and every model's recommended settings stay under."""
+    s = SETTINGS[name]
+    assert s.max is not None and s.problem(s.max) is None and s.problem(s.max + 1)
+    for preset_name in PRESETS:
+        preset(preset_name)
+    for model in presets()["models"].values():
+        values = preset(model.get("preset", "default"), model.get("settings", {}))
+        assert getattr(getattr(values, s.stage), s.field) <= s.max
+    assert s.paper is None or s.paper <= s.max
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(rank=1_000_000), "--rank must be at most 1024, not 1000000"),
+    (dict(batch_size=1_000_000), "--batch-size must be at most 1024, not 1000000"),
+    (dict(qa_per_sentence=1_000_000), "--qa-per-sentence must be at most 64, not 1000000"),
+    (dict(seed=-1), "--seed must be at least 0, not -1"),
+    (dict(seed=2**64), "--seed must be at most 4294967295, not 18446744073709551616"),
+    (dict(lr=float("inf")), "--lr must be finite and positive, not inf"),
+    (dict(lr=float("nan")), "--lr must be finite and positive, not nan"),
+    (dict(scale=float("-inf")), "--scale must be finite and positive, not -inf"),
+    (dict(temp=float("nan")), "temp must be finite and at least 0, not nan"),
+    (dict(qa_context_share=float("inf")),
+     "--qa-context-share must be finite and between 0 and 1, not inf"),
+])
+def test_runaway_sizes_seeds_and_non_finite_floats_are_refused(overrides, message):
+    with pytest.raises(LiftError) as e:
+        Settings().replace(**overrides)
+    assert str(e.value) == message
+
+
+def test_every_float_setting_refuses_nan_and_infinity():
+    for s in [*SETTINGS.values(), *declared(AnswerSettings, "answer")]:
+        if s.type is float:
+            for value in (float("nan"), float("inf"), float("-inf")):
+                assert s.problem(value).startswith("must be finite and "), s.name
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -1,13 +1,24 @@
 import hashlib
 import io
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pypdf
 import pytest
 
 from lift_mlx.errors import LiftError
-from lift_mlx.ingest import Document, normalize_text, read_document
+from lift_mlx.ingest import (
+    COUNT_CHARS,
+    MAX_TOKENS,
+    Document,
+    document_tokens,
+    normalize_text,
+    read_document,
+    text_document,
+)
+from lift_mlx.models import load_model
+from lift_mlx.prompts import encode
 
 
 def make_pdf(pages: list[list[str]]) -> bytes:
@@ -337,3 +348,58 @@ def test_unreadable_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "open", denied)
     message = lift_error(path)
     assert message == f"Cannot read {path}: permission denied. Check its permissions."
+
+
+def test_a_large_document_is_read_with_few_copies_of_its_text(tmp_path):
+    """A 200 MB text once reached gigabytes before training: normalising made a piece per
+    word (17x the text). Reading 8 MB now peaks below 4 copies of it."""
+    words = [f"word{i % 997}" for i in range(1_000_000)]
+    path = tmp_path / "big.txt"
+    path.write_text(" ".join(words) + "\n\nend  of\tthe text.\n")
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        doc = read_document(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert doc.text.endswith("end of the text.") and len(doc.text) == size - 2
+    assert doc.sha256 == hashlib.sha256(doc.text.encode()).hexdigest()
+    assert peak < 4 * size, peak / size
+
+
+def test_spaces_are_normalised_as_before():
+    text = "a b  c\t d\u00a0e \u2003 f\n  g \n\n\n\nh"
+    assert normalize_text(text) == "a b c d e f\n g\n\nh"
+
+
+class CountingTokenizer:
+    """The tiny model's tokenizer, recording the length of each text it is given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.lengths = tokenizer, []
+
+    def encode(self, text, **kwargs):
+        self.lengths.append(len(text))
+        return self.tokenizer.encode(text, **kwargs)
+
+
+def test_a_document_over_the_token_limit_is_refused_before_it_is_tokenized_whole(
+        tiny_model_path, demo_text, monkeypatch):
+    tokenizer = load_model(str(tiny_model_path)).tokenizer
+    doc = text_document((demo_text + "\n\n") * 400, "long.md")  # ~2.5M characters
+    monkeypatch.setenv("LIFT_MLX_MAX_TOKENS", "5000")
+    counting = CountingTokenizer(tokenizer)
+    with pytest.raises(LiftError) as e:
+        document_tokens(counting, doc)
+    assert str(e.value) == ("long.md is over 5,000 tokens, the longest document lift-mlx "
+                            "absorbs; pass a shorter one, or set LIFT_MLX_MAX_TOKENS to a higher "
+                            "limit if this machine can absorb it")
+    assert counting.lengths == [COUNT_CHARS]  # one piece counted, the rest never tokenized
+    short = text_document(demo_text, "short.md")
+    assert document_tokens(tokenizer, short) == encode(tokenizer, short.text)
+    monkeypatch.setenv("LIFT_MLX_MAX_TOKENS", "lots")
+    with pytest.raises(LiftError, match="LIFT_MLX_MAX_TOKENS must be a whole number"):
+        document_tokens(tokenizer, short)
+    monkeypatch.delenv("LIFT_MLX_MAX_TOKENS")
+    assert MAX_TOKENS == 1_000_000 and len(document_tokens(tokenizer, doc)) < MAX_TOKENS

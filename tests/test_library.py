@@ -211,6 +211,46 @@ def test_entries_of_other_versions_are_read_or_refused_with_a_clear_message(tiny
     assert "store format 2" in runner.invoke(cli, ["docs", "list"]).stderr
 
 
+def test_an_entry_of_the_checksummed_format_without_its_checksums_is_damaged(
+        tiny_lm, tmp_path, demo_text, runner):
+    """Removing `checksums` let a truncated adapter load unchecked (a traceback): only entries
+    without a format, from before checksums, load unchecked."""
+    absorbed = absorb(_doc(tmp_path, "charter.md", demo_text[:1500]), tiny_lm, **RECITE)
+    path, meta = absorbed.adapter_path, dict(absorbed.meta)
+    (path / store.META_FILE).write_text(json.dumps({k: v for k, v in meta.items()
+                                                    if k != "checksums"}))
+    weights = path / store.ADAPTER_FILE
+    weights.write_bytes(weights.read_bytes()[:100])
+    message = "lift_meta.json lacks the checksums of its files"
+    with pytest.raises(store.Damaged, match=message):
+        load_absorbed(path, tiny_lm)
+    r = runner.invoke(cli, ["ask", str(path), "Who?", "--max-tokens", "4"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.stderr.strip().splitlines() == [f"Error: {store.damaged(path, message)}"]
+    (path / store.META_FILE).write_text(json.dumps({**meta, "checksums": {
+        store.ADAPTER_FILE: meta["checksums"][store.ADAPTER_FILE]}}))  # some, not all
+    with pytest.raises(store.Damaged, match=message):
+        store.verify(path)
+
+
+def test_an_absorb_clears_what_absorbs_killed_while_saving_left(tiny_lm, tmp_path, demo_text,
+                                                                runner, tiny_model_path):
+    """A SIGKILL during save left adapters/.KEY.*.partial until the next `serve`: an absorb
+    clears them too, but not one whose absorb still holds its key's lock."""
+    root = store.adapters_dir()
+    killed = root / ".0123456789abcdef0123.x1y2.partial"
+    running = root / ".fedcba9876543210fedc.z3w4.partial"
+    for folder in (killed, running):
+        folder.mkdir(parents=True)
+        (folder / store.ADAPTER_FILE).write_bytes(b"half")
+    with store.lock("fedcba9876543210fedc"):
+        r = runner.invoke(cli, ["absorb", str(_doc(tmp_path, "charter.md", demo_text[:1500])),
+                                "--model", str(tiny_model_path), "--tasks", "recite",
+                                *FAST_ARGS, "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert not killed.exists() and running.is_dir()
+
+
 def test_partial_directories_are_cleaned_unless_their_absorb_is_running(tmp_path):
     root = store.adapters_dir()
     left = root / ".0123456789abcdef0123.x1y2.partial"
@@ -308,6 +348,30 @@ def test_an_interrupted_absorb_stops_leaves_no_entry_and_reruns_from_the_cached_
     assert "cached QA pairs" in err and "(cached)" in err  # no generation this time
     meta = store.verify(Path(out.strip()))
     assert meta["report"]["synth"]["cached"] and meta["report"]["synth"]["requests"] == 0
+
+
+def _sigterm_caught(pid: int) -> bool:
+    """Whether process `pid` has a handler for SIGTERM (its SigCgt mask, Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_sigterm_at_the_start_of_a_command_says_so_and_exits_130(tiny_model_path):
+    """SIGTERM before absorb's own handler (here: while the document is read from stdin)
+    ended the command at once with -15 and no word; it now stops it as Ctrl-C does."""
+    proc = subprocess.Popen([sys.executable, "-m", "lift_mlx.cli", "absorb", "-", "--model",
+                             str(tiny_model_path), *FAST_ARGS], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not _sigterm_caught(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err.strip() == "interrupted; adapters are stored only once complete" and out == ""
 
 
 @pytest.mark.parametrize("command", [["docs"], ["docs", "list"], ["docs", "export"],

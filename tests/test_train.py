@@ -8,7 +8,7 @@ from lift_mlx.config import TrainSettings
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 from lift_mlx.samples import Sample, buckets_for, epoch_batches, recite_samples
-from lift_mlx.train import Trainer, mean_nll, train
+from lift_mlx.train import Diverged, Trainer, mean_nll, train
 
 
 def plain_samples(ids: list[int], n: int = 256) -> list[Sample]:
@@ -31,6 +31,23 @@ def test_recite_training_cuts_document_nll(tiny_lm, demo_text):
     assert report.steps == 50  # 20 segments / batch 4 x 10 epochs
     assert after <= 0.65 * before, (before, after)
     assert report.losses[-1] < report.losses[0]
+
+
+@pytest.mark.parametrize("lr, max_steps, words", [
+    (1e30, None, "the loss of step 2 is nan"),  # the first update overflows the next loss
+    (float("inf"), 1, "the last step left weights that are not finite"),
+])
+def test_training_that_turns_non_finite_stops_with_diverged(tiny_lm, demo_text, lr, max_steps,
+                                                             words):
+    """A non-finite loss, or a last update that leaves NaN weights, is an error naming the
+    learning rate, not an adapter of NaNs (--lr inf once stored one that verified)."""
+    tok = tiny_lm.tokenizer
+    samples = recite_samples(tok, encode(tok, demo_text), 128, 64, 0, random.Random(0))
+    settings = TrainSettings(rank=4, lr=lr, epochs=1, grad_checkpoint=False, compile=False)
+    LORA.attach(tiny_lm.model, settings)
+    with pytest.raises(Diverged) as e:
+        train(tiny_lm.model, samples, settings, tok.pad_token_id, max_steps=max_steps)
+    assert words in str(e.value) and f"--lr (this run's: {lr:g})" in str(e.value)
 
 
 def _few_steps(path, settings: TrainSettings, samples, steps=3):
