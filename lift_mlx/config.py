@@ -190,9 +190,9 @@ class AnswerSettings:
     # ~1k tokens: a short prefill whatever the model's window (measured: 48-token passages
     # put the evidence in a 512-token window for 93% of questions on unseen documents)
     retrieved_len: int = setting(1024, "Most tokens of retrieved passages in the prompt.",
-                                 flag="--retrieved-len", min=16)
+                                 flag="--retrieved-len", min=16, max=LONGEST_WINDOW)
     passage_len: int = setting(48, "Tokens per retrieved passage (whole sentences up to it).",
-                               flag="--passage-len", min=8)
+                               flag="--passage-len", min=8, max=LONGEST_WINDOW)
 
 
 @dataclass(frozen=True)
