@@ -32,7 +32,8 @@ from lift_mlx.cli import cli
 from lift_mlx.config import AnswerSettings
 from lift_mlx.models import load_model
 from lift_mlx.serve.http import LiftServer, _is_loopback
-from lift_mlx.serve.requests import chat_request
+from lift_mlx.serve.model import Sampling, ServedModel, chat_prompt, generate
+from lift_mlx.serve.requests import ApiError, chat_request
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
 GENERAL = "What is the capital of France?"  # about neither
@@ -243,6 +244,26 @@ ERRORS = [  # (method, path, body, headers, status, code)
      "invalid_value"),
     ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "context": "no"}, None, 400,
      "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "top_k": 10**12}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stop": ["x"] * 5}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stop": "x" * 257}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "temperature": NaN}', None, 400,
+     "invalid_json"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "top_p": -Infinity}', None, 400,
+     "invalid_json"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "logit_bias": {"1": 1e999}}', None,
+     400, "invalid_json"),
+    ("POST", "/v1/documents", '{"text": "Some text.", "settings": {"lr": 1e999}}', None, 400,
+     "invalid_json"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"seed": -1}}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"seed": 2**64}}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"rank": 0}}, None, 400,
+     "invalid_value"),
     ("POST", "/v1/documents", {"text": "   \n "}, None, 400, "empty_document"),
     ("POST", "/v1/documents", {"path": "/etc/passwd"}, None, 400, "invalid_type"),
     ("POST", "/v1/documents", {"text": 42}, None, 400, "invalid_type"),
@@ -312,6 +333,50 @@ def test_a_chat_request_leaves_the_answer_to_the_answer_settings():
     assert (req.sampling.max_tokens, req.sampling.temperature, req.context) == (
         answer.max_tokens, answer.temp, answer.context)
     assert req.sampling.stops == [] and req.sampling.logit_bias is None
+
+
+@pytest.mark.parametrize("field, value", [("temperature", float("nan")),
+                                          ("top_p", float("inf")), ("min_p", float("nan"))])
+def test_a_chat_request_refuses_numbers_that_are_not_finite(field, value):
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], field: value}
+    with pytest.raises(ApiError) as e:
+        chat_request(body, window=2048, vocab=512)
+    assert e.value.status == 400 and e.value.param == field
+    with pytest.raises(ApiError) as e:
+        chat_request({**body, field: 0.5, "logit_bias": {"3": float("inf")}}, 2048, 512)
+    assert e.value.param == "logit_bias"
+
+
+def test_stop_strings_cut_the_answer_in_time_linear_in_its_length(tiny_lm):
+    served = ServedModel(tiny_lm)
+    prompt = chat_prompt(served, [{"role": "user", "content": QUESTION}], None, context=False,
+                         max_tokens=60)
+
+    def answer(stops, tokens=60):
+        pieces = list(served.stream(generate(served, prompt, _sampling(tokens, stops))))
+        return "".join(p for p, _, _ in pieces), pieces[-1][1]
+
+    full, reason = answer([])
+    assert reason == "length" and len(full) > 40
+    stop = full[20:26]
+    cut = full[:full.index(stop)]
+    assert answer(["never in it", stop]) == (cut, "stop")
+    assert answer([stop[:3] + "#"]) == (full, "length")  # a stop's start alone is not a stop
+    t = time.perf_counter()
+    assert answer([full[:10] + "#" * 246] * 4, tokens=300)[1] == "length"
+    longest_stops = time.perf_counter() - t
+    t = time.perf_counter()
+    answer([], tokens=300)
+    print(f"\n300 tokens: {longest_stops:.2f}s with four 256-character stops, "
+          f"{time.perf_counter() - t:.2f}s without")
+    assert longest_stops < 3 * (time.perf_counter() - t) + 0.5
+    served.close()
+
+
+def _sampling(tokens: int, stops: list[str]) -> Sampling:
+    return Sampling(max_tokens=tokens, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0,
+                    repetition_penalty=0.0, presence_penalty=0.0, frequency_penalty=0.0,
+                    seed=None, stops=stops, logit_bias=None)
 
 
 def test_fifty_concurrent_requests_no_failure_no_cross_talk(tiny_lm, documents):
@@ -459,3 +524,29 @@ def test_smollm2_answers_through_the_server_as_lift_mlx_ask_does(smollm2, tmp_pa
                                            stream=True)
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == said
     print(f"\nask and the server both answer {said!r}")
+
+
+def _threads_and_rss() -> tuple[int, float]:
+    """This process's OS threads and resident memory in MB (Linux's /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return len(os.listdir("/proc/self/task")), pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_chats_leave_threads_and_memory_flat(tiny_lm):
+    """Each chat ran on its connection's thread, and MLX gave each such thread streams whose
+    OS threads outlived it: two threads leaked per chat until mx.eval failed."""
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 8}
+    seen = []
+    with running(tiny_lm) as server:
+        for i in range(300):
+            status, reply = raw(server, "POST", CHAT, body)
+            assert status == 200, reply
+            if i + 1 in (50, 300):
+                seen.append(_threads_and_rss())
+    (threads, rss), (threads_end, rss_end) = seen
+    print(f"\nafter 50 chats {threads} threads, {rss:.0f} MB; after 300 {threads_end}, "
+          f"{rss_end:.0f} MB")
+    assert threads_end <= threads + 3
+    assert rss_end <= rss * 1.1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import math
 import select
 import socket
 import sys
@@ -191,7 +192,8 @@ class Handler(BaseHTTPRequestHandler):
         if len(raw) < int(length):
             raise ApiError(400, "the body is shorter than its Content-Length", "bad_request")
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"), parse_constant=_not_a_number,
+                              parse_float=_finite)
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text", "invalid_json") from None
         except (ValueError, RecursionError) as e:
@@ -263,7 +265,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(503, "the model is busy; try again", "busy")
         try:
             try:
-                adapter = served.adapter(entry) if entry is not None else None
+                adapter = served.run(served.adapter, entry) if entry is not None else None
             except DocumentGone as e:
                 raise ApiError(404, str(e), "model_not_found", "model") from None
             except LiftError as e:
@@ -280,9 +282,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, str(e), e.code, "messages") from None
             if self._client_gone():
                 return
-            served.activate(adapter)
-            pieces = generate(served, prompt, req.sampling)
-            self._reply(req, pieces, len(prompt))
+            served.run(served.activate, adapter)
+            pieces = served.stream(generate(served, prompt, req.sampling))
+            try:
+                self._reply(req, pieces, len(prompt))
+            finally:
+                pieces.close()  # on the model's thread, before the next request may use it
         finally:
             served.lock.release()
 
@@ -315,6 +320,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _model_list(self) -> list[dict]:
         return model_list(self.server.base_id, self.server.started, self.server.documents())
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a JSON number")  # Python's json takes it, JSON does not
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
 
 
 def _is_loopback(host: str) -> bool:
@@ -383,6 +399,7 @@ class LiftServer(ThreadingHTTPServer):
         self.shutdown()
         self.absorber.stop()
         self.served.lock.acquire(timeout=30)
+        self.served.close()
         self.server_close()
 
     # The library, as this server's base model sees it

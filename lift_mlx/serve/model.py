@@ -14,7 +14,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -61,6 +62,11 @@ class ServedModel:
         self.fingerprint = lm.fingerprint
         self.model = adapters.base_view(lm.model)  # absorb jobs put their own adapter on lm.model
         self.lock = threading.Lock()
+        # All of the served model's MLX work runs on this one long-lived thread: MLX gives each
+        # thread that evaluates two streams of its own, each with an OS thread that outlives
+        # it, so evaluating on the handler threads (one per connection) leaked two threads
+        # and ~0.7 MB per chat (9 -> 411 threads after 200 chats, then mx.eval failed).
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="lift-serve-model")
         self.kept = kept
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
         self._active: _Adapter | None = None
@@ -80,7 +86,7 @@ class ServedModel:
             store.verify(entry.path)
             config = json.loads((entry.path / store.CONFIG_FILE).read_text())
             weights = mx.load(str(entry.path / store.ADAPTER_FILE))
-            mx.eval(weights)  # MLX streams are per thread: later requests run in others
+            mx.eval(weights)  # computed now, not in the middle of a request's first token
             text = (entry.path / store.DOCUMENT_FILE).read_text(encoding="utf-8")
         except (OSError, ValueError) as e:
             raise store.damaged(entry.path, f"unreadable: {e}") from None
@@ -90,6 +96,23 @@ class ServedModel:
         while len(self._cache) > self.kept:
             self._cache.popitem(last=False)
         return loaded
+
+    def run(self, fn: Callable, *args):
+        """`fn(*args)` on the model's thread; its result, or its exception raised here."""
+        return self._worker.submit(fn, *args).result()
+
+    def stream(self, pieces: Iterator) -> Iterator:
+        """The items of the generator `pieces`, each computed on the model's thread; closed
+        there too when the caller stops early."""
+        end = object()
+        try:
+            while (item := self.run(next, pieces, end)) is not end:
+                yield item
+        finally:
+            self.run(pieces.close)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=False)
 
     def forget(self, key: str) -> None:
         with self.lock:
@@ -115,7 +138,7 @@ class ServedModel:
 def _own_random_state(seed: int | None = None) -> None:
     """Seed MLX's global random state here, evaluated: arrays are computed on the stream of
     the thread that made them, and the last user of the state may be another thread (an
-    absorb job, or the handler of an earlier request) whose stream this one cannot use."""
+    absorb job) whose stream this one cannot use."""
     mx.random.seed(int.from_bytes(os.urandom(7), "little") if seed is None else seed)
     mx.eval(mx.random.state)
 
@@ -186,20 +209,36 @@ def generate(served: ServedModel, prompt: list[int], sampling: Sampling) -> Iter
     sampler = make_sampler(s.temperature, top_p=s.top_p, top_k=s.top_k, min_p=s.min_p)
     processors = make_logits_processors(s.logit_bias, s.repetition_penalty, 20,
                                         s.presence_penalty, 20, s.frequency_penalty, 20)
+    longest = max(map(len, stops), default=0)
     held, count = "", 0  # held: text that may be the start of a stop string
     for r in stream_generate(served.model, served.lm.tokenizer, prompt,
                              max_tokens=s.max_tokens, sampler=sampler,
                              logits_processors=processors or None):
         count = r.generation_tokens
+        # A stop can only end in the new text, so each is looked for in the held tail and the
+        # new text alone: work per token bounded by the stops' lengths, not the answer's.
+        start = len(held)
         held += r.text
-        cuts = [i for i in (held.find(stop) for stop in stops) if i >= 0]
+        cuts = [i for i in (held.find(stop, max(0, start - len(stop) + 1)) for stop in stops)
+                if i >= 0]
         if cuts:
             yield held[:min(cuts)], "stop", count
             return
-        keep = max([k for stop in stops for k in range(1, len(stop)) if held.endswith(stop[:k])],
-                   default=0)
+        keep = _held_back(held[-longest:] if longest else "", stops)
         text, held = held[:len(held) - keep], held[len(held) - keep:]
         if r.finish_reason is not None:
             yield text + held, r.finish_reason, count
             return
         yield text, None, count
+
+
+def _held_back(tail: str, stops: list[str]) -> int:
+    """The length of the longest end of `tail` that a stop string starts with (and that may
+    become that stop with the next tokens)."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(tail)), best, -1):
+            if tail.endswith(stop[:k]):
+                best = k
+                break
+    return best

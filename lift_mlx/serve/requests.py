@@ -8,6 +8,7 @@ What a request leaves out is answered as `lift-mlx ask` answers (`AnswerSettings
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlx_lm.server import process_message_content
@@ -22,6 +23,10 @@ MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
 DEFAULT_DOCUMENT_MB = 16.0
 MAX_MESSAGES = 512
 MAX_STOPS = 4  # as OpenAI's API
+# Stops are delimiters ("\n\n", "</answer>", "User:"); 256 characters is far above any of them
+# and keeps the per-token matching small (it looks back as far as the longest stop).
+MAX_STOP_CHARS = 256
+MAX_SEED = 2**32 - 1  # a document's seed: numpy's and MLX's seeds both take it
 ANSWER = AnswerSettings()  # the defaults of a chat request: as `lift-mlx ask` answers
 
 
@@ -60,6 +65,8 @@ def _number(body: dict, name: str, kind, low, high, default):
     if isinstance(value, bool) or not isinstance(value, (int,) if kind is int else (int, float)):
         raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}",
                        "invalid_type", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a finite number", "invalid_value", name)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
         raise ApiError(400, f"{name} must be {bounds}", "invalid_value", name)
@@ -116,6 +123,9 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported", "invalid_value", "n")
     numbers = {name: _number(body, name, *spec) for name, spec in _NUMBERS.items()}
+    if numbers["top_k"] >= vocab:  # mlx-lm's sampler takes 0 (off) or (0, vocab)
+        raise ApiError(400, f"top_k must be between 0 (off) and {vocab - 1}, the model's "
+                       "vocabulary less one", "invalid_value", "top_k")
     if body.get("max_completion_tokens") is not None:
         numbers["max_tokens"] = _number(body, "max_completion_tokens", *_NUMBERS["max_tokens"])
     if numbers["max_tokens"] >= window:
@@ -127,15 +137,19 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
             and all(isinstance(s, str) and s for s in stops)):
         raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOPS} strings",
                        "invalid_type", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ApiError(400, f"each stop string must be at most {MAX_STOP_CHARS} characters",
+                       "invalid_value", "stop")
     bias = body.get("logit_bias")
     if bias is not None:
         try:
             bias = {int(k): float(v) for k, v in bias.items()}
         except (AttributeError, TypeError, ValueError, OverflowError):
             bias = {-1: 0.0}
-        if not all(0 <= k < vocab for k in bias) or len(bias) > 1024:
+        if not all(0 <= k < vocab and math.isfinite(v) for k, v in bias.items()) \
+                or len(bias) > 1024:
             raise ApiError(400, f"logit_bias must map up to 1024 token ids (0 to {vocab - 1}) "
-                           "to numbers", "invalid_value", "logit_bias")
+                           "to finite numbers", "invalid_value", "logit_bias")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options must be an object", "invalid_type",
@@ -155,7 +169,7 @@ def _fits(value, default) -> bool:
     if isinstance(default, str):
         return isinstance(value, str)
     kinds = (int, float) if isinstance(default, float) else (int,)
-    return isinstance(value, kinds) and not isinstance(value, bool)
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _document_settings(body: dict) -> Settings:
@@ -178,8 +192,13 @@ def _document_settings(body: dict) -> Settings:
             raise ApiError(400, f"setting {key!r} must be like {fields[key]!r}",
                            "invalid_type", f"settings.{key}")
         checked[key] = tuple(value) if isinstance(value, list) else value
+    if not 0 <= checked.get("seed", 0) <= MAX_SEED:
+        raise ApiError(400, f"setting 'seed' must be between 0 and {MAX_SEED}",
+                       "invalid_value", "settings.seed")
     try:
-        return preset(name, **checked)
+        settings = preset(name, **checked)
+        settings.validate()  # refused now, not as a failed job later
+        return settings
     except LiftError as e:
         raise ApiError(400, str(e), "invalid_value", "settings") from None
 
