@@ -550,3 +550,17 @@ def test_chats_leave_threads_and_memory_flat(tiny_lm):
           f"{rss_end:.0f} MB")
     assert threads_end <= threads + 3
     assert rss_end <= rss * 1.1
+
+
+def test_only_loopback_names_and_added_names_pass_the_host_check(tiny_lm):
+    with running(tiny_lm, allowed_hosts=("mybox.lan",)) as server:
+        port = server.server_address[1]
+        for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}",
+                     "127.0.0.2", "[::1]", f"[::1]:{port}", "LocalHost", "mybox.lan",
+                     f"mybox.lan:{port}"):
+            assert raw(server, "GET", "/health", headers={"Host": host})[0] == 200, host
+        for host in ("127.attacker.example", "127.0.0.1.nip.io", "127.1", "0x7f.0.0.1",
+                     f"127.attacker.example:{port}", "localhost.evil.example", "other.lan",
+                     "[::2]"):
+            status, reply = raw(server, "GET", "/health", headers={"Host": host})
+            assert status == 403 and reply["error"]["code"] == "forbidden_host", host

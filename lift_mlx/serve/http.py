@@ -116,12 +116,12 @@ class Handler(BaseHTTPRequestHandler):
                                 f"{time.perf_counter() - start:.2f}s")
 
     def _check_caller(self) -> None:
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
-        if self.server.loopback and host and host not in LOOPBACK_NAMES and \
-                not host.startswith("127."):
+        host = _host_name(self.headers.get("Host") or "")
+        if self.server.loopback and host and host not in self.server.allowed_hosts and \
+                not _is_loopback_address(host):
             # A page that renamed its site to this address (DNS rebinding) must not get in.
-            raise ApiError(403, f"this server answers requests for localhost, not {host!r}",
-                           "forbidden_host")
+            raise ApiError(403, f"this server answers requests for localhost, not {host!r} "
+                           "(lift-mlx serve --allow-host NAME adds a name)", "forbidden_host")
         key = self.server.api_key
         if key and not hmac.compare_digest(
                 self.headers.get("Authorization", ""), f"Bearer {key}"):
@@ -333,13 +333,26 @@ def _finite(text: str) -> float:
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _host_name(header: str) -> str:
+    """The name of a Host header, without its port or an IPv6 address's brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def _is_loopback_address(host: str) -> bool:
+    """Whether `host` is a loopback address written out in full (127.0.0.2, ::1); not a name
+    that starts like one (127.0.0.1.nip.io) nor a short form (127.1) a resolver may treat as
+    a name."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or _is_loopback_address(host)
 
 
 class LiftServer(ThreadingHTTPServer):
@@ -350,7 +363,8 @@ class LiftServer(ThreadingHTTPServer):
 
     def __init__(self, lm, host: str = "127.0.0.1", port: int = 8080, *, kept: int = 4,
                  max_document_bytes: int = int(DEFAULT_DOCUMENT_MB * 2**20),
-                 api_key: str | None = None, quiet: bool = False, log_stream=None):
+                 api_key: str | None = None, quiet: bool = False, log_stream=None,
+                 allowed_hosts: tuple[str, ...] = ()):
         self.log_stream = log_stream or sys.stderr
         self.quiet = quiet
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -358,6 +372,7 @@ class LiftServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.loopback = _is_loopback(host)
         self.api_key = api_key
+        self.allowed_hosts = LOOPBACK_NAMES | {_host_name(h) for h in allowed_hosts}
         self.max_document_bytes = max_document_bytes
         self.served = ServedModel(lm, kept)
         self.base_id = base_model_id(lm.name)
