@@ -564,3 +564,17 @@ def test_only_loopback_names_and_added_names_pass_the_host_check(tiny_lm):
                      "[::2]"):
             status, reply = raw(server, "GET", "/health", headers={"Host": host})
             assert status == 403 and reply["error"]["code"] == "forbidden_host", host
+
+
+def test_an_absorb_over_http_may_not_name_a_document_by_another_key(tiny_lm, tmp_path,
+                                                                     demo_text):
+    path = tmp_path / "charter.md"
+    path.write_text(demo_text[:1500])
+    key = absorb(path, tiny_lm, **SETTINGS).adapter_path.name
+    with running(tiny_lm) as server:
+        for name in (key, key[:8], "0123456789abcdef0123"):
+            status, reply = raw(server, "POST", "/v1/documents",
+                                {"text": "Some other text.", "name": name})
+            assert status == 400 and reply["error"]["param"] == "name", (name, reply)
+        assert server.absorber.jobs() == []
+    assert [e.key for e in library.entries()] == [key]

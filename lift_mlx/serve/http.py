@@ -245,7 +245,10 @@ class Handler(BaseHTTPRequestHandler):
     def _absorb(self) -> None:
         limit = self.server.max_document_bytes
         req = absorb_request(self._body(limit + 2**16), limit)
-        taken = [e for e in library.entries() if e.name == req.name]
+        among = library.entries()
+        if req.name is not None and (problem := library.name_problem(req.name, among)):
+            raise ApiError(400, problem, "invalid_value", "name")
+        taken = [e for e in among if e.name == req.name]
         if taken and taken[0].field("document", "sha256") != req.document.sha256:
             raise ApiError(409, f"the name {req.name!r} is taken by another document",
                            "name_taken", "name")
