@@ -30,6 +30,7 @@ from lift_mlx.absorb import absorb
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.config import AnswerSettings
+from lift_mlx.ingest import text_document
 from lift_mlx.models import load_model
 from lift_mlx.serve.http import LiftServer, _is_loopback
 from lift_mlx.serve.model import Sampling, ServedModel, chat_prompt, generate
@@ -578,3 +579,23 @@ def test_an_absorb_over_http_may_not_name_a_document_by_another_key(tiny_lm, tmp
             assert status == 400 and reply["error"]["param"] == "name", (name, reply)
         assert server.absorber.jobs() == []
     assert [e.key for e in library.entries()] == [key]
+
+
+def test_an_absorb_over_http_makes_its_settings_as_the_cli_does(demo_text):
+    """On a model alias with recommended settings (tiny: rank 8), an absorb over HTTP and one
+    from `lift-mlx absorb` use the same settings, so they make one entry, not two."""
+    lm = load_model("tiny")
+    text = demo_text[:1500]
+    overrides = {"tasks": ["recite"], "epochs": 1, "grad_checkpoint": False}
+    with running(lm) as server:
+        status, job = raw(server, "POST", "/v1/documents",
+                          {"text": text, "source": "charter.md", "settings": overrides})
+        assert status == 202, job
+        job = wait_for(server, job["id"])
+    assert job["status"] == "ready", job
+    entry = library.find(job["model"])
+    assert entry.field("settings", "train", "rank") == 8
+    again = absorb(text_document(text, "charter.md"), lm, tasks=("recite",), epochs=1,
+                   grad_checkpoint=False)
+    assert again.report.reused and again.adapter_path.name == entry.key
+    assert [e.key for e in library.entries()] == [entry.key]

@@ -244,7 +244,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _absorb(self) -> None:
         limit = self.server.max_document_bytes
-        req = absorb_request(self._body(limit + 2**16), limit)
+        req = absorb_request(self._body(limit + 2**16), limit, self.server.served.lm.name)
         among = library.entries()
         if req.name is not None and (problem := library.name_problem(req.name, among)):
             raise ApiError(400, problem, "invalid_value", "name")
@@ -253,7 +253,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(409, f"the name {req.name!r} is taken by another document",
                            "name_taken", "name")
         try:
-            job = self.server.absorber.submit(req.document, req.settings, req.name)
+            job = self.server.absorber.submit(req)
         except QueueFull as e:
             raise ApiError(429, str(e), "too_many_jobs") from None
         self._send_json(202, job.to_json())

@@ -40,7 +40,8 @@ class Job:
     source: str
     name: str | None
     document: object = field(repr=False)
-    settings: object = field(repr=False)
+    preset: str = "default"
+    overrides: dict = field(default_factory=dict, repr=False)
     status: str = "queued"  # queued, running, ready, failed, cancelled
     stage: str = "queued"
     done: int = 0
@@ -99,14 +100,15 @@ class Absorber:
         self._thread = threading.Thread(target=self._work, name="lift-absorb", daemon=True)
         self._thread.start()
 
-    def submit(self, document, settings, name: str | None) -> Job:
-        """Queue an absorb of `document` (QueueFull when MAX_QUEUED_JOBS already wait)."""
+    def submit(self, request) -> Job:
+        """Queue the absorb an AbsorbRequest asks for (QueueFull when MAX_QUEUED_JOBS
+        already wait)."""
         with self._lock:
             if sum(j.status == "queued" for j in self._jobs.values()) >= MAX_QUEUED_JOBS:
                 raise QueueFull(f"{MAX_QUEUED_JOBS} absorb jobs are already waiting; try "
                                 "again when one is done")
-            job = Job(f"absorb-{uuid.uuid4().hex[:16]}", document.source, name, document,
-                      settings)
+            job = Job(f"absorb-{uuid.uuid4().hex[:16]}", request.document.source, request.name,
+                      request.document, request.preset, request.overrides)
             self._jobs[job.id] = job
             finished = [j for j in self._jobs.values() if j.finished is not None]
             for old in finished[:max(0, len(finished) - KEPT_JOBS)]:
@@ -142,8 +144,9 @@ class Absorber:
     def _run(self, job: Job) -> None:
         job.status, job.stage = "running", "preparing"
         try:
-            absorbed = absorb(job.document, self.lm, settings=job.settings,
-                              progress=_JobProgress(job))
+            # as `lift-mlx absorb` does: the preset and overrides over the model's settings
+            absorbed = absorb(job.document, self.lm, preset_name=job.preset,
+                              progress=_JobProgress(job), **job.overrides)
             key = absorbed.adapter_path.name
             job.reused = absorbed.report.reused
             if job.name:

@@ -17,6 +17,7 @@ from .. import library
 from ..config import PRESETS, SETTINGS, AnswerSettings, Settings, preset
 from ..errors import LiftError
 from ..ingest import Document, text_document
+from ..presets import recommended_settings
 from .model import Sampling
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
@@ -172,8 +173,10 @@ def _fits(value, default) -> bool:
     return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _document_settings(body: dict) -> Settings:
-    """The absorb settings a request asks for: a preset and flat overrides, type-checked."""
+def _document_settings(body: dict, model: str) -> tuple[str, dict, Settings]:
+    """The absorb settings a request asks for on base model `model`: the preset's name, the
+    flat overrides (type-checked) and the settings they make as `lift-mlx absorb` makes them,
+    over the settings recommended for the model."""
     name = body.get("preset", "default")
     if name not in PRESETS:
         raise ApiError(400, f"preset must be one of {', '.join(PRESETS)}", "invalid_value",
@@ -196,9 +199,9 @@ def _document_settings(body: dict) -> Settings:
         raise ApiError(400, f"setting 'seed' must be between 0 and {MAX_SEED}",
                        "invalid_value", "settings.seed")
     try:
-        settings = preset(name, **checked)
+        settings = preset(name, recommended_settings(model), **checked)
         settings.validate()  # refused now, not as a failed job later
-        return settings
+        return name, checked, settings
     except LiftError as e:
         raise ApiError(400, str(e), "invalid_value", "settings") from None
 
@@ -209,12 +212,14 @@ class AbsorbRequest:
 
     document: Document
     name: str | None  # the name to give it in the library; None: its own
-    settings: Settings
+    preset: str
+    overrides: dict  # flat settings over the preset, as `lift-mlx absorb`'s options give them
+    settings: Settings  # what the preset and overrides make on the served model
 
 
-def absorb_request(body: dict, limit: int) -> AbsorbRequest:
-    """The fields of a request to absorb a text of up to `limit` bytes, checked (an ApiError
-    for each mistake)."""
+def absorb_request(body: dict, limit: int, model: str) -> AbsorbRequest:
+    """The fields of a request to absorb a text of up to `limit` bytes on base model `model`
+    (its alias or path), checked (an ApiError for each mistake)."""
     text, name = body.get("text"), body.get("name")
     if not isinstance(text, str):
         raise ApiError(400, "text must be the document's text, as a string (files on the "
@@ -230,10 +235,10 @@ def absorb_request(body: dict, limit: int) -> AbsorbRequest:
     if not isinstance(source, str) or not 0 < len(source) <= 200:
         raise ApiError(400, "source must be a short label (1 to 200 characters)",
                        "invalid_type", "source")
-    settings = _document_settings(body)
+    preset_name, overrides, settings = _document_settings(body, model)
     try:
         document = text_document(text, source)
     except LiftError:
         raise ApiError(400, "the document is empty: send its text in 'text'",
                        "empty_document", "text") from None
-    return AbsorbRequest(document, name, settings)
+    return AbsorbRequest(document, name, preset_name, overrides, settings)
