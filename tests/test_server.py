@@ -599,3 +599,33 @@ def test_an_absorb_over_http_makes_its_settings_as_the_cli_does(demo_text):
                    grad_checkpoint=False)
     assert again.report.reused and again.adapter_path.name == entry.key
     assert [e.key for e in library.entries()] == [entry.key]
+
+
+def test_a_cancelled_absorb_stops_at_once_and_stores_nothing(tiny_lm, demo_text):
+    """A million QA requests per sentence: the job prepares them for minutes with no progress
+    update, where a cancel used to be noticed; now it stops within the DELETE."""
+    with running(tiny_lm) as server:
+        status, job = raw(server, "POST", "/v1/documents", {
+            "text": demo_text[:2500], "settings": {"qa_per_sentence": 10**6, "tasks": ["qa"]}})
+        assert status == 202
+        deadline = time.monotonic() + 30
+        while raw(server, "GET", f"/v1/documents/{job['id']}")[1]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+        t = time.perf_counter()
+        status, stopped = raw(server, "DELETE", f"/v1/documents/{job['id']}")
+        took = time.perf_counter() - t
+        assert status == 200 and stopped["status"] == "cancelled", stopped
+        rss = _threads_and_rss()[1]
+        time.sleep(1.0)
+        assert _threads_and_rss()[1] < rss * 1.05  # nothing goes on growing
+        status, health = raw(server, "GET", "/health")
+        assert health["absorbing"] == 0 and health["queued"] == 0
+        status, job = raw(server, "POST", "/v1/documents",
+                          {"text": demo_text[:1500], "name": "after",
+                           "settings": HTTP_SETTINGS})
+        assert wait_for(server, job["id"])["status"] == "ready"  # the worker goes on
+    print(f"\nthe DELETE answered in {took:.2f}s with the job stopped")
+    assert [e.name for e in library.entries()] == ["after"]
+    assert not [p for p in store.adapters_dir().iterdir() if p.name.startswith(".")]
