@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import statistics
@@ -32,7 +33,7 @@ from lift_mlx.cli import cli
 from lift_mlx.config import AnswerSettings
 from lift_mlx.ingest import text_document
 from lift_mlx.models import load_model
-from lift_mlx.serve.http import LiftServer, _is_loopback
+from lift_mlx.serve.http import BODY_BYTES_PER_S, HEADER_WAIT_S, LiftServer, _is_loopback
 from lift_mlx.serve.model import Sampling, ServedModel, chat_prompt, generate
 from lift_mlx.serve.requests import ApiError, chat_request
 
@@ -629,3 +630,47 @@ def test_a_cancelled_absorb_stops_at_once_and_stores_nothing(tiny_lm, demo_text)
     print(f"\nthe DELETE answered in {took:.2f}s with the job stopped")
     assert [e.name for e in library.entries()] == ["after"]
     assert not [p for p in store.adapters_dir().iterdir() if p.name.startswith(".")]
+
+
+def _held_for(server, head: bytes, limit: float = 30.0) -> float:
+    """Seconds the server keeps a connection that sends `head`, then one byte every 0.5 s."""
+    start = time.monotonic()
+    with socket.create_connection(server.server_address[:2], timeout=limit) as s:
+        s.sendall(head)
+        while time.monotonic() - start < limit:
+            readable, _, _ = select.select([s], [], [], 0.5)
+            try:
+                if readable and s.recv(65536) == b"":
+                    break
+                s.sendall(b"x")
+            except OSError:
+                break
+    return time.monotonic() - start
+
+
+def test_idle_and_slow_connections_do_not_hold_the_server(tiny_lm):
+    """64 connections that send nothing took every slot (each request got 503 for 58 s), and
+    a byte every 20 s kept a connection 81 s; now requests are served beside them, and the
+    headers and the body each have a deadline."""
+    body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 4}
+    with running(tiny_lm) as server:
+        idle = [socket.create_connection(server.server_address[:2]) for _ in range(64)]
+        try:
+            time.sleep(0.3)
+            t = time.perf_counter()
+            for _ in range(5):
+                assert raw(server, "GET", "/health")[0] == 200
+                assert raw(server, "POST", CHAT, body)[0] == 200
+            assert time.perf_counter() - t < 5
+        finally:
+            for s in idle:
+                s.close()
+        post = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                b"application/json\r\nContent-Length: 100\r\n\r\n")
+        with ThreadPoolExecutor(2) as pool:
+            headers, body_held = pool.map(lambda head: _held_for(server, head),
+                                          [b"GET /health HTTP/1.1\r\n", post])
+        print(f"\nheaders sent slowly: dropped after {headers:.1f}s; a body: {body_held:.1f}s")
+        assert headers < HEADER_WAIT_S + 2
+        assert body_held < 2 * HEADER_WAIT_S + 100 / BODY_BYTES_PER_S + 2
+        assert raw(server, "POST", CHAT, body)[0] == 200

@@ -12,6 +12,7 @@ reads bodies of any size, and its internals change from one mlx-lm release to th
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import math
@@ -50,9 +51,17 @@ from .responses import (
     usage_json,
 )
 
-MAX_CONNECTIONS = 64  # handler threads at once; more get 503
+MAX_CONNECTIONS = 64  # requests handled at once; more get 503 (a connection that has sent no
+# request takes none of these slots)
+MAX_OPEN_CONNECTIONS = 256  # connections at once, idle or not (one thread each); more get 503
 LOCK_WAIT_S = 300.0  # longest a request waits for the model before it gets 503
 SOCKET_TIMEOUT_S = 60.0  # a client that neither sends nor reads for this long is dropped
+# A request's line and headers must arrive within HEADER_WAIT_S, its body within HEADER_WAIT_S
+# more plus its size at BODY_BYTES_PER_S (a slow link's rate: a 16 MiB document gets 69 s).
+# A socket timeout alone restarts with each byte: one byte every 20 s kept a connection 81 s.
+HEADER_WAIT_S = 5.0
+BODY_BYTES_PER_S = 256 * 2**10
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -71,6 +80,26 @@ class Handler(BaseHTTPRequestHandler):
         "POST": {"chat/completions": "_chat", "documents": "_absorb"},
         "DELETE": {"models/": "_delete", "documents/": "_delete"},
     }
+
+    def setup(self):
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+        self._requests = 0
+
+    def handle_one_request(self):
+        if self._requests:  # kept alive: the next request may come within the idle timeout
+            self._reader.deadline = time.monotonic() + self.timeout
+            try:
+                if not self.rfile.peek(1):
+                    self.close_connection = True
+                    return
+            except OSError:  # TimeoutError among them
+                self.close_connection = True
+                return
+        self._requests += 1
+        self._reader.deadline = time.monotonic() + HEADER_WAIT_S
+        super().handle_one_request()
 
     def do_GET(self):
         self._handle()
@@ -98,6 +127,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         start = time.perf_counter()
+        self._reader.deadline = None  # the headers are in; a body sets its own
+        self.connection.settimeout(self.timeout)  # for writes, and streams that take long
+        if not self.server.slots.acquire(blocking=False):
+            self._discard_body()
+            return self._send_error(ApiError(503, "too many requests at once; try again",
+                                             "busy"))
         try:
             self._check_caller()
             self._route()
@@ -110,6 +145,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send_error(ApiError(500, "internal error; the server's log has the details",
                                       "internal_error"))
         finally:
+            self.server.slots.release()
             if not self.server.quiet:
                 self.server.log(f"{self.command} {urlsplit(self.path).path} "
                                 f"{getattr(self, '_status', '-')} "
@@ -136,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if status == 503:
+            self.send_header("Retry-After", str(RETRY_AFTER_S))
         self.end_headers()
         self._sent = True
         self.wfile.write(data)
@@ -188,7 +226,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get_content_type() != "application/json":
             raise ApiError(415, "send the body as JSON with 'Content-Type: application/json'",
                            "unsupported_media_type")
+        self._reader.deadline = (time.monotonic() + HEADER_WAIT_S
+                                 + int(length) / BODY_BYTES_PER_S)
         raw = self.rfile.read(int(length))
+        self._reader.deadline = None
+        self.connection.settimeout(self.timeout)
         if len(raw) < int(length):
             raise ApiError(400, "the body is shorter than its Content-Length", "bad_request")
         try:
@@ -202,6 +244,20 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object", "invalid_json")
         return body
+
+    def _discard_body(self) -> None:
+        """Read a small body that will not be used, so that closing does not reset the
+        connection before the client reads the answer."""
+        length = self.headers.get("Content-Length") or ""
+        if length.isdigit() and int(length) <= MAX_CHAT_BYTES:
+            try:
+                self._reader.deadline = time.monotonic() + HEADER_WAIT_S
+                self.rfile.read(int(length))
+            except OSError:
+                pass
+            finally:
+                self._reader.deadline = None
+                self.connection.settimeout(self.timeout)
 
     # Endpoints
 
@@ -325,6 +381,28 @@ class Handler(BaseHTTPRequestHandler):
         return model_list(self.server.base_id, self.server.started, self.server.documents())
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading side whose reads fail with TimeoutError at `deadline` (monotonic
+    seconds; None: only the idle timeout), however slowly the bytes trickle in."""
+
+    def __init__(self, sock: socket.socket, idle_s: float):
+        self.sock, self.idle_s = sock, idle_s
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle_s)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 def _not_a_number(name: str):
     raise ValueError(f"{name} is not a JSON number")  # Python's json takes it, JSON does not
 
@@ -381,7 +459,8 @@ class LiftServer(ThreadingHTTPServer):
         self.base_id = base_model_id(lm.name)
         self.started = int(time.time())
         self.absorber = Absorber(lm, self.log)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # requests
+        self._open = threading.BoundedSemaphore(MAX_OPEN_CONNECTIONS)  # connections
         store.clean_partials()  # what a killed absorb left behind
 
     @property
@@ -393,10 +472,11 @@ class LiftServer(ThreadingHTTPServer):
         print(message.rstrip("\n"), file=self.log_stream, flush=True)
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
+        if not self._open.acquire(blocking=False):
+            body = json.dumps(ApiError(503, "too many connections; try again", "busy").body())
             request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/"
-                            b"json\r\n\r\n" + json.dumps(ApiError(
-                                503, "too many connections; try again", "busy").body()).encode())
+                            b"json\r\nRetry-After: %d\r\n\r\n%s"
+                            % (RETRY_AFTER_S, body.encode()))
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -405,7 +485,7 @@ class LiftServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._open.release()
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], OSError):  # a vanished client is no news
