@@ -34,7 +34,7 @@ from lift_mlx.config import AnswerSettings
 from lift_mlx.ingest import text_document
 from lift_mlx.models import load_model
 from lift_mlx.serve.http import BODY_BYTES_PER_S, HEADER_WAIT_S, LiftServer, _is_loopback
-from lift_mlx.serve.model import Sampling, ServedModel, chat_prompt, generate
+from lift_mlx.serve.model import Sampling, ServedModel, _StopMatcher, chat_prompt, generate
 from lift_mlx.serve.requests import ApiError, chat_request
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
@@ -373,6 +373,12 @@ def test_stop_strings_cut_the_answer_in_time_linear_in_its_length(tiny_lm):
           f"{time.perf_counter() - t:.2f}s without")
     assert longest_stops < 3 * (time.perf_counter() - t) + 0.5
     served.close()
+    # The matching alone, on a stop far over the limit: work linear in the text, not the stop
+    # (each token rescanned every prefix of the stop: 52 s for 8 tokens with this one).
+    matcher, t = _StopMatcher(["a" * 499_999 + "b"]), time.perf_counter()
+    assert [matcher.feed("a" * 5) for _ in range(8)] == [None] * 8 and matcher.partial() == 40
+    assert matcher.feed("b") is None and matcher.partial() == 0
+    assert time.perf_counter() - t < 0.05
 
 
 def _sampling(tokens: int, stops: list[str]) -> Sampling:
