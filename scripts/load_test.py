@@ -3,10 +3,11 @@
     python scripts/load_test.py [--sequential 2000] [--concurrent 200] [--idle 64]
                                 [--max-seconds 600] [--out load_test.json]
 
-Starts its own server in this process (port 0 on 127.0.0.1, a fresh temporary library) and
-runs three phases, each bounded in count and time, then stops:
+Starts its own server, `lift-mlx serve --model tiny` in a subprocess (port 0 on 127.0.0.1, a
+fresh temporary library; its own process, so that the clients here share no interpreter lock
+with it), runs three phases, each bounded in count and time, then stops it:
 
-1. sequential: N chats one after another; the process's OS threads and resident memory at the
+1. sequential: N chats one after another; the server's OS threads and resident memory at the
    start, after 100 chats and at the end (Linux's /proc; '-' elsewhere).
 2. concurrent: M chats sent at once; successes, 503s that carry Retry-After, other failures,
    and the latency of each (median, p95, max), the 503s' apart.
@@ -19,10 +20,12 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
+import re
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -32,20 +35,34 @@ from pathlib import Path
 import click
 
 from lift_mlx.bench import machine_info
-from lift_mlx.models import load_model
-from lift_mlx.serve.http import LiftServer
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 MARKS = 100  # the sequential phase's threads and memory are compared with those after this
 
 
-def threads_and_rss() -> tuple[int | None, float | None]:
-    """This process's OS threads and resident memory in MB (None where /proc is missing)."""
+def threads_and_rss(pid: int) -> tuple[int | None, float | None]:
+    """A process's OS threads and resident memory in MB (None where /proc is missing)."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return len(os.listdir("/proc/self/task")), pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        return len(os.listdir(f"/proc/{pid}/task")), pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return None, None
+
+
+def start_server(home: str) -> tuple[subprocess.Popen, tuple[str, int]]:
+    """`lift-mlx serve --model tiny` on a free loopback port, and its address."""
+    proc = subprocess.Popen([sys.executable, "-m", "lift_mlx.cli", "serve", "--model", "tiny",
+                             "--port", "0", "--quiet"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LIFT_MLX_HOME": home})
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if m := re.search(r"API at http://([\d.]+):(\d+)/v1 ", line):
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain it
+            return proc, (m[1], int(m[2]))
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise SystemExit("the server did not start")
 
 
 def chat(address, model: str, timeout: float = 120) -> tuple[int, str | None, float]:
@@ -72,17 +89,17 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def sequential(address, model: str, n: int, deadline: float) -> dict:
-    start_threads, start_rss = threads_and_rss()
+def sequential(address, model: str, n: int, deadline: float, pid: int) -> dict:
+    start_threads, start_rss = threads_and_rss(pid)
     marks = {}
     failures = done = 0
     for done in range(1, n + 1):
         failures += chat(address, model)[0] != 200
         if done == MARKS:
-            marks = dict(zip(("threads_at_100", "rss_mb_at_100"), threads_and_rss()))
+            marks = dict(zip(("threads_at_100", "rss_mb_at_100"), threads_and_rss(pid)))
         if time.monotonic() > deadline:
             break
-    end_threads, end_rss = threads_and_rss()
+    end_threads, end_rss = threads_and_rss(pid)
     return {"chats": done, "failures": failures, "threads_start": start_threads,
             "rss_mb_start": start_rss, **marks, "threads_end": end_threads,
             "rss_mb_end": end_rss}
@@ -102,7 +119,8 @@ def concurrent(address, model: str, m: int) -> dict:
     return {"chats": m, "ok": len(ok), "busy_503_retry_after": len(busy),
             "other_failures": m - len(ok) - len(busy),
             "ok_median_s": percentile(ok, 0.5), "ok_p95_s": percentile(ok, 0.95),
-            "ok_max_s": max(ok, default=None), "busy_max_s": max(busy, default=None)}
+            "ok_max_s": max(ok, default=None), "busy_median_s": percentile(busy, 0.5),
+            "busy_p95_s": percentile(busy, 0.95), "busy_max_s": max(busy, default=None)}
 
 
 def latencies(address, model: str, count: int) -> list[float]:
@@ -174,19 +192,18 @@ def _fmt(value) -> str:
               help="Longest the sequential phase runs; it stops early past it.")
 @click.option("--out", default="load_test.json", show_default=True)
 def main(n, m, k, idle_chats, max_seconds, out):
-    home = tempfile.mkdtemp(prefix="lift-load-")
-    os.environ["LIFT_MLX_HOME"] = home  # a library of its own: the user's is not touched
-    lm = load_model("tiny")
-    server = LiftServer(lm, "127.0.0.1", 0, quiet=True, log_stream=io.StringIO())
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    address, model = server.server_address[:2], server.base_id
+    home = tempfile.mkdtemp(prefix="lift-load-")  # a library of its own: the user's is untouched
+    server, address = start_server(home)
+    model = "tiny"
     began = time.perf_counter()
     try:
-        results = {"sequential": sequential(address, model, n, time.monotonic() + max_seconds),
+        results = {"sequential": sequential(address, model, n, time.monotonic() + max_seconds,
+                                            server.pid),
                    "concurrent": concurrent(address, model, m),
                    "idle": idle(address, model, k, idle_chats)}
     finally:
-        server.close()
+        server.terminate()
+        server.wait(30)
     results["seconds"] = time.perf_counter() - began
     results["machine"] = machine_info()
     print("phase        measure                       value")

@@ -440,7 +440,8 @@ class LiftServer(ThreadingHTTPServer):
     """The HTTP server: the served model, the absorb jobs and the limits."""
 
     daemon_threads = True
-    request_queue_size = 128  # 50 clients connecting at once must not be refused
+    # 200 clients connecting at once must not wait out a dropped SYN (1 s) for their answer
+    request_queue_size = 2 * MAX_OPEN_CONNECTIONS
 
     def __init__(self, lm, host: str = "127.0.0.1", port: int = 8080, *, kept: int = 4,
                  max_document_bytes: int = int(DEFAULT_DOCUMENT_MB * 2**20),
