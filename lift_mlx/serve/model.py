@@ -66,7 +66,8 @@ class ServedModel:
         # All of the served model's MLX work runs on this one long-lived thread: MLX gives each
         # thread that evaluates two streams of its own, each with an OS thread that outlives
         # it, so evaluating on the handler threads (one per connection) leaked two threads
-        # and ~0.7 MB per chat (9 -> 411 threads after 200 chats, then mx.eval failed).
+        # per chat and their memory (200 chats: 9 -> 411 threads, 110 -> 254 MB; later chats
+        # failed in mx.eval).
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="lift-serve-model")
         self.kept = kept
         self._cache: OrderedDict[str, _Adapter] = OrderedDict()
