@@ -23,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -204,6 +205,7 @@ def main(n, m, k, idle_chats, max_seconds, out):
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
     results["seconds"] = time.perf_counter() - began
     results["machine"] = machine_info()
     print("phase        measure                       value")
