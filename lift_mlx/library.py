@@ -30,6 +30,7 @@ NAME_RULE = "lower-case letters, digits, '.', '_' and '-', starting with a lette
 ARCHIVE_MEMBERS = (store.META_FILE, *store.DATA_FILES)
 MAX_IMPORT_BYTES = 4 * 2**30  # far above any adapter plus document; refuses zip bombs
 EXPORT_SUFFIX = ".lift.zip"
+KEY_PREFIX_MIN = 4  # the shortest start of a key that `find` takes for the key
 
 
 @dataclass
@@ -136,7 +137,7 @@ def find(ident: str, among: list[Entry] | None = None) -> Entry:
     more); a LiftError that lists the names otherwise."""
     among = entries() if among is None else among
     for match in ([e for e in among if e.name == ident], [e for e in among if e.key == ident],
-                  [e for e in among if len(ident) >= 4 and e.key.startswith(ident)]):
+                  [e for e in among if len(ident) >= KEY_PREFIX_MIN and e.key.startswith(ident)]):
         if len(match) == 1:
             return match[0]
         if len(match) > 1:
@@ -151,10 +152,22 @@ def _write_meta(path: Path, meta: dict) -> None:
     store.write_atomic(path / store.META_FILE, json.dumps(meta, indent=2))
 
 
-def check_name(name: str, among: list[Entry], keep: Entry | None = None) -> None:
+def name_problem(name: str, among: list[Entry]) -> str | None:
+    """Why `name` cannot name an entry of `among` (None if it can): it breaks the rule, or
+    `find` would take it for a key (one like a store key, or the start of an entry's key)."""
     if not NAME_PATTERN.fullmatch(name) or store.KEY_PATTERN.fullmatch(name):
-        raise LiftError(f"{name!r} is not a usable name: use {NAME_RULE} characters "
-                        "(and not a 20-character key)")
+        return f"{name!r} is not a usable name: use {NAME_RULE} characters " \
+               "(and not a 20-character key)"
+    clash = [e for e in among if len(name) >= KEY_PREFIX_MIN and e.key.startswith(name)]
+    if clash:
+        return f"{name!r} is the start of the key of {clash[0].name!r} ({clash[0].key}); " \
+               "choose another name"
+    return None
+
+
+def check_name(name: str, among: list[Entry], keep: Entry | None = None) -> None:
+    if problem := name_problem(name, among):
+        raise LiftError(problem)
     if any(e.name == name and e is not keep for e in among):
         raise LiftError(f"the name {name!r} is taken; choose another or rename that one first")
 

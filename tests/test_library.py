@@ -89,6 +89,22 @@ def test_show_rename_and_remove(runner, tiny_lm, tmp_path, demo_text):
     assert not [p for p in store.adapters_dir().iterdir()]  # nothing left aside
 
 
+def test_a_name_never_takes_another_entry_key(runner, tiny_lm, tmp_path, demo_text):
+    """`find` takes a name before a key: a name that is (the start of) another entry's key
+    would make `docs rm KEY` remove the wrong document."""
+    first = absorb(_doc(tmp_path, "charter.md", demo_text[:1500]), tiny_lm, **RECITE)
+    second = absorb(_doc(tmp_path, "bylaws.md", demo_text[1500:3000]), tiny_lm, **RECITE)
+    key = second.adapter_path.name
+    for bad in (key, key[:8], key[:library.KEY_PREFIX_MIN]):
+        r = runner.invoke(cli, ["docs", "rename", "charter", bad])
+        assert r.exit_code == 1 and len(_lines(r)) == 1, r.output
+        assert "not a usable name" in r.stderr or "start of the key of 'bylaws'" in r.stderr
+    assert library.name_problem(key[:library.KEY_PREFIX_MIN - 1], library.entries()) is None
+    r = runner.invoke(cli, ["docs", "rm", key[:8]])
+    assert r.exit_code == 0 and f"removed bylaws ({key})" in r.stdout
+    assert [e.key for e in library.entries()] == [first.adapter_path.name]
+
+
 def test_export_then_import_on_the_same_base_gives_the_same_adapter(runner, tiny_lm, tmp_path,
                                                                     demo_text, tiny_model_path):
     absorbed = absorb(_doc(tmp_path, "charter.md", demo_text[:1500]), tiny_lm, **RECITE)

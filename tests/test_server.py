@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import statistics
@@ -30,9 +31,11 @@ from lift_mlx.absorb import absorb
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.config import AnswerSettings
+from lift_mlx.ingest import text_document
 from lift_mlx.models import load_model
-from lift_mlx.serve.http import LiftServer, _is_loopback
-from lift_mlx.serve.requests import chat_request
+from lift_mlx.serve.http import BODY_BYTES_PER_S, HEADER_WAIT_S, LiftServer, _is_loopback
+from lift_mlx.serve.model import Sampling, ServedModel, _StopMatcher, chat_prompt, generate
+from lift_mlx.serve.requests import ApiError, chat_request
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
 GENERAL = "What is the capital of France?"  # about neither
@@ -243,6 +246,26 @@ ERRORS = [  # (method, path, body, headers, status, code)
      "invalid_value"),
     ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "context": "no"}, None, 400,
      "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "top_k": 10**12}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stop": ["x"] * 5}, None, 400,
+     "invalid_type"),
+    ("POST", CHAT, {"model": "charter", "messages": MESSAGES, "stop": "x" * 257}, None, 400,
+     "invalid_value"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "temperature": NaN}', None, 400,
+     "invalid_json"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "top_p": -Infinity}', None, 400,
+     "invalid_json"),
+    ("POST", CHAT, '{"model": "charter", "messages": [], "logit_bias": {"1": 1e999}}', None,
+     400, "invalid_json"),
+    ("POST", "/v1/documents", '{"text": "Some text.", "settings": {"lr": 1e999}}', None, 400,
+     "invalid_json"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"seed": -1}}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"seed": 2**64}}, None, 400,
+     "invalid_value"),
+    ("POST", "/v1/documents", {"text": "Some text.", "settings": {"rank": 0}}, None, 400,
+     "invalid_value"),
     ("POST", "/v1/documents", {"text": "   \n "}, None, 400, "empty_document"),
     ("POST", "/v1/documents", {"path": "/etc/passwd"}, None, 400, "invalid_type"),
     ("POST", "/v1/documents", {"text": 42}, None, 400, "invalid_type"),
@@ -312,6 +335,56 @@ def test_a_chat_request_leaves_the_answer_to_the_answer_settings():
     assert (req.sampling.max_tokens, req.sampling.temperature, req.context) == (
         answer.max_tokens, answer.temp, answer.context)
     assert req.sampling.stops == [] and req.sampling.logit_bias is None
+
+
+@pytest.mark.parametrize("field, value", [("temperature", float("nan")),
+                                          ("top_p", float("inf")), ("min_p", float("nan"))])
+def test_a_chat_request_refuses_numbers_that_are_not_finite(field, value):
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], field: value}
+    with pytest.raises(ApiError) as e:
+        chat_request(body, window=2048, vocab=512)
+    assert e.value.status == 400 and e.value.param == field
+    with pytest.raises(ApiError) as e:
+        chat_request({**body, field: 0.5, "logit_bias": {"3": float("inf")}}, 2048, 512)
+    assert e.value.param == "logit_bias"
+
+
+def test_stop_strings_cut_the_answer_in_time_linear_in_its_length(tiny_lm):
+    served = ServedModel(tiny_lm)
+    prompt = chat_prompt(served, [{"role": "user", "content": QUESTION}], None, context=False,
+                         max_tokens=60)
+
+    def answer(stops, tokens=60):
+        pieces = list(served.stream(generate(served, prompt, _sampling(tokens, stops))))
+        return "".join(p for p, _, _ in pieces), pieces[-1][1]
+
+    full, reason = answer([])
+    assert reason == "length" and len(full) > 40
+    stop = full[20:26]
+    cut = full[:full.index(stop)]
+    assert answer(["never in it", stop]) == (cut, "stop")
+    assert answer([stop[:3] + "#"]) == (full, "length")  # a stop's start alone is not a stop
+    t = time.perf_counter()
+    assert answer([full[:10] + "#" * 246] * 4, tokens=300)[1] == "length"
+    longest_stops = time.perf_counter() - t
+    t = time.perf_counter()
+    answer([], tokens=300)
+    print(f"\n300 tokens: {longest_stops:.2f}s with four 256-character stops, "
+          f"{time.perf_counter() - t:.2f}s without")
+    assert longest_stops < 3 * (time.perf_counter() - t) + 0.5
+    served.close()
+    # The matching alone, on a stop far over the limit: work linear in the text, not the stop
+    # (each token rescanned every prefix of the stop: 52 s for 8 tokens with this one).
+    matcher, t = _StopMatcher(["a" * 499_999 + "b"]), time.perf_counter()
+    assert [matcher.feed("a" * 5) for _ in range(8)] == [None] * 8 and matcher.partial() == 40
+    assert matcher.feed("b") is None and matcher.partial() == 0
+    assert time.perf_counter() - t < 0.05
+
+
+def _sampling(tokens: int, stops: list[str]) -> Sampling:
+    return Sampling(max_tokens=tokens, temperature=0.0, top_p=1.0, top_k=0, min_p=0.0,
+                    repetition_penalty=0.0, presence_penalty=0.0, frequency_penalty=0.0,
+                    seed=None, stops=stops, logit_bias=None)
 
 
 def test_fifty_concurrent_requests_no_failure_no_cross_talk(tiny_lm, documents):
@@ -459,3 +532,151 @@ def test_smollm2_answers_through_the_server_as_lift_mlx_ask_does(smollm2, tmp_pa
                                            stream=True)
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == said
     print(f"\nask and the server both answer {said!r}")
+
+
+def _threads_and_rss() -> tuple[int, float]:
+    """This process's OS threads and resident memory in MB (Linux's /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return len(os.listdir("/proc/self/task")), pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_chats_leave_threads_and_memory_flat(tiny_lm):
+    """Each chat ran on its connection's thread, and MLX gave each such thread streams whose
+    OS threads outlived it: two threads leaked per chat until mx.eval failed."""
+    body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 8}
+    seen = []
+    with running(tiny_lm) as server:
+        for i in range(300):
+            status, reply = raw(server, "POST", CHAT, body)
+            assert status == 200, reply
+            if i + 1 in (50, 300):
+                seen.append(_threads_and_rss())
+    (threads, rss), (threads_end, rss_end) = seen
+    print(f"\nafter 50 chats {threads} threads, {rss:.0f} MB; after 300 {threads_end}, "
+          f"{rss_end:.0f} MB")
+    assert threads_end <= threads + 3
+    assert rss_end <= rss * 1.1
+
+
+def test_only_loopback_names_and_added_names_pass_the_host_check(tiny_lm):
+    with running(tiny_lm, allowed_hosts=("mybox.lan",)) as server:
+        port = server.server_address[1]
+        for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}",
+                     "127.0.0.2", "[::1]", f"[::1]:{port}", "LocalHost", "mybox.lan",
+                     f"mybox.lan:{port}"):
+            assert raw(server, "GET", "/health", headers={"Host": host})[0] == 200, host
+        for host in ("127.attacker.example", "127.0.0.1.nip.io", "127.1", "0x7f.0.0.1",
+                     f"127.attacker.example:{port}", "localhost.evil.example", "other.lan",
+                     "[::2]"):
+            status, reply = raw(server, "GET", "/health", headers={"Host": host})
+            assert status == 403 and reply["error"]["code"] == "forbidden_host", host
+
+
+def test_an_absorb_over_http_may_not_name_a_document_by_another_key(tiny_lm, tmp_path,
+                                                                     demo_text):
+    path = tmp_path / "charter.md"
+    path.write_text(demo_text[:1500])
+    key = absorb(path, tiny_lm, **SETTINGS).adapter_path.name
+    with running(tiny_lm) as server:
+        for name in (key, key[:8], "0123456789abcdef0123"):
+            status, reply = raw(server, "POST", "/v1/documents",
+                                {"text": "Some other text.", "name": name})
+            assert status == 400 and reply["error"]["param"] == "name", (name, reply)
+        assert server.absorber.jobs() == []
+    assert [e.key for e in library.entries()] == [key]
+
+
+def test_an_absorb_over_http_makes_its_settings_as_the_cli_does(demo_text):
+    """On a model alias with recommended settings (tiny: rank 8), an absorb over HTTP and one
+    from `lift-mlx absorb` use the same settings, so they make one entry, not two."""
+    lm = load_model("tiny")
+    text = demo_text[:1500]
+    overrides = {"tasks": ["recite"], "epochs": 1, "grad_checkpoint": False}
+    with running(lm) as server:
+        status, job = raw(server, "POST", "/v1/documents",
+                          {"text": text, "source": "charter.md", "settings": overrides})
+        assert status == 202, job
+        job = wait_for(server, job["id"])
+    assert job["status"] == "ready", job
+    entry = library.find(job["model"])
+    assert entry.field("settings", "train", "rank") == 8
+    again = absorb(text_document(text, "charter.md"), lm, tasks=("recite",), epochs=1,
+                   grad_checkpoint=False)
+    assert again.report.reused and again.adapter_path.name == entry.key
+    assert [e.key for e in library.entries()] == [entry.key]
+
+
+def test_a_cancelled_absorb_stops_at_once_and_stores_nothing(tiny_lm, demo_text):
+    """A million QA requests per sentence: the job prepares them for minutes with no progress
+    update, where a cancel used to be noticed; now it stops within the DELETE."""
+    with running(tiny_lm) as server:
+        status, job = raw(server, "POST", "/v1/documents", {
+            "text": demo_text[:2500], "settings": {"qa_per_sentence": 10**6, "tasks": ["qa"]}})
+        assert status == 202
+        deadline = time.monotonic() + 30
+        while raw(server, "GET", f"/v1/documents/{job['id']}")[1]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)
+        t = time.perf_counter()
+        status, stopped = raw(server, "DELETE", f"/v1/documents/{job['id']}")
+        took = time.perf_counter() - t
+        assert status == 200 and stopped["status"] == "cancelled", stopped
+        rss = _threads_and_rss()[1]
+        time.sleep(1.0)
+        assert _threads_and_rss()[1] < rss * 1.05  # nothing goes on growing
+        status, health = raw(server, "GET", "/health")
+        assert health["absorbing"] == 0 and health["queued"] == 0
+        status, job = raw(server, "POST", "/v1/documents",
+                          {"text": demo_text[:1500], "name": "after",
+                           "settings": HTTP_SETTINGS})
+        assert wait_for(server, job["id"])["status"] == "ready"  # the worker goes on
+    print(f"\nthe DELETE answered in {took:.2f}s with the job stopped")
+    assert [e.name for e in library.entries()] == ["after"]
+    assert not [p for p in store.adapters_dir().iterdir() if p.name.startswith(".")]
+
+
+def _held_for(server, head: bytes, limit: float = 30.0) -> float:
+    """Seconds the server keeps a connection that sends `head`, then one byte every 0.5 s."""
+    start = time.monotonic()
+    with socket.create_connection(server.server_address[:2], timeout=limit) as s:
+        s.sendall(head)
+        while time.monotonic() - start < limit:
+            readable, _, _ = select.select([s], [], [], 0.5)
+            try:
+                if readable and s.recv(65536) == b"":
+                    break
+                s.sendall(b"x")
+            except OSError:
+                break
+    return time.monotonic() - start
+
+
+def test_idle_and_slow_connections_do_not_hold_the_server(tiny_lm):
+    """64 connections that send nothing took every slot (each request got 503 for 58 s), and
+    a byte every 20 s kept a connection 81 s; now requests are served beside them, and the
+    headers and the body each have a deadline."""
+    body = {"model": "tiny-llama", "messages": MESSAGES, "max_tokens": 4}
+    with running(tiny_lm) as server:
+        idle = [socket.create_connection(server.server_address[:2]) for _ in range(64)]
+        try:
+            time.sleep(0.3)
+            t = time.perf_counter()
+            for _ in range(5):
+                assert raw(server, "GET", "/health")[0] == 200
+                assert raw(server, "POST", CHAT, body)[0] == 200
+            assert time.perf_counter() - t < 5
+        finally:
+            for s in idle:
+                s.close()
+        post = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+                b"application/json\r\nContent-Length: 100\r\n\r\n")
+        with ThreadPoolExecutor(2) as pool:
+            headers, body_held = pool.map(lambda head: _held_for(server, head),
+                                          [b"GET /health HTTP/1.1\r\n", post])
+        print(f"\nheaders sent slowly: dropped after {headers:.1f}s; a body: {body_held:.1f}s")
+        assert headers < HEADER_WAIT_S + 2
+        assert body_held < 2 * HEADER_WAIT_S + 100 / BODY_BYTES_PER_S + 2
+        assert raw(server, "POST", CHAT, body)[0] == 200

@@ -16,6 +16,6 @@ a document. `GET /health`.
 - `responses.py`: what the server answers: models, documents, chat completions and the chunks
   of a stream, in OpenAI's shape.
 - `model.py`: the served model: one document's adapter at a time on a view of the base, the
-  generation lock, prompts and generation.
+  generation lock, the one thread that does all its MLX work, prompts and generation.
 - `jobs.py`: absorb jobs started over HTTP, worked one at a time in a background thread.
 """

@@ -35,8 +35,12 @@ def serve_command() -> click.Command:
     @click.option("--api-key", envvar="LIFT_MLX_API_KEY", default=None, metavar="KEY",
                   help="Require 'Authorization: Bearer KEY' on every request. "
                        "[default: $LIFT_MLX_API_KEY, else none]")
+    @click.option("--allow-host", "allowed_hosts", multiple=True, metavar="NAME",
+                  help="Also answer requests whose Host is NAME (a name of this machine in "
+                       "/etc/hosts, say); on a loopback address only localhost and loopback "
+                       "addresses are answered otherwise. Repeatable.")
     @click.option("--quiet", "-q", is_flag=True, help="No log line per request.")
-    def serve(model, host, port, kept, max_document_mb, api_key, quiet):
+    def serve(model, host, port, kept, max_document_mb, api_key, allowed_hosts, quiet):
         """Serve the base model and every absorbed document as models of a local
         OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/documents, /health).
 
@@ -50,7 +54,7 @@ def serve_command() -> click.Command:
         try:
             server = LiftServer(lm, host, port, kept=kept, quiet=quiet,
                                 max_document_bytes=int(max_document_mb * 2**20),
-                                api_key=api_key)
+                                api_key=api_key, allowed_hosts=allowed_hosts)
         except OSError as e:
             raise LiftError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick "
                             "another --port or --host") from None

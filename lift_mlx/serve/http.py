@@ -12,8 +12,10 @@ reads bodies of any size, and its internals change from one mlx-lm release to th
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
+import math
 import select
 import socket
 import sys
@@ -49,9 +51,17 @@ from .responses import (
     usage_json,
 )
 
-MAX_CONNECTIONS = 64  # handler threads at once; more get 503
+MAX_CONNECTIONS = 64  # requests handled at once; more get 503 (a connection that has sent no
+# request takes none of these slots)
+MAX_OPEN_CONNECTIONS = 256  # connections at once, idle or not (one thread each); more get 503
 LOCK_WAIT_S = 300.0  # longest a request waits for the model before it gets 503
 SOCKET_TIMEOUT_S = 60.0  # a client that neither sends nor reads for this long is dropped
+# A request's line and headers must arrive within HEADER_WAIT_S, its body within HEADER_WAIT_S
+# more plus its size at BODY_BYTES_PER_S (a slow link's rate: a 16 MiB document gets 69 s).
+# A socket timeout alone restarts with each byte: one byte every 20 s kept a connection 81 s.
+HEADER_WAIT_S = 5.0
+BODY_BYTES_PER_S = 256 * 2**10
+RETRY_AFTER_S = 1  # what a 503 asks the client to wait
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -70,6 +80,26 @@ class Handler(BaseHTTPRequestHandler):
         "POST": {"chat/completions": "_chat", "documents": "_absorb"},
         "DELETE": {"models/": "_delete", "documents/": "_delete"},
     }
+
+    def setup(self):
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+        self._requests = 0
+
+    def handle_one_request(self):
+        if self._requests:  # kept alive: the next request may come within the idle timeout
+            self._reader.deadline = time.monotonic() + self.timeout
+            try:
+                if not self.rfile.peek(1):
+                    self.close_connection = True
+                    return
+            except OSError:  # TimeoutError among them
+                self.close_connection = True
+                return
+        self._requests += 1
+        self._reader.deadline = time.monotonic() + HEADER_WAIT_S
+        super().handle_one_request()
 
     def do_GET(self):
         self._handle()
@@ -97,6 +127,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         start = time.perf_counter()
+        self._reader.deadline = None  # the headers are in; a body sets its own
+        self.connection.settimeout(self.timeout)  # for writes, and streams that take long
+        if not self.server.slots.acquire(blocking=False):
+            self._discard_body()
+            return self._send_error(ApiError(503, "too many requests at once; try again",
+                                             "busy"))
         try:
             self._check_caller()
             self._route()
@@ -109,18 +145,19 @@ class Handler(BaseHTTPRequestHandler):
             self._send_error(ApiError(500, "internal error; the server's log has the details",
                                       "internal_error"))
         finally:
+            self.server.slots.release()
             if not self.server.quiet:
                 self.server.log(f"{self.command} {urlsplit(self.path).path} "
                                 f"{getattr(self, '_status', '-')} "
                                 f"{time.perf_counter() - start:.2f}s")
 
     def _check_caller(self) -> None:
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
-        if self.server.loopback and host and host not in LOOPBACK_NAMES and \
-                not host.startswith("127."):
+        host = _host_name(self.headers.get("Host") or "")
+        if self.server.loopback and host and host not in self.server.allowed_hosts and \
+                not _is_loopback_address(host):
             # A page that renamed its site to this address (DNS rebinding) must not get in.
-            raise ApiError(403, f"this server answers requests for localhost, not {host!r}",
-                           "forbidden_host")
+            raise ApiError(403, f"this server answers requests for localhost, not {host!r} "
+                           "(lift-mlx serve --allow-host NAME adds a name)", "forbidden_host")
         key = self.server.api_key
         if key and not hmac.compare_digest(
                 self.headers.get("Authorization", ""), f"Bearer {key}"):
@@ -135,6 +172,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if status == 503:
+            self.send_header("Retry-After", str(RETRY_AFTER_S))
         self.end_headers()
         self._sent = True
         self.wfile.write(data)
@@ -187,11 +226,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get_content_type() != "application/json":
             raise ApiError(415, "send the body as JSON with 'Content-Type: application/json'",
                            "unsupported_media_type")
+        self._reader.deadline = (time.monotonic() + HEADER_WAIT_S
+                                 + int(length) / BODY_BYTES_PER_S)
         raw = self.rfile.read(int(length))
+        self._reader.deadline = None
+        self.connection.settimeout(self.timeout)
         if len(raw) < int(length):
             raise ApiError(400, "the body is shorter than its Content-Length", "bad_request")
         try:
-            body = json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"), parse_constant=_not_a_number,
+                              parse_float=_finite)
         except UnicodeDecodeError:
             raise ApiError(400, "the body is not UTF-8 text", "invalid_json") from None
         except (ValueError, RecursionError) as e:
@@ -200,6 +244,20 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             raise ApiError(400, "the body must be a JSON object", "invalid_json")
         return body
+
+    def _discard_body(self) -> None:
+        """Read a small body that will not be used, so that closing does not reset the
+        connection before the client reads the answer."""
+        length = self.headers.get("Content-Length") or ""
+        if length.isdigit() and int(length) <= MAX_CHAT_BYTES:
+            try:
+                self._reader.deadline = time.monotonic() + HEADER_WAIT_S
+                self.rfile.read(int(length))
+            except OSError:
+                pass
+            finally:
+                self._reader.deadline = None
+                self.connection.settimeout(self.timeout)
 
     # Endpoints
 
@@ -242,13 +300,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def _absorb(self) -> None:
         limit = self.server.max_document_bytes
-        req = absorb_request(self._body(limit + 2**16), limit)
-        taken = [e for e in library.entries() if e.name == req.name]
+        req = absorb_request(self._body(limit + 2**16), limit, self.server.served.lm.name)
+        among = library.entries()
+        if req.name is not None and (problem := library.name_problem(req.name, among)):
+            raise ApiError(400, problem, "invalid_value", "name")
+        taken = [e for e in among if e.name == req.name]
         if taken and taken[0].field("document", "sha256") != req.document.sha256:
             raise ApiError(409, f"the name {req.name!r} is taken by another document",
                            "name_taken", "name")
         try:
-            job = self.server.absorber.submit(req.document, req.settings, req.name)
+            job = self.server.absorber.submit(req)
         except QueueFull as e:
             raise ApiError(429, str(e), "too_many_jobs") from None
         self._send_json(202, job.to_json())
@@ -263,7 +324,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(503, "the model is busy; try again", "busy")
         try:
             try:
-                adapter = served.adapter(entry) if entry is not None else None
+                adapter = served.run(served.adapter, entry) if entry is not None else None
             except DocumentGone as e:
                 raise ApiError(404, str(e), "model_not_found", "model") from None
             except LiftError as e:
@@ -280,9 +341,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, str(e), e.code, "messages") from None
             if self._client_gone():
                 return
-            served.activate(adapter)
-            pieces = generate(served, prompt, req.sampling)
-            self._reply(req, pieces, len(prompt))
+            served.run(served.activate, adapter)
+            pieces = served.stream(generate(served, prompt, req.sampling))
+            try:
+                self._reply(req, pieces, len(prompt))
+            finally:
+                pieces.close()  # on the model's thread, before the next request may use it
         finally:
             served.lock.release()
 
@@ -317,24 +381,72 @@ class Handler(BaseHTTPRequestHandler):
         return model_list(self.server.base_id, self.server.started, self.server.documents())
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+class _DeadlineReader(io.RawIOBase):
+    """A socket's reading side whose reads fail with TimeoutError at `deadline` (monotonic
+    seconds; None: only the idle timeout), however slowly the bytes trickle in."""
+
+    def __init__(self, sock: socket.socket, idle_s: float):
+        self.sock, self.idle_s = sock, idle_s
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
         return True
+
+    def readinto(self, buffer) -> int:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle_s)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request did not arrive in time")
+            self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
+def _not_a_number(name: str):
+    raise ValueError(f"{name} is not a JSON number")  # Python's json takes it, JSON does not
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
+
+
+def _host_name(header: str) -> str:
+    """The name of a Host header, without its port or an IPv6 address's brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+def _is_loopback_address(host: str) -> bool:
+    """Whether `host` is a loopback address written out in full (127.0.0.2, ::1); not a name
+    that starts like one (127.0.0.1.nip.io) nor a short form (127.1) a resolver may treat as
+    a name."""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or _is_loopback_address(host)
+
+
 class LiftServer(ThreadingHTTPServer):
     """The HTTP server: the served model, the absorb jobs and the limits."""
 
     daemon_threads = True
-    request_queue_size = 128  # 50 clients connecting at once must not be refused
+    # 200 clients connecting at once must not wait out a dropped SYN (1 s) for their answer
+    request_queue_size = 2 * MAX_OPEN_CONNECTIONS
 
     def __init__(self, lm, host: str = "127.0.0.1", port: int = 8080, *, kept: int = 4,
                  max_document_bytes: int = int(DEFAULT_DOCUMENT_MB * 2**20),
-                 api_key: str | None = None, quiet: bool = False, log_stream=None):
+                 api_key: str | None = None, quiet: bool = False, log_stream=None,
+                 allowed_hosts: tuple[str, ...] = ()):
         self.log_stream = log_stream or sys.stderr
         self.quiet = quiet
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
@@ -342,12 +454,14 @@ class LiftServer(ThreadingHTTPServer):
         super().__init__((host, port), Handler)
         self.loopback = _is_loopback(host)
         self.api_key = api_key
+        self.allowed_hosts = LOOPBACK_NAMES | {_host_name(h) for h in allowed_hosts}
         self.max_document_bytes = max_document_bytes
         self.served = ServedModel(lm, kept)
         self.base_id = base_model_id(lm.name)
         self.started = int(time.time())
         self.absorber = Absorber(lm, self.log)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # requests
+        self._open = threading.BoundedSemaphore(MAX_OPEN_CONNECTIONS)  # connections
         store.clean_partials()  # what a killed absorb left behind
 
     @property
@@ -359,10 +473,11 @@ class LiftServer(ThreadingHTTPServer):
         print(message.rstrip("\n"), file=self.log_stream, flush=True)
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
+        if not self._open.acquire(blocking=False):
+            body = json.dumps(ApiError(503, "too many connections; try again", "busy").body())
             request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/"
-                            b"json\r\n\r\n" + json.dumps(ApiError(
-                                503, "too many connections; try again", "busy").body()).encode())
+                            b"json\r\nRetry-After: %d\r\n\r\n%s"
+                            % (RETRY_AFTER_S, body.encode()))
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
@@ -371,7 +486,7 @@ class LiftServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._open.release()
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], OSError):  # a vanished client is no news
@@ -383,6 +498,7 @@ class LiftServer(ThreadingHTTPServer):
         self.shutdown()
         self.absorber.stop()
         self.served.lock.acquire(timeout=30)
+        self.served.close()
         self.server_close()
 
     # The library, as this server's base model sees it

@@ -8,6 +8,7 @@ What a request leaves out is answered as `lift-mlx ask` answers (`AnswerSettings
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from mlx_lm.server import process_message_content
@@ -16,12 +17,17 @@ from .. import library
 from ..config import PRESETS, SETTINGS, AnswerSettings, Settings, preset
 from ..errors import LiftError
 from ..ingest import Document, text_document
+from ..presets import recommended_settings
 from .model import Sampling
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
 DEFAULT_DOCUMENT_MB = 16.0
 MAX_MESSAGES = 512
 MAX_STOPS = 4  # as OpenAI's API
+# Stops are delimiters ("\n\n", "</answer>", "User:"); 256 characters is far above any of them
+# and keeps the per-token matching small (it looks back as far as the longest stop).
+MAX_STOP_CHARS = 256
+MAX_SEED = 2**32 - 1  # a document's seed: numpy's and MLX's seeds both take it
 ANSWER = AnswerSettings()  # the defaults of a chat request: as `lift-mlx ask` answers
 
 
@@ -60,6 +66,8 @@ def _number(body: dict, name: str, kind, low, high, default):
     if isinstance(value, bool) or not isinstance(value, (int,) if kind is int else (int, float)):
         raise ApiError(400, f"{name} must be {'an integer' if kind is int else 'a number'}",
                        "invalid_type", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError(400, f"{name} must be a finite number", "invalid_value", name)
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
         raise ApiError(400, f"{name} must be {bounds}", "invalid_value", name)
@@ -116,6 +124,9 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
     if body.get("n", 1) != 1:
         raise ApiError(400, "only n=1 is supported", "invalid_value", "n")
     numbers = {name: _number(body, name, *spec) for name, spec in _NUMBERS.items()}
+    if numbers["top_k"] >= vocab:  # mlx-lm's sampler takes 0 (off) or (0, vocab)
+        raise ApiError(400, f"top_k must be between 0 (off) and {vocab - 1}, the model's "
+                       "vocabulary less one", "invalid_value", "top_k")
     if body.get("max_completion_tokens") is not None:
         numbers["max_tokens"] = _number(body, "max_completion_tokens", *_NUMBERS["max_tokens"])
     if numbers["max_tokens"] >= window:
@@ -127,15 +138,19 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
             and all(isinstance(s, str) and s for s in stops)):
         raise ApiError(400, f"stop must be a string or a list of up to {MAX_STOPS} strings",
                        "invalid_type", "stop")
+    if any(len(s) > MAX_STOP_CHARS for s in stops):
+        raise ApiError(400, f"each stop string must be at most {MAX_STOP_CHARS} characters",
+                       "invalid_value", "stop")
     bias = body.get("logit_bias")
     if bias is not None:
         try:
             bias = {int(k): float(v) for k, v in bias.items()}
         except (AttributeError, TypeError, ValueError, OverflowError):
             bias = {-1: 0.0}
-        if not all(0 <= k < vocab for k in bias) or len(bias) > 1024:
+        if not all(0 <= k < vocab and math.isfinite(v) for k, v in bias.items()) \
+                or len(bias) > 1024:
             raise ApiError(400, f"logit_bias must map up to 1024 token ids (0 to {vocab - 1}) "
-                           "to numbers", "invalid_value", "logit_bias")
+                           "to finite numbers", "invalid_value", "logit_bias")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options must be an object", "invalid_type",
@@ -155,11 +170,13 @@ def _fits(value, default) -> bool:
     if isinstance(default, str):
         return isinstance(value, str)
     kinds = (int, float) if isinstance(default, float) else (int,)
-    return isinstance(value, kinds) and not isinstance(value, bool)
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _document_settings(body: dict) -> Settings:
-    """The absorb settings a request asks for: a preset and flat overrides, type-checked."""
+def _document_settings(body: dict, model: str) -> tuple[str, dict, Settings]:
+    """The absorb settings a request asks for on base model `model`: the preset's name, the
+    flat overrides (type-checked) and the settings they make as `lift-mlx absorb` makes them,
+    over the settings recommended for the model."""
     name = body.get("preset", "default")
     if name not in PRESETS:
         raise ApiError(400, f"preset must be one of {', '.join(PRESETS)}", "invalid_value",
@@ -178,8 +195,13 @@ def _document_settings(body: dict) -> Settings:
             raise ApiError(400, f"setting {key!r} must be like {fields[key]!r}",
                            "invalid_type", f"settings.{key}")
         checked[key] = tuple(value) if isinstance(value, list) else value
+    if not 0 <= checked.get("seed", 0) <= MAX_SEED:
+        raise ApiError(400, f"setting 'seed' must be between 0 and {MAX_SEED}",
+                       "invalid_value", "settings.seed")
     try:
-        return preset(name, **checked)
+        settings = preset(name, recommended_settings(model), **checked)
+        settings.validate()  # refused now, not as a failed job later
+        return name, checked, settings
     except LiftError as e:
         raise ApiError(400, str(e), "invalid_value", "settings") from None
 
@@ -190,12 +212,14 @@ class AbsorbRequest:
 
     document: Document
     name: str | None  # the name to give it in the library; None: its own
-    settings: Settings
+    preset: str
+    overrides: dict  # flat settings over the preset, as `lift-mlx absorb`'s options give them
+    settings: Settings  # what the preset and overrides make on the served model
 
 
-def absorb_request(body: dict, limit: int) -> AbsorbRequest:
-    """The fields of a request to absorb a text of up to `limit` bytes, checked (an ApiError
-    for each mistake)."""
+def absorb_request(body: dict, limit: int, model: str) -> AbsorbRequest:
+    """The fields of a request to absorb a text of up to `limit` bytes on base model `model`
+    (its alias or path), checked (an ApiError for each mistake)."""
     text, name = body.get("text"), body.get("name")
     if not isinstance(text, str):
         raise ApiError(400, "text must be the document's text, as a string (files on the "
@@ -211,10 +235,10 @@ def absorb_request(body: dict, limit: int) -> AbsorbRequest:
     if not isinstance(source, str) or not 0 < len(source) <= 200:
         raise ApiError(400, "source must be a short label (1 to 200 characters)",
                        "invalid_type", "source")
-    settings = _document_settings(body)
+    preset_name, overrides, settings = _document_settings(body, model)
     try:
         document = text_document(text, source)
     except LiftError:
         raise ApiError(400, "the document is empty: send its text in 'text'",
                        "empty_document", "text") from None
-    return AbsorbRequest(document, name, settings)
+    return AbsorbRequest(document, name, preset_name, overrides, settings)
