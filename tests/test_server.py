@@ -609,11 +609,14 @@ def test_an_absorb_over_http_makes_its_settings_as_the_cli_does(demo_text):
 
 
 def test_a_cancelled_absorb_stops_at_once_and_stores_nothing(tiny_lm, demo_text):
-    """A million QA requests per sentence: the job prepares them for minutes with no progress
-    update, where a cancel used to be noticed; now it stops within the DELETE."""
+    """A job that generates QA pairs for minutes (the most pairs per sentence a setting allows;
+    a million, as once sent, is now refused up front) stops within the DELETE."""
     with running(tiny_lm) as server:
-        status, job = raw(server, "POST", "/v1/documents", {
+        status, refused = raw(server, "POST", "/v1/documents", {
             "text": demo_text[:2500], "settings": {"qa_per_sentence": 10**6, "tasks": ["qa"]}})
+        assert status == 400 and "qa-per-sentence" in refused["error"]["message"]
+        status, job = raw(server, "POST", "/v1/documents", {
+            "text": demo_text[:2500], "settings": {"qa_per_sentence": 64, "tasks": ["qa"]}})
         assert status == 202
         deadline = time.monotonic() + 30
         while raw(server, "GET", f"/v1/documents/{job['id']}")[1]["status"] != "running":

@@ -27,7 +27,6 @@ MAX_STOPS = 4  # as OpenAI's API
 # Stops are delimiters ("\n\n", "</answer>", "User:"); 256 characters is far above any of them
 # and keeps the per-token matching small (it looks back as far as the longest stop).
 MAX_STOP_CHARS = 256
-MAX_SEED = 2**32 - 1  # a document's seed: numpy's and MLX's seeds both take it
 ANSWER = AnswerSettings()  # the defaults of a chat request: as `lift-mlx ask` answers
 
 
@@ -195,9 +194,6 @@ def _document_settings(body: dict, model: str) -> tuple[str, dict, Settings]:
             raise ApiError(400, f"setting {key!r} must be like {fields[key]!r}",
                            "invalid_type", f"settings.{key}")
         checked[key] = tuple(value) if isinstance(value, list) else value
-    if not 0 <= checked.get("seed", 0) <= MAX_SEED:
-        raise ApiError(400, f"setting 'seed' must be between 0 and {MAX_SEED}",
-                       "invalid_value", "settings.seed")
     try:
         settings = preset(name, recommended_settings(model), **checked)
         settings.validate()  # refused now, not as a failed job later
