@@ -110,6 +110,7 @@ def _load(target: str, model, opts, now: bool = False):
     `now`, an Absorbing that answers from the base until the adapter is ready."""
 
     backend.use_recommended_wired_limit()
+    backend.warn_if_slow_blas()
     path = Path(target)
     if target != "-" and path.is_dir():
         return load_absorbed(path, model)
@@ -287,6 +288,7 @@ def demo(model, quiet):
     """
     from .demo import print_demo, run_demo  # it imports absorb: deferred, as in _absorb
 
+    backend.warn_if_slow_blas()
     print_demo(run_demo(model, quiet=quiet))
 
 
