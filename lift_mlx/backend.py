@@ -58,12 +58,15 @@ class Blas:
     path: str | None
     note: str = ""
 
+    @property
+    def name(self) -> str:
+        return {None: "reference BLAS bundled with MLX", "system": "system OpenBLAS",
+                "pip": f"OpenBLAS from {PIP_PACKAGE}", "env": f"OpenBLAS from {ENV}"}[self.source]
+
     def describe(self) -> str:
         if self.source is None:
-            return "reference BLAS bundled with MLX" + (f" ({self.note})" if self.note else "")
-        what = {"system": "system OpenBLAS", "pip": f"OpenBLAS from {PIP_PACKAGE}",
-                "env": f"{ENV}"}[self.source]
-        return f"{what}: {self.path}"
+            return self.name + (f" ({self.note})" if self.note else "")
+        return f"{self.name}: {self.path}"
 
 
 def _site_dirs() -> list[Path]:

@@ -24,6 +24,8 @@ from .progress import Progress
 LAZY_COMMANDS = {
     "bench": ("lift_mlx.bench:bench", "Measure absorbing and answering per document length, "
               "with and without the pipeline."),
+    "doctor": ("lift_mlx.doctor:doctor", "Check this machine for lift-mlx: backend, BLAS, "
+               "matmul rate, memory, caches, problems."),
     "docs": ("lift_mlx.docs_command:docs_command",
              "The document library: what has been absorbed, by name."),
     "eval": ("lift_mlx.eval.command:eval_command",
