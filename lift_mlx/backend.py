@@ -47,6 +47,9 @@ _SYSTEM = (
     "/usr/lib64/libopenblas.so.0",
 )
 _GFORTRAN_SONAME = "libgfortran.so.5"  # what cmeel-openblas's library asks for
+# ELF: program header kinds and dynamic-section tags (elf.h)
+PT_LOAD, PT_DYNAMIC = 1, 2
+DT_NULL, DT_STRTAB, DT_SONAME = 0, 5, 14
 
 
 @dataclass(frozen=True)
@@ -89,22 +92,25 @@ def _with_soname(src: Path, soname: str) -> bytes:
     loads, dynamic = [], None
     for i in range(phnum):
         kind, _, offset, vaddr, _, size = struct.unpack_from("<IIQQQQ", data, phoff + i * phentsize)
-        if kind == 1:  # PT_LOAD: where virtual addresses lie in the file
+        if kind == PT_LOAD:  # where virtual addresses lie in the file
             loads.append((vaddr, offset, size))
-        elif kind == 2:  # PT_DYNAMIC
+        elif kind == PT_DYNAMIC:
             dynamic = (offset, size)
     tags = {}
     for k in range(dynamic[1] // 16 if dynamic else 0):
         tag, value = struct.unpack_from("<qQ", data, dynamic[0] + 16 * k)
-        if tag == 0:
+        if tag == DT_NULL:
             break
         tags.setdefault(tag, value)
-    if 5 not in tags or 14 not in tags:  # DT_STRTAB, DT_SONAME
+    if DT_STRTAB not in tags or DT_SONAME not in tags:
         raise OSError(f"{src} has no soname")
-    strtab = next(tags[5] - v + o for v, o, size in loads if v <= tags[5] < v + size)
-    start = strtab + tags[14]
-    end = data.index(b"\0", start)
-    if len(soname) > end - start:
+    strtab = next((tags[DT_STRTAB] - v + o for v, o, size in loads
+                   if v <= tags[DT_STRTAB] < v + size), None)
+    if strtab is None:
+        raise OSError(f"{src}'s string table lies in no loaded segment")
+    start = strtab + tags[DT_SONAME]
+    end = data.find(b"\0", start)
+    if end < 0 or len(soname) > end - start:
         raise OSError(f"{src}'s soname is shorter than {soname}")
     data[start:end] = soname.encode().ljust(end - start, b"\0")
     return bytes(data)
@@ -145,7 +151,7 @@ def _load_pip() -> Blas:
     try:
         _load_gfortran()
         return _load(library, "pip")
-    except OSError as e:
+    except (OSError, struct.error, AttributeError) as e:  # AttributeError: no os.memfd_create
         return Blas(None, None, f"{library} did not load: {e}")
 
 

@@ -76,3 +76,11 @@ def test_the_reference_blas_is_said_once_with_its_fix(tmp_path):
     assert len(stderr) == 1, stderr  # asked twice, said once
     assert "reference BLAS" in stderr[0] and missing in stderr[0]
     assert stderr[0].endswith("fix: unset LIFT_MLX_OPENBLAS")
+
+
+def test_a_file_that_is_no_shared_library_is_refused_not_patched(tmp_path):
+    """A broken or foreign file where MLX's libgfortran should be gives an OSError, which the
+    loader turns into the reference BLAS and a note, never a crash at import."""
+    (tmp_path / "lib.so").write_bytes(b"\x7fELF" + bytes(60))
+    with pytest.raises(OSError):
+        backend._with_soname(tmp_path / "lib.so", "libgfortran.so.5")
