@@ -46,6 +46,7 @@ _SYSTEM = (
     "/usr/lib/aarch64-linux-gnu/libopenblas.so.0",
     "/usr/lib64/libopenblas.so.0",
 )
+TOO_LATE = "mlx.core was imported before lift_mlx"
 _GFORTRAN_SONAME = "libgfortran.so.5"  # what cmeel-openblas's library asks for
 # ELF: program header kinds and dynamic-section tags (elf.h)
 PT_LOAD, PT_DYNAMIC = 1, 2
@@ -162,7 +163,7 @@ def _load_openblas() -> Blas:
     if choice == "0":
         return Blas(None, None, f"{ENV}=0")
     if "mlx.core" in sys.modules:  # too late: MLX already bound its BLAS symbols
-        return Blas(None, None, "mlx.core was imported before lift_mlx")
+        return Blas(None, None, TOO_LATE)
     # OpenBLAS needs at least two threads to beat the reference BLAS by the margin quoted above.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(2, os.cpu_count() or 2)))
     if choice == "pip":
@@ -188,6 +189,8 @@ openblas_path: str | None = blas.path
 def fix_command() -> str:
     """The command that gives MLX's CPU backend an optimised BLAS on this machine."""
     choice = os.environ.get(ENV, "")
+    if blas.note == TOO_LATE:
+        return "import lift_mlx before mlx.core"
     if choice and not (choice == "pip" and pip_library() is None):
         return f"unset {ENV}"
     if platform.machine() in PIP_MACHINES and pip_library() is None:

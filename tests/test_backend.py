@@ -43,10 +43,10 @@ PROBE = """if True:
 """
 
 
-def _probe(tmp_path, choice: str) -> tuple[dict, list[str]]:
+def _probe(tmp_path, choice: str, first: str = "") -> tuple[dict, list[str]]:
     env = {**os.environ, "LIFT_MLX_OPENBLAS": choice, "LIFT_MLX_HOME": str(tmp_path),
            "PYTHONPATH": str(ROOT)}
-    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-c", first + PROBE], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=120, check=True)
     return json.loads(run.stdout), run.stderr.splitlines()
 
@@ -76,6 +76,13 @@ def test_the_reference_blas_is_said_once_with_its_fix(tmp_path):
     assert len(stderr) == 1, stderr  # asked twice, said once
     assert "reference BLAS" in stderr[0] and missing in stderr[0]
     assert stderr[0].endswith("fix: unset LIFT_MLX_OPENBLAS")
+
+
+@linux_only
+def test_importing_mlx_first_is_too_late_and_said_so(tmp_path):
+    found, stderr = _probe(tmp_path, "", first="import mlx.core\n")
+    assert found["source"] is None and len(stderr) == 1
+    assert stderr[0].endswith("fix: import lift_mlx before mlx.core")
 
 
 def test_a_file_that_is_no_shared_library_is_refused_not_patched(tmp_path):
