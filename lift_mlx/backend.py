@@ -1,6 +1,6 @@
 """Platform-specific set-up, kept in one place.
 
-MLX's Linux CPU wheel ships a reference BLAS: fp32 matmuls run about 10x slower than with an
+MLX's Linux CPU wheel ships a reference BLAS: fp32 matmuls run 10-20x slower than with an
 optimised one. When an OpenBLAS library with plain symbol names is loaded globally *before*
 ``mlx.core``, MLX resolves its BLAS and LAPACK calls there, with identical results. Two are
 looked for, in this order:
@@ -35,9 +35,10 @@ ENV = "LIFT_MLX_OPENBLAS"
 PIP_PACKAGE = "cmeel-openblas"  # the wheel's files land in site-packages/cmeel.prefix
 PIP_LIBRARY = Path("cmeel.prefix", "lib", "libopenblas.so.0")
 PIP_MACHINES = ("x86_64", "aarch64")  # those cmeel-openblas has wheels for
-# fp32 matmul GFLOP/s, 1024 / 2048 square, on a 2-core x86_64 shared with other work (best of
-# 15): reference BLAS 6.1 / 5.4, apt OpenBLAS 52 / 53, cmeel-openblas 45 / 65
-SLOWDOWN = "10x"
+# scripts/bench_blas.py, fp32 matmul GFLOP/s at 1024 / 2048 on a 2-core x86_64 shared with
+# other work (best of 15): reference BLAS 6.1 / 6.1, apt OpenBLAS 140 / 104, cmeel-openblas
+# 108 / 100; with more load on the cores the optimised ones fall to ~50, the reference to ~3
+SLOWDOWN = "10-20x"
 
 _SYSTEM = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
