@@ -98,6 +98,7 @@ def absorb(
     without it, all QA pairs are generated before training starts.
     """
     backend.use_recommended_wired_limit()
+    backend.warn_if_slow_blas()
     progress = progress or Progress(quiet=True)
     report = AbsorbReport(pipeline=pipeline)
     times = report.seconds

@@ -84,7 +84,7 @@ def machine_info() -> dict:
     except Exception:
         pass
     if device.type == mx.DeviceType.cpu:
-        info["backend"] = "cpu, BLAS: " + (backend.openblas_path or "bundled reference BLAS")
+        info["backend"] = "cpu, BLAS: " + backend.blas.describe()
     else:
         info["backend"] = "cuda" if mx.cuda.is_available() else "metal"
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
@@ -322,7 +322,7 @@ def bench(model, lengths, doc_path, out, png, quick, train_adapter):
     adapter size, and MFU against the matmul peak measured in the same run. Prints a table
     and writes a JSON file (one record per length and arm) and, with matplotlib, a PNG.
     """
-
+    backend.warn_if_slow_blas()
     model = model or ("tiny" if quick else None)
     lengths = lengths or ([256, 512] if quick else [1024, 2048, 4096, 8192])
     settings = {**(QUICK_SETTINGS if quick else FULL_SETTINGS),

@@ -24,6 +24,8 @@ from .progress import Progress
 LAZY_COMMANDS = {
     "bench": ("lift_mlx.bench:bench", "Measure absorbing and answering per document length, "
               "with and without the pipeline."),
+    "doctor": ("lift_mlx.doctor:doctor", "Check this machine for lift-mlx: backend, BLAS, "
+               "matmul rate, memory, caches, problems."),
     "docs": ("lift_mlx.docs_command:docs_command",
              "The document library: what has been absorbed, by name."),
     "eval": ("lift_mlx.eval.command:eval_command",
@@ -121,6 +123,7 @@ def _load(target: str, model, opts, now: bool = False):
     `now`, an Absorbing that answers from the base until the adapter is ready."""
 
     backend.use_recommended_wired_limit()
+    backend.warn_if_slow_blas()
     path = Path(target)
     if target != "-" and path.is_dir():
         return _answering()[1].load_absorbed(path, model)
@@ -321,6 +324,7 @@ def demo(model, quiet):
     """
     from .demo import print_demo, run_demo  # it imports absorb: deferred, as in _absorb
 
+    backend.warn_if_slow_blas()
     print_demo(run_demo(model, quiet=quiet))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .. import prompts
+from .. import backend, prompts
 from ..absorbed import reset_adapter
 from ..config import preset
 from ..errors import LiftError
@@ -178,6 +178,7 @@ def eval_command() -> click.Command:
                 depths, **opts):
         overrides = pop_settings(opts)
         progress = Progress(quiet=opts["quiet"])
+        backend.warn_if_slow_blas()
         lm = load_model(model)
         settings = preset(opts["preset_name"], recommended_settings(lm.name), **overrides)
         if data == "niah":

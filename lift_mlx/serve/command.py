@@ -50,6 +50,7 @@ def serve_command() -> click.Command:
         "context": false to a request to answer with the adapter alone.
         """
         backend.use_recommended_wired_limit()
+        backend.warn_if_slow_blas()
         lm = load_model(model)
         try:
             server = LiftServer(lm, host, port, kept=kept, quiet=quiet,
