@@ -122,6 +122,34 @@ def documents(tiny_lm, tmp_path, demo_text) -> dict:
     return expected
 
 
+def test_a_chat_with_retrieve_answers_as_ask_does_and_returns_its_sources(tiny_lm, documents):
+    """`"retrieve": true`: the passages that match the question, as `ask --retrieve` puts them
+    in the prompt, and the response's extra field `lift_sources` (which OpenAI's client keeps)
+    says where each is in the document; streamed, the last chunk carries it."""
+    entry = library.find("charter")
+    absorbed = load_absorbed(entry.path, tiny_lm)
+    expected = absorbed.ask(QUESTION, retrieve=True, max_tokens=TOKENS)
+    held = absorbed.sources(QUESTION, retrieve=True)
+    assert held
+    with running(tiny_lm) as server:
+        c = client(server)
+        reply = c.chat.completions.create(
+            model="charter", messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=TOKENS, extra_body={"retrieve": True})
+        assert reply.choices[0].message.content == expected
+        sources = reply.model_extra["lift_sources"]
+        assert [(s["start"], s["end"]) for s in sources] == [(p.start, p.end) for p in held]
+        assert all(absorbed.document_text[s["start"]:s["end"]] == s["text"] for s in sources)
+        chunks = list(c.chat.completions.create(
+            model="charter", messages=[{"role": "user", "content": QUESTION}],
+            max_tokens=TOKENS, stream=True, extra_body={"retrieve": True}))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == expected
+        assert chunks[-1].model_extra["lift_sources"] == sources
+        plain = c.chat.completions.create(model="charter", max_tokens=TOKENS,
+                                          messages=[{"role": "user", "content": QUESTION}])
+        assert "lift_sources" not in (plain.model_extra or {})  # the view: no sources
+
+
 def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):
     with running(tiny_lm) as server:
         c = client(server)
@@ -351,8 +379,8 @@ def test_a_chat_request_refuses_numbers_that_are_not_finite(field, value):
 
 def test_stop_strings_cut_the_answer_in_time_linear_in_its_length(tiny_lm):
     served = ServedModel(tiny_lm)
-    prompt = chat_prompt(served, [{"role": "user", "content": QUESTION}], None, context=False,
-                         max_tokens=60)
+    prompt, _ = chat_prompt(served, [{"role": "user", "content": QUESTION}], None,
+                            context=False, max_tokens=60)
 
     def answer(stops, tokens=60):
         pieces = list(served.stream(generate(served, prompt, _sampling(tokens, stops))))

@@ -47,6 +47,8 @@ from .responses import (
     document_json,
     event,
     model_list,
+    sources_field,
+    sources_json,
     usage_chunk,
     usage_json,
 )
@@ -330,12 +332,13 @@ class Handler(BaseHTTPRequestHandler):
             except LiftError as e:
                 raise ApiError(500, str(e), "document_damaged") from None
             try:
-                prompt = chat_prompt(served, req.messages, adapter, context=req.context,
-                                     max_tokens=req.sampling.max_tokens)
+                prompt, held = chat_prompt(served, req.messages, adapter, context=req.context,
+                                           retrieve=req.retrieve,
+                                           max_tokens=req.sampling.max_tokens)
                 if adapter is not None and route(adapter, req.messages) is None:
                     # not about the document: the plain base answers, as `ask` does
-                    prompt = chat_prompt(served, req.messages, adapter, context=False,
-                                         max_tokens=req.sampling.max_tokens)
+                    prompt, held = chat_prompt(served, req.messages, adapter, context=False,
+                                               max_tokens=req.sampling.max_tokens)
                     adapter = None
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
@@ -344,13 +347,14 @@ class Handler(BaseHTTPRequestHandler):
             served.run(served.activate, adapter)
             pieces = served.stream(generate(served, prompt, req.sampling))
             try:
-                self._reply(req, pieces, len(prompt))
+                self._reply(req, pieces, len(prompt), sources_json(held))
             finally:
                 pieces.close()  # on the model's thread, before the next request may use it
         finally:
             served.lock.release()
 
-    def _reply(self, req: ChatRequest, pieces: Iterator[tuple], prompt_tokens: int) -> None:
+    def _reply(self, req: ChatRequest, pieces: Iterator[tuple], prompt_tokens: int,
+               sources: list[dict]) -> None:
         head = completion_head(req.model)
         finish, count, text = "stop", 0, []  # stream_generate always yields a finish
         if req.stream:
@@ -371,8 +375,9 @@ class Handler(BaseHTTPRequestHandler):
                 return  # nobody reads on: free the model for the next request
         usage = usage_json(prompt_tokens, count)
         if not req.stream:
-            return self._send_json(200, completion(head, "".join(text), finish, usage))
-        self.wfile.write(event(chunk(head, {}, finish)))
+            return self._send_json(200, {**completion(head, "".join(text), finish, usage),
+                                         **sources_field(sources)})
+        self.wfile.write(event({**chunk(head, {}, finish), **sources_field(sources)}))
         if req.include_usage:
             self.wfile.write(event(usage_chunk(head, usage)))
         self.wfile.write(DONE)

@@ -25,9 +25,13 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from .. import adapters, library, store
 from ..absorbed import reset_adapter
-from ..answer import about_document, question_prompt
+from ..answer import about_document, passages_prompt, question_prompt
+from ..config import AnswerSettings
 from ..errors import LiftError
 from ..prompts import encode
+from ..retrieval import Passage, PassageIndex, passage_index
+
+ANSWER = AnswerSettings()  # how a chat is answered unless its request says else: as `ask`
 
 
 class DocumentGone(LiftError):
@@ -52,6 +56,7 @@ class _Adapter:
     weights: dict
     doc_tokens: list[int]
     text: str  # the document, which decides what questions are about it
+    index: PassageIndex | None = None  # its passages for "retrieve", made on first use
 
 
 class ServedModel:
@@ -163,15 +168,28 @@ def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
 
 
 def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | None, *,
-                context: bool, max_tokens: int) -> list[int]:
-    """Prompt ids for `messages`: with a document's adapter, the prompt of `lift-mlx ask` for
-    the last user message (with the head+tail view if `context`); without, the chat template.
+                context: bool, max_tokens: int,
+                retrieve: bool = False) -> tuple[list[int], list[Passage]]:
+    """Prompt ids for `messages`, and the retrieved passages they hold: with a document's
+    adapter, the prompt of `lift-mlx ask` for the last user message (with the head+tail view
+    if `context`, or with `retrieve` the passages that match it); without, the chat template.
     PromptRefused when there is no question or no room for `max_tokens` in the window."""
     tok, window = served.lm.tokenizer, served.lm.window
+    held: list[Passage] = []
     if adapter is not None:
         question = last_question(messages)
-        tokens = adapter.doc_tokens if context else None
-        prompt = question_prompt(tok, question, tokens, window, max_tokens)
+        if context and retrieve:
+            if adapter.index is None:
+                adapter.index = passage_index(tok, adapter.text, ANSWER.passage_len)
+            ranked = adapter.index.ranked(question)
+        else:
+            ranked = []
+        if ranked:
+            prompt, held = passages_prompt(tok, question, ranked, ANSWER.retrieved_len, window,
+                                           max_tokens)
+        else:  # no passage shares a term with the question: the view, as `ask` falls back
+            tokens = adapter.doc_tokens if context else None
+            prompt = question_prompt(tok, question, tokens, window, max_tokens)
     else:
         try:
             prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))
@@ -181,7 +199,7 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     if len(prompt) + max_tokens > window:
         raise PromptRefused(f"the prompt ({len(prompt)} tokens) and max_tokens exceed the "
                             f"model's window of {window}", "context_length_exceeded")
-    return prompt
+    return prompt, held
 
 
 @dataclass

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from mlx_lm.server import process_message_content
 
 from .. import library
-from ..config import PRESETS, SETTINGS, AnswerSettings, Settings, preset
+from ..config import PRESETS, SETTINGS, Settings, preset
 from ..errors import LiftError
 from ..ingest import Document, text_document
 from ..presets import recommended_settings
-from .model import Sampling
+from .model import ANSWER, Sampling
 
 MAX_CHAT_BYTES = 2**20  # a chat request is a few messages
 DEFAULT_DOCUMENT_MB = 16.0
@@ -27,7 +27,6 @@ MAX_STOPS = 4  # as OpenAI's API
 # Stops are delimiters ("\n\n", "</answer>", "User:"); 256 characters is far above any of them
 # and keeps the per-token matching small (it looks back as far as the longest stop).
 MAX_STOP_CHARS = 256
-ANSWER = AnswerSettings()  # the defaults of a chat request: as `lift-mlx ask` answers
 
 
 class ApiError(Exception):
@@ -89,6 +88,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     context: bool  # the head+tail view of the document in the prompt
+    retrieve: bool  # with context: the passages that match the question instead of the view
     sampling: Sampling
 
 
@@ -157,6 +157,7 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
     return ChatRequest(model, messages, _flag(body, "stream", False),
                        _flag(options, "include_usage", False),
                        _flag(body, "context", ANSWER.context),
+                       _flag(body, "retrieve", ANSWER.retrieve),
                        Sampling(**numbers, stops=stops, logit_bias=bias))
 
 

@@ -59,6 +59,18 @@ def chunk(head: dict, delta: dict, finish: str | None = None) -> dict:
         {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
 
+def sources_json(passages) -> list[dict]:
+    """The retrieved passages an answer's prompt held: where each is in the document
+    (character offsets) and its text, so that a client can show them and check the answer."""
+    return [{"start": p.start, "end": p.end, "text": p.text} for p in passages]
+
+
+def sources_field(sources: list[dict]) -> dict:
+    """The extra field that carries them (OpenAI's clients keep it as an extra of the
+    response); none where the prompt held no retrieved passage."""
+    return {"lift_sources": sources} if sources else {}
+
+
 def usage_chunk(head: dict, usage: dict) -> dict:
     """The chunk after the last that a stream sends when its options ask to include usage."""
     return {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}
