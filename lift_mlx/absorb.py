@@ -17,7 +17,7 @@ import mlx.core as mx
 from . import __version__, adapters, backend, store
 from .absorbed import Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
-from .answer import question_prompt, stream_answer
+from .answer import document_prompt, stream_answer
 from .checkpoints import Checkpoint
 from .config import AnswerSettings, Settings, preset, setting_sources
 from .errors import LiftError, raise_interrupt
@@ -26,6 +26,7 @@ from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
+from .retrieval import Passage, PassageIndex, passage_index
 from .samples import QASamples, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
@@ -326,6 +327,7 @@ class Absorbing:
         reset_adapter(self.lm)
         self._base = base_view(self.lm.model)
         self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
+        self._index: PassageIndex | None = None  # its passages, for answers with `retrieve`
         self._result: Absorbed | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(absorb_kwargs,), daemon=True)
@@ -350,12 +352,27 @@ class Absorbing:
 
     def prompt(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> list[int]:
+        return self._prompt(question, replace(settings or AnswerSettings(), **changes))[0]
+
+    def sources(self, question: str, settings: AnswerSettings | None = None,
+                **changes) -> list[Passage]:
+        """The retrieved passages the prompt for `question` holds (see `Absorbed.sources`)."""
         settings = replace(settings or AnswerSettings(), **changes)
         if self.ready:
-            return self.wait().prompt(question, settings)
-        # The base knows nothing of the document: it always gets the head+tail view.
-        return question_prompt(self.lm.tokenizer, question, self._doc_tokens, self.lm.window,
-                               settings.max_tokens)
+            return self.wait().sources(question, settings)
+        return self._prompt(question, settings)[1]
+
+    def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
+        if self.ready:
+            return self.wait().prompt(question, settings), []
+        # The base knows nothing of the document: it always gets the document in its prompt,
+        # the passages that match the question with `retrieve`, else the head+tail view.
+        settings = replace(settings, context=True)
+        if settings.retrieve and self._index is None:
+            self._index = passage_index(self.lm.tokenizer, self.document.text,
+                                        settings.passage_len)
+        return document_prompt(self.lm.tokenizer, question, self._doc_tokens, settings,
+                               self.lm.window, self._index)
 
     def stream(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> Iterator[str]:

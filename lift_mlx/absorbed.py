@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import adapters, store
 from .adapters import base_view
-from .answer import about_document, passages_prompt, question_prompt, stream_answer
+from .answer import about_document, document_prompt, stream_answer
 from .config import AnswerSettings
 from .errors import LiftError
 from .models import LoadedModel, config_fingerprint, load_model
@@ -59,17 +59,14 @@ class Absorbed:
         return self._prompt(question, settings)[1]
 
     def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
-        tok, window = self.lm.tokenizer, self.lm.window
+        index = None
         if settings.context and settings.retrieve:
             index = self._indexes.get(settings.passage_len)
             if index is None:
                 index = self._indexes[settings.passage_len] = passage_index(
-                    tok, self.document_text, settings.passage_len)
-            if ranked := index.ranked(question):
-                return passages_prompt(tok, question, ranked, settings.retrieved_len, window,
-                                       settings.max_tokens)
-        tokens = self.doc_tokens if settings.context else None
-        return question_prompt(tok, question, tokens, window, settings.max_tokens), []
+                    self.lm.tokenizer, self.document_text, settings.passage_len)
+        return document_prompt(self.lm.tokenizer, question, self.doc_tokens, settings,
+                               self.lm.window, index)
 
     def _routed(self, question: str, settings: AnswerSettings, route: bool):
         """The model that answers `question` and the settings it answers with: the plain

@@ -12,7 +12,8 @@ from .split import head_tail_context
 from .text import answer_spans, content_words, has_words, words
 
 if TYPE_CHECKING:  # retrieval brings bm25s (~0.3 s), which `lift-mlx --help` need not load
-    from .retrieval import Passage
+    from .config import AnswerSettings
+    from .retrieval import Passage, PassageIndex
 
 # A document too long for the prompt is cut to a head+tail view whose size leaves room for the
 # question in steps of this many tokens, so questions of similar length get the same view:
@@ -77,6 +78,20 @@ def passages_prompt(tokenizer, question: str, ranked: list[Passage], budget: int
         context += (separator if context else []) + list(passage.tokens)
     body = prompts.question_body(tokenizer, question, context or None)
     return prompts.chat_ids(tokenizer, body), chosen
+
+
+def document_prompt(tokenizer, question: str, doc_tokens: list[int], settings: AnswerSettings,
+                    window: int, index: PassageIndex | None = None
+                    ) -> tuple[list[int], list[Passage]]:
+    """Prompt ids for a question about a document as `settings` say (the question alone, the
+    head+tail view, or with `retrieve` the passages `index` ranks for it, the view where none
+    shares a term with it), and the retrieved passages it holds."""
+    if settings.context and settings.retrieve and index is not None:
+        if ranked := index.ranked(question):
+            return passages_prompt(tokenizer, question, ranked, settings.retrieved_len, window,
+                                   settings.max_tokens)
+    tokens = doc_tokens if settings.context else None
+    return question_prompt(tokenizer, question, tokens, window, settings.max_tokens), []
 
 
 class PromptCache:

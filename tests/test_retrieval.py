@@ -91,3 +91,24 @@ def test_ask_with_retrieve_answers_from_passages_and_shows_them(tiny_lm, tiny_mo
     assert len(shown) == len(held) and any("142 steps" in line for line in shown)
     first = held[0]
     assert f"[chars {first.start:,}-{first.end:,}]" in shown[0]
+
+
+def test_answers_while_the_adapter_trains_come_from_the_passages(tiny_lm, tmp_path):
+    """`--now --retrieve`: until the adapter is ready, the plain base answers with the
+    passages that match the question, and says which they were."""
+    from lift_mlx.absorb import Absorbing
+
+    doc = tmp_path / "harbour.md"
+    doc.write_text(TEXT * 3)
+    now = Absorbing(doc, tiny_lm, tasks=("recite",), seg_len=64, stride=32, context_len=16,
+                    rank=2, epochs=100, grad_checkpoint=False)
+    question = "Who built the north pier?"
+    held = now.sources(question, retrieve=True, passage_len=12, retrieved_len=64)
+    ids = now.prompt(question, retrieve=True, passage_len=12, retrieved_len=64)
+    assert not now.ready  # still training: these came from the base's side
+    assert held and any("Ada Korrin" in p.text for p in held)
+    index = passage_index(tiny_lm.tokenizer, now.document.text, 12)
+    assert ids == passages_prompt(tiny_lm.tokenizer, question, index.ranked(question), 64,
+                                  tiny_lm.window, 256)[0]
+    assert now.sources(question, context=False) == []  # the view or nothing: no sources
+    now.wait()

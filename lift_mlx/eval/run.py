@@ -15,13 +15,7 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..absorb import absorb
 from ..absorbed import reset_adapter
-from ..answer import (
-    PromptCache,
-    context_budget,
-    passages_prompt,
-    question_prompt,
-    stream_answer,
-)
+from ..answer import PromptCache, context_budget, document_prompt, stream_answer
 from ..config import AnswerSettings, Settings
 from ..errors import LiftError
 from ..ingest import text_document
@@ -95,15 +89,11 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
     if ARMS[arm].whole and len(doc_tokens) > room:
         return {**record, "skipped": f"document has {len(doc_tokens)} tokens, the window "
                 f"leaves room for {max(room, 0)}", "prediction": None, "scores": {}}
-    ranked = index.ranked(asked) if index is not None and answering.retrieve else []
-    if answering.context and ranked:
-        ids, held = passages_prompt(tok, asked, ranked, answering.retrieved_len, window,
-                                    answering.max_tokens)
+    ids, held = document_prompt(tok, asked, doc_tokens, answering, window, index)
+    if held:
         record["context"] = "passages"
         record["passages"] = [[p.start, p.end] for p in held]
-    else:  # no passage shares a term with the question: the view, as `ask` falls back
-        ids = question_prompt(tok, asked, doc_tokens if answering.context else None, window,
-                              answering.max_tokens)
+    else:  # the view, also where no passage shares a term with the question (as `ask` does)
         if not answering.context or len(ids) < overhead:
             record["context"] = "none"
         else:

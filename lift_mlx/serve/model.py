@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -25,7 +25,7 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from .. import adapters, library, store
 from ..absorbed import reset_adapter
-from ..answer import about_document, passages_prompt, question_prompt
+from ..answer import about_document, document_prompt
 from ..config import AnswerSettings
 from ..errors import LiftError
 from ..prompts import encode
@@ -177,19 +177,11 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     tok, window = served.lm.tokenizer, served.lm.window
     held: list[Passage] = []
     if adapter is not None:
-        question = last_question(messages)
-        if context and retrieve:
-            if adapter.index is None:
-                adapter.index = passage_index(tok, adapter.text, ANSWER.passage_len)
-            ranked = adapter.index.ranked(question)
-        else:
-            ranked = []
-        if ranked:
-            prompt, held = passages_prompt(tok, question, ranked, ANSWER.retrieved_len, window,
-                                           max_tokens)
-        else:  # no passage shares a term with the question: the view, as `ask` falls back
-            tokens = adapter.doc_tokens if context else None
-            prompt = question_prompt(tok, question, tokens, window, max_tokens)
+        if context and retrieve and adapter.index is None:
+            adapter.index = passage_index(tok, adapter.text, ANSWER.passage_len)
+        settings = replace(ANSWER, context=context, retrieve=retrieve, max_tokens=max_tokens)
+        prompt, held = document_prompt(tok, last_question(messages), adapter.doc_tokens,
+                                       settings, window, adapter.index)
     else:
         try:
             prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))
