@@ -18,6 +18,18 @@ TEXT = ("The harbour has two piers. The north pier was built in 1822 by Ada Korr
         "The museum keeps the old lamp and a logbook of storms. ")
 
 
+# a quick absorb of the harbour text, and answers from 12-token passages, 64 tokens of them
+QUICK = dict(tasks=("recite",), seg_len=64, stride=32, context_len=16, rank=2,
+             grad_checkpoint=False)
+RETRIEVE = dict(retrieve=True, passage_len=12, retrieved_len=64)
+
+
+def _harbour(tmp_path):
+    doc = tmp_path / "harbour.md"
+    doc.write_text(TEXT * 3)
+    return doc
+
+
 def test_passages_are_whole_sentences_in_order_within_their_budget(tiny_lm, demo_text):
     found = passages(tiny_lm.tokenizer, demo_text, 48)
     spans = sentence_spans(demo_text)
@@ -66,16 +78,13 @@ def test_the_prompt_holds_the_best_passages_in_document_order(tiny_lm):
 
 def test_ask_with_retrieve_answers_from_passages_and_shows_them(tiny_lm, tiny_model_path,
                                                                  tmp_path):
-    doc = tmp_path / "harbour.md"
-    doc.write_text(TEXT * 3)
-    absorbed = absorb(doc, tiny_lm, tasks=("recite",), seg_len=64, stride=32, context_len=16,
-                      rank=2, epochs=1, grad_checkpoint=False)
+    absorbed = absorb(_harbour(tmp_path), tiny_lm, epochs=1, **QUICK)
     question = "How many steps does the lighthouse on Kestrel Point have?"
-    held = absorbed.sources(question, retrieve=True, passage_len=12, retrieved_len=64)
+    held = absorbed.sources(question, **RETRIEVE)
     assert held and all(absorbed.document_text[p.start:p.end] == p.text for p in held)
     assert any("142 steps" in p.text for p in held)
-    assert len(absorbed.prompt(question, retrieve=True, passage_len=12, retrieved_len=64)) < \
-        len(absorbed.prompt(question))  # a short prefill, not the whole document
+    # a short prefill, not the whole document
+    assert len(absorbed.prompt(question, **RETRIEVE)) < len(absorbed.prompt(question))
     # no term in common with the document: the head+tail view, as without --retrieve
     assert absorbed.sources("Xylophone quartz?", retrieve=True) == []
     assert absorbed.prompt("Xylophone quartz?", retrieve=True) == absorbed.prompt(
@@ -98,13 +107,9 @@ def test_answers_while_the_adapter_trains_come_from_the_passages(tiny_lm, tmp_pa
     passages that match the question, and says which they were."""
     from lift_mlx.absorb import Absorbing
 
-    doc = tmp_path / "harbour.md"
-    doc.write_text(TEXT * 3)
-    now = Absorbing(doc, tiny_lm, tasks=("recite",), seg_len=64, stride=32, context_len=16,
-                    rank=2, epochs=100, grad_checkpoint=False)
+    now = Absorbing(_harbour(tmp_path), tiny_lm, epochs=100, **QUICK)
     question = "Who built the north pier?"
-    held = now.sources(question, retrieve=True, passage_len=12, retrieved_len=64)
-    ids = now.prompt(question, retrieve=True, passage_len=12, retrieved_len=64)
+    held, ids = now.sources(question, **RETRIEVE), now.prompt(question, **RETRIEVE)
     assert not now.ready  # still training: these came from the base's side
     assert held and any("Ada Korrin" in p.text for p in held)
     index = passage_index(tiny_lm.tokenizer, now.document.text, 12)
