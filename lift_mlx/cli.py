@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import backend, store
+from . import backend, library, store
 from .adapters import kind_of
 from .config import AnswerSettings
 from .errors import LiftError, raise_interrupt
@@ -127,7 +127,21 @@ def _load(target: str, model, opts, now: bool = False):
     path = Path(target)
     if target != "-" and path.is_dir():
         return _answering()[1].load_absorbed(path, model)
+    named = _library_entry(target) if target != "-" else None
+    if named is not None and not path.exists():  # a document of the library, by name or key
+        return _answering()[1].load_absorbed(named.path, model)
+    if named is not None:
+        click.echo(f"note: {target} is a file here and the name of a document in the library; "
+                   f"using the file (the stored one: {named.path})", err=True)
     return _absorb(target, model, opts, now)
+
+
+def _library_entry(ident: str):
+    """The library entry that `ident` names (its name or key), or None."""
+    try:
+        return library.find(ident)
+    except LiftError:
+        return None
 
 
 def _print_summary(absorbed) -> None:
@@ -220,11 +234,12 @@ def _print_sources(passages) -> None:
 @_answer_options
 @setting_options
 def ask(target, question, model, now, **opts):
-    """Answer QUESTION about a document or a stored adapter, streaming the answer.
+    """Answer QUESTION about a document, a stored adapter, or a library document by name.
 
     Given a document, it is absorbed first unless a stored adapter matches it (same text,
-    model and settings): then answering starts in about a second. Given an adapter directory,
-    its own base model is used (or --model, which must be the same base).
+    model and settings): then the model is loaded and answering starts without training.
+    Given an adapter directory, or the name or key of a document in the library (`lift-mlx
+    docs list`), its own base model is used (or --model, which must be the same base).
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
@@ -246,7 +261,8 @@ def ask(target, question, model, now, **opts):
 @_answer_options
 @setting_options
 def chat(target, model, now, **opts):
-    """Ask many questions about one document or adapter; the model is loaded once.
+    """Ask many questions about one document, adapter or library document; the model is
+    loaded once.
 
     Type a question and press Enter; an empty line or Ctrl-D ends the session.
     """
@@ -274,12 +290,15 @@ def chat(target, model, now, **opts):
 @cli.command()
 @click.argument("adapter", type=click.Path(path_type=Path))
 def info(adapter):
-    """Show what a stored adapter holds: document, base model, settings, counts, timings.
+    """Show what a stored adapter (a folder, or a library name or key) holds: document, base
+    model, settings, counts, timings.
 
     For a Gated Memory adapter it also loads the base model and shows each layer's mean gate
     (0: attention alone, 1: the memory alone; it starts at 0.047) on the first 512 tokens of
     the document and on a short general text.
     """
+    if not adapter.exists() and (named := _library_entry(str(adapter))) is not None:
+        adapter = named.path  # a document of the library, by name or key
     meta = store.read_meta(adapter)
     click.echo(f"adapter      {adapter} ({store.dir_size(adapter) / 1e6:.1f} MB)")
     for line in describe(Entry(Path(adapter), meta)):

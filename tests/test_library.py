@@ -67,6 +67,30 @@ def test_list_names_each_document_and_shows_every_field(runner, tiny_lm, tmp_pat
     assert store.verify(first.adapter_path)["checksums"] == store.checksums(first.adapter_path)
 
 
+def test_ask_chat_and_info_take_a_document_by_its_library_name(runner, tiny_lm, tmp_path,
+                                                               demo_text, monkeypatch):
+    absorbed = absorb(_doc(tmp_path / "docs", "charter.md", demo_text[:1500]), tiny_lm,
+                      **RECITE)
+    expected = absorbed.ask("Who owns the lighthouse?", max_tokens=4)
+    monkeypatch.chdir(tmp_path)  # no file called charter here
+    r = runner.invoke(cli, ["ask", "charter", "Who owns the lighthouse?", "--max-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == expected.strip()
+    key = absorbed.adapter_path.name
+    r = runner.invoke(cli, ["info", key[:6]])  # a key's start names it too
+    assert r.exit_code == 0 and f"adapter      {absorbed.adapter_path}" in r.stdout
+    r = runner.invoke(cli, ["chat", "charter", "--max-tokens", "4"], input="Who?\n\n")
+    assert r.exit_code == 0, r.output
+    # a file and a library name alike: the file, and a line that says so
+    (tmp_path / "charter").write_text(demo_text[:1500])
+    r = runner.invoke(cli, ["ask", "charter", "Who?", "--max-tokens", "4", *FAST_ARGS,
+                            "--tasks", "recite", "--model", absorbed.meta["model"]["name"]])
+    assert r.exit_code == 0, r.output
+    assert "is a file here and the name of a document in the library; using the file" in r.stderr
+    r = runner.invoke(cli, ["ask", "nothing-called-this", "Who?"])
+    assert r.exit_code == 1 and "nothing-called-this" in r.stderr  # read as a missing file
+
+
 def test_show_rename_and_remove(runner, tiny_lm, tmp_path, demo_text):
     absorbed = absorb(_doc(tmp_path, "charter.md", demo_text[:1500]), tiny_lm, **RECITE)
     key = absorbed.adapter_path.name

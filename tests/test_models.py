@@ -10,6 +10,8 @@ def test_unknown_hub_model_offline_is_one_clear_error():
     with pytest.raises(LiftError, match="not in the local Hugging Face cache") as e:
         resolve_model("nobody-here/no-such-model-4bit")
     assert "\n" not in str(e.value)
+    # the way forward where the hub is out of reach: the models that need none
+    assert "--model smollm2" in str(e.value) and ".gguf file" in str(e.value)
 
 
 @pytest.mark.parametrize("name", ["./no/such/dir", "/tmp/definitely-missing-model", "a/b/c",

