@@ -387,3 +387,9 @@ class Absorbing:
 
     def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
         return "".join(self.stream(question, settings, **kwargs))
+
+    def answered_by(self, question: str) -> str:
+        """Which model answers `question` now (see `Absorbed.answered_by`)."""
+        if self.ready:
+            return self.wait().answered_by(question)
+        return "the plain base model with the document in the prompt (the adapter is training)"

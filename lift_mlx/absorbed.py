@@ -77,6 +77,13 @@ class Absorbed:
             return self._base, replace(settings, context=False)
         return self.lm.model, settings
 
+    def answered_by(self, question: str, *, route: bool = True) -> str:
+        """Which model answers `question`, and why, as a user reads it under the answer."""
+        if route and not self.uses_adapter(question):
+            return ("the plain base model (the question names nothing of the document, so "
+                    "the document's adapter is left out)")
+        return "the document's adapter"
+
     def uses_adapter(self, question: str) -> bool:
         """Whether the adapter answers `question`: where it is about the document (see
         `answer.about_document`); the plain base answers the rest, so absorbing a document

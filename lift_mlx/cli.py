@@ -211,7 +211,8 @@ def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | 
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
-    if settings.retrieve and settings.context and hasattr(absorbed, "sources"):
+    click.echo(f"answered by {absorbed.answered_by(question)}", err=True)
+    if settings.retrieve and settings.context:
         _print_sources(absorbed.sources(question, settings))
     return first, "".join(pieces)
 

@@ -88,6 +88,12 @@ def test_absorb_then_ask_reuses_the_stored_adapter(runner, doc, tiny_model_path)
     assert "charter.md" in r.stdout and "rank=4" in r.stdout and "steps" in r.stdout
     meta = json.loads((store.Path(adapter) / "lift_meta.json").read_text())
     assert meta["settings"]["split"]["seg_len"] == 128
+    # under each answer: which model gave it, and why
+    r = runner.invoke(cli, ["ask", adapter, "Who owns the lighthouse?", "--max-tokens", "4"])
+    assert "answered by the document's adapter" in r.stderr
+    r = runner.invoke(cli, ["ask", adapter, "What is the capital of France?",
+                            "--max-tokens", "4"])
+    assert "answered by the plain base model (the question names nothing" in r.stderr
 
 
 def test_max_tokens_at_the_model_s_window_is_refused_as_the_server_does(runner, doc,
