@@ -19,7 +19,7 @@ from .absorbed import Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import document_prompt, stream_answer
 from .checkpoints import Checkpoint
-from .config import AnswerSettings, Settings, preset, setting_sources
+from .config import AnswerSettings, Settings, preset, setting_sources, settings_lines
 from .errors import LiftError, raise_interrupt
 from .generator_styles import resolve_style
 from .ingest import Document, document_tokens, read_document
@@ -174,6 +174,9 @@ def _train_and_store(run: Run) -> Absorbed:
             for source in arriving.values():
                 source.run()
         _phase_peak(report, "synthesize")
+    if run.progress.bars:  # on a terminal: the settings it trains with, before it does
+        for line in settings_lines(settings.to_dict(), run.sources):
+            run.progress.log(line)
     kind = adapters.kind_named(settings.train.adapter)
     adapter_config = kind.attach(lm.model, settings.train)
     if state := run.checkpoint.state():

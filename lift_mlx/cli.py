@@ -108,7 +108,7 @@ def _answering():
 
 def _absorb(document, model, opts, now: bool = False) -> object:
     absorb = _answering()[0]
-    overrides = pop_settings(opts)
+    overrides = pop_settings(opts, model)
     progress = Progress(quiet=opts["quiet"] or now)  # bars would garble the answers
     run = absorb.Absorbing if now else absorb.absorb
     return run(

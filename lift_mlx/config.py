@@ -374,6 +374,17 @@ def preset(name: str, model_settings: dict | None = None, **overrides) -> Settin
     return settings.replace(**{k: v for k, v in kind.defaults.items() if k not in given})
 
 
+def settings_lines(values: dict, sources: dict) -> list[str]:
+    """A line per stage of `values` (Settings.to_dict()'s shape): each value, and where it came
+    from when not from the defaults (`sources`, by flat name: "model", "preset NAME",
+    "option", "adapter KIND")."""
+    names = {(s.stage, s.field): s.name for s in SETTINGS.values()}
+    return [f"{stage:<12} " + ", ".join(
+        f"{k}={v}" + (f" ({sources[names[stage, k]]})" if names.get((stage, k)) in sources
+                      else "") for k, v in stage_values.items())
+        for stage, stage_values in values.items()]
+
+
 def setting_sources(name: str, model_settings: dict | None = None, **overrides) -> dict:
     """Where each value `preset` did not take from the defaults came from: "model", "preset
     NAME" or "option" (the last one to set it)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import sources, store
-from .config import SETTINGS
+from .config import settings_lines
 from .errors import LiftError
 from .models import model_fingerprint
 from .tasks import TASKS
@@ -329,12 +329,8 @@ def describe(e: Entry) -> list[str]:
     ]
     if imported := (e.meta or {}).get("imported"):
         lines.append(f"imported     from {imported.get('from')} on {imported.get('on')}")
-    sources = e.field("settings_from", default={})  # by flat name, as presets and options say
-    names = {(x.stage, x.field): x.name for x in SETTINGS.values()}
-    for stage, values in e.field("settings", default={}).items():
-        lines.append(f"{stage:<12} " + ", ".join(
-            f"{k}={v}" + (f" ({sources[names[stage, k]]})" if names.get((stage, k)) in sources
-                          else "") for k, v in values.items()))
+    lines += settings_lines(e.field("settings", default={}),
+                            e.field("settings_from", default={}))
     report = e.field("report", default={})
     counts = {k.removesuffix("_samples"): v for k, v in report.items() if k.endswith("_samples")}
     order = [*(t for t in TASKS if t in counts), *sorted(set(counts) - set(TASKS))]

@@ -8,7 +8,17 @@ from collections.abc import Callable
 import click
 
 from . import sources
-from .config import PRESETS, SETTINGS, AnswerSettings, Setting, declared
+from .config import (
+    PRESETS,
+    SETTINGS,
+    AnswerSettings,
+    Setting,
+    declared,
+    preset,
+    setting_sources,
+    settings_lines,
+)
+from .presets import default_model, recommended_settings
 
 ANSWER_SETTINGS = declared(AnswerSettings, "answer")
 
@@ -100,16 +110,29 @@ def setting_options(f):
         click.option("--force", is_flag=True,
                      help="Absorb again even if a stored adapter matches."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries."),
+        click.option("--show-settings", is_flag=True,
+                     help="Print the settings this command would absorb with, each marked by "
+                          "where it came from (a model alias such as smollm2 carries its own "
+                          "settings, then --preset, then these options), and stop."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
-def pop_settings(params: dict) -> dict:
+def pop_settings(params: dict, model: str | None = None) -> dict:
     """Take the setting options out of a command's parameters, as flat overrides for
-    `config.preset` ({name: value}, None where not given)."""
-    return {s.name: params.pop(dest(s)) for s in SETTING_OPTIONS.values()}
+    `config.preset` ({name: value}, None where not given). With --show-settings, print the
+    settings they make with `model`'s own (a line per stage) and stop the command."""
+    overrides = {s.name: params.pop(dest(s)) for s in SETTING_OPTIONS.values()}
+    if params.pop("show_settings", False):
+        recommended = recommended_settings(model or default_model())
+        name = params["preset_name"]
+        settings = preset(name, recommended, **overrides)
+        sources = setting_sources(name, recommended, **overrides)
+        click.echo("\n".join(settings_lines(settings.to_dict(), sources)))
+        click.get_current_context().exit(0)
+    return overrides
 
 
 def answer_options(f):

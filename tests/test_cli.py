@@ -109,6 +109,18 @@ def test_max_tokens_at_the_model_s_window_is_refused_as_the_server_does(runner, 
                                     "1024 tokens, not 1024") and r.stdout == ""
 
 
+def test_show_settings_says_what_an_absorb_would_use_and_where_it_came_from(runner, doc):
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", "smollm2", "--epochs", "2",
+                            "--show-settings"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["split", "synth", "train"]
+    train = lines[2]
+    assert "epochs=2 (option)" in train and "lr=0.0005 (model)" in train  # the alias's own
+    assert "batch_size=4," in train and "batch_size=4 (" not in train  # a default: no mark
+    assert not store.adapters_dir().exists()  # nothing absorbed, no model loaded
+
+
 def test_chat_answers_until_an_empty_line(runner, doc, tiny_model_path):
     args = ["chat", str(doc), "--model", str(tiny_model_path), "--tasks", "recite",
             *FAST_ARGS, "--max-tokens", "4"]

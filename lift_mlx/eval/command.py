@@ -176,7 +176,7 @@ def eval_command() -> click.Command:
     @setting_options
     def command(data, model, arms, fmt, limit, docs, out, max_tokens, window, judge, lengths,
                 depths, **opts):
-        overrides = pop_settings(opts)
+        overrides = pop_settings(opts, model)
         progress = Progress(quiet=opts["quiet"])
         backend.warn_if_slow_blas()
         lm = load_model(model)
