@@ -104,9 +104,10 @@ def test_cli_ask_absorbs_and_answers(smollm2, tmp_path):
                                  *TINY_ARGS, "--max-tokens", "16"])
     assert r.exit_code == 0, r.output
     assert "Fetching" not in r.stderr and "Importing" not in r.stderr  # the session's import
-    for line in ("document", "qa pairs", "training", "time", "peak memory", "adapter"):
+    for line in ("document", "samples", "training", "time", "peak memory", "adapter"):
         assert re.search(rf"^{line}\s", r.stderr, re.M), (line, r.stderr)
     assert re.search(r"^training\s+1 steps, \d+ tokens, final loss \d+\.\d+", r.stderr, re.M)
+    assert re.search(r"^samples\s+1 recite$", r.stderr, re.M)  # the one task, its one segment
     printed = r.stdout.strip()
     assert printed, r.output
     adapter = Path(re.search(r"^adapter\s+(\S+) \(", r.stderr, re.M)[1])
