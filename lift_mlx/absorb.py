@@ -70,7 +70,6 @@ class Run:
     key: str  # the store key of the adapter
     target: Path  # where the adapter goes
     progress: Progress
-    pipeline: bool  # generation overlapped with training
     sources: dict  # where each setting came from (`config.setting_sources`)
     checkpoint: Checkpoint
     report: AbsorbReport
@@ -123,8 +122,7 @@ def absorb(
     target = Path(out) if out else store.adapters_dir() / key
     checkpoint = Checkpoint(store.checkpoints_dir() / key, settings.train.checkpoint_every,
                             adapters.kind_named(settings.train.adapter).trainable)
-    run = Run(doc, lm, gen, settings, key, target, progress, pipeline, sources, checkpoint,
-              report)
+    run = Run(doc, lm, gen, settings, key, target, progress, sources, checkpoint, report)
     store.clean_partials()  # what absorbs killed while saving left (not one still saving)
     # One absorb per key at a time: a second one (another process or thread) waits for the
     # first, then finds its adapter and reuses it.
@@ -169,7 +167,7 @@ def _train_and_store(run: Run) -> Absorbed:
             ready += samples
     arriving = {task.name: a for task in tasks if (a := task.arriving(given)) is not None}
     _phase_peak(report, "split")
-    if not run.pipeline and arriving:
+    if not report.pipeline and arriving:
         with timed(times, "synthesize"):
             for source in arriving.values():
                 source.run()
@@ -183,7 +181,7 @@ def _train_and_store(run: Run) -> Absorbed:
         run.progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                          "absorb of this document stopped")
     report.train = _train(run, ready, arriving)
-    _phase_peak(report, "train" if not run.pipeline or not arriving else "synthesize+train")
+    _phase_peak(report, "train" if not report.pipeline or not arriving else "synthesize+train")
     for source in arriving.values():
         report.synth = source.report or report.synth
     report.peak_memory_gb = max(report.peak_memory.values())

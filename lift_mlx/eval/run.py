@@ -93,12 +93,10 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
     if held:
         record["context"] = "passages"
         record["passages"] = [[p.start, p.end] for p in held]
+    elif not answering.context or len(ids) < overhead:
+        record["context"] = "none"
     else:  # the view, also where no passage shares a term with the question (as `ask` does)
-        if not answering.context or len(ids) < overhead:
-            record["context"] = "none"
-        else:
-            record["context"] = ("full" if len(ids) - overhead == len(doc_tokens)
-                                 else "head+tail")
+        record["context"] = "full" if len(ids) - overhead == len(doc_tokens) else "head+tail"
     start = time.perf_counter()
     prediction = "".join(stream_answer(lm.model, tok, ids, answering.max_tokens,
                                        temp=answering.temp, cache=cache))
