@@ -27,7 +27,7 @@ from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
 from .retrieval import Passage, PassageIndex, passage_index
-from .samples import QASamples, Sample
+from .samples import QASamples, Reader, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
 from .tasks import TASKS, Arriving, TaskInput, tasks_named
@@ -155,9 +155,13 @@ def _train_and_store(run: Run) -> Absorbed:
         report.segments = len(segment_starts(len(doc_tokens), s.seg_len, s.stride))
         # The generator is the plain base even while its adapter trains: a view that shares
         # the base's weight arrays and never gets the adapter's layers.
+        reader = None
+        if s.reader_share > 0:
+            reader = Reader(tok, passage_index(tok, run.doc.text, s.reader_passage_len),
+                            s.reader_share, s.reader_oracle, s.reader_len)
         given = TaskInput(run.doc, doc_tokens, tok, settings,
                           QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
-                                    random.Random(settings.train.seed + 1)),
+                                    random.Random(settings.train.seed + 1), reader),
                           run.gen or lm, run.gen.model if run.gen else base_view(lm.model),
                           run.progress)
         ready = []  # samples there from the start, task by task

@@ -29,6 +29,11 @@ LONGEST_WINDOW = 131072  # tokens: the longest window of the models lift-mlx run
 MOST_ROWS = 1024  # samples or requests at once: 256x the paper's batch of 4
 MOST_RANK = 1024  # 8x the paper's rank 128 for an 8B model; a full-rank update of a 1B layer
 SEED_MAX = 2**32 - 1  # the seeds of Python's, NumPy's and MLX's generators alike
+# Retrieved passages, when answering and in the reader samples that train for it: ~1k tokens
+# is a short prefill whatever the model's window (measured: 48-token passages put the evidence
+# in a 512-token window for 93% of questions on documents the project did not write)
+RETRIEVED_LEN = 1024
+PASSAGE_LEN = 48
 
 
 def setting(default, help: str, *, flag: str | None = None, name: str | None = None,
@@ -76,6 +81,24 @@ class SplitSettings:
                                       "--qa-context-len view, picked by --seed.",
                                       flag="--qa-context-share", min=0.0, max=1.0,
                                       keyed="changed")
+    # RAFT's recipe (not in the paper): QA samples that look like answering with `--retrieve`
+    reader_share: float = setting(0.0, "Share of the QA and cloze samples that get the "
+                                  "document's passages that match their question before it, "
+                                  "laid out as `ask --retrieve` lays them out (after the "
+                                  "--qa-context-share ones), so that the adapter stays a good "
+                                  "reader of retrieved passages; 0 = off.",
+                                  flag="--reader-share", min=0.0, max=1.0, keyed="changed")
+    reader_oracle: float = setting(0.8, "Of the --reader-share samples, the share whose "
+                                   "passages hold the answer; the others get only passages "
+                                   "without it, so that the adapter learns to answer from "
+                                   "what it absorbed when retrieval misses.",
+                                   flag="--reader-oracle", min=0.0, max=1.0, keyed="changed")
+    reader_len: int = setting(RETRIEVED_LEN, "Most tokens of passages in a --reader-share "
+                              "sample (as --retrieved-len when answering).",
+                              flag="--reader-len", min=16, max=LONGEST_WINDOW, keyed="changed")
+    reader_passage_len: int = setting(PASSAGE_LEN, "Tokens per passage in a --reader-share "
+                                      "sample (as --passage-len when answering).",
+                                      min=8, max=LONGEST_WINDOW, keyed="changed")
 
 
 @dataclass
@@ -187,12 +210,11 @@ class AnswerSettings:
                              "question (BM25 over whole sentences, in document order) instead "
                              "of the head+tail view, and list them after the answer; where "
                              "none matches, the view.", flag="--retrieve")
-    # ~1k tokens: a short prefill whatever the model's window (measured: 48-token passages
-    # put the evidence in a 512-token window for 93% of questions on unseen documents)
-    retrieved_len: int = setting(1024, "Most tokens of retrieved passages in the prompt.",
-                                 flag="--retrieved-len", min=16, max=LONGEST_WINDOW)
-    passage_len: int = setting(48, "Tokens per retrieved passage (whole sentences up to it).",
-                               flag="--passage-len", min=8, max=LONGEST_WINDOW)
+    retrieved_len: int = setting(RETRIEVED_LEN, "Most tokens of retrieved passages in the "
+                                 "prompt.", flag="--retrieved-len", min=16,
+                                 max=LONGEST_WINDOW)
+    passage_len: int = setting(PASSAGE_LEN, "Tokens per retrieved passage (whole sentences up "
+                               "to it).", flag="--passage-len", min=8, max=LONGEST_WINDOW)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,20 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import prompts
+from .answer import passages_prompt
 from .split import head_tail, head_tail_context, segments
+
+if TYPE_CHECKING:
+    from .retrieval import PassageIndex
+
+# The window a reader sample's prompt is built for: no limit but its budget (an answer's
+# prompt is cut to the model's window as `ask` cuts it).
+LONGEST_PROMPT = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -50,12 +59,13 @@ def qa_sample(tokenizer, question: str, answer: str,
 
 
 class QASamples:
-    """QA samples of pairs, a `share` of them (picked by `rng`, in the order the pairs come)
-    with the document's head+tail view of `context_len` tokens before the question."""
+    """QA samples of pairs in `ask`'s layout: a `share` of them (picked by `rng`, in the order
+    the pairs come) with the document's head+tail view of `context_len` tokens before the
+    question, and with a `reader` the reader's share with retrieved passages instead."""
 
     def __init__(self, tokenizer, doc_tokens: list[int], context_len: int, share: float,
-                 rng: random.Random):
-        self.tokenizer, self.share, self.rng = tokenizer, share, rng
+                 rng: random.Random, reader: Reader | None = None):
+        self.tokenizer, self.share, self.rng, self.reader = tokenizer, share, rng, reader
         self.view = None
         if context_len > 0 and share > 0:
             self.view = head_tail_context(tokenizer, doc_tokens, context_len) or None
@@ -63,10 +73,45 @@ class QASamples:
     def __call__(self, pairs) -> list[Sample]:
         out = []
         for p in pairs:
-            shown = self.view is not None and self.rng.random() < self.share
-            out.append(qa_sample(self.tokenizer, p.question, p.answer,
-                                 self.view if shown else None))
+            # no draw where every sample is bare: the rng's sequence stays as it was
+            draw = self.rng.random() if self.view is not None or self.reader else 1.0
+            if self.view is not None and draw < self.share:
+                out.append(qa_sample(self.tokenizer, p.question, p.answer, self.view))
+            elif self.reader is not None and draw >= 1.0 - self.reader.share:
+                out.append(self.reader.sample(p, self.rng))
+            else:
+                out.append(qa_sample(self.tokenizer, p.question, p.answer))
         return out
+
+
+@dataclass
+class Reader:
+    """QA samples laid out as `ask --retrieve` lays out its prompt: the passages of the
+    document that match the question (at most `budget` tokens, in document order), then the
+    question (RAFT's recipe for a model that reads retrieved text well). An `oracle` share of
+    them hold a passage with the answer (the best-ranked one that has it, where retrieval left
+    it out); the rest only passages without it, so that the model also learns to answer from
+    what it has absorbed when retrieval misses."""
+
+    tokenizer: object
+    index: PassageIndex
+    share: float
+    oracle: float
+    budget: int
+
+    def sample(self, pair, rng: random.Random) -> Sample:
+        ranked = self.index.ranked(pair.question)
+        answer = pair.answer.strip().lower()
+        holds = [p for p in ranked if answer and answer in p.text.lower()]
+        if rng.random() < self.oracle:
+            if holds:  # first, so that the budget always keeps it
+                ranked = [holds[0]] + [p for p in ranked if p is not holds[0]]
+        else:
+            ranked = [p for p in ranked if p not in holds]
+        prompt, _ = passages_prompt(self.tokenizer, pair.question, ranked, self.budget,
+                                    window=LONGEST_PROMPT, max_tokens=0)
+        target = prompts.encode(self.tokenizer, pair.answer.strip())
+        return _sample(prompt, target + end_of_turn(self.tokenizer), "qa")
 
 
 def recite_samples(

@@ -7,6 +7,7 @@ only in what the paper varies: the adapter and whether the prompt holds the docu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -117,12 +118,15 @@ def run_eval(
     reuse: bool = True,
     pipeline: bool = True,
     progress: Progress | None = None,
+    answer: AnswerSettings | None = None,
 ) -> list[dict]:
     """Answer every question of `docs` in every arm, appending records to out/records.jsonl.
 
     Records already in the folder are kept, not redone, so a rerun resumes. `window` caps the
     prompt (default: the model's). `pipeline` is absorb's: train while QA tasks are written,
-    or write them all first. Returns the records of `docs` x `arms`, old and new.
+    or write them all first. `answer`: the retrieved passages' sizes (`retrieved_len`,
+    `passage_len`; the defaults where None); every arm decodes greedily, with its own
+    context. Returns the records of `docs` x `arms`, old and new.
     """
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
@@ -132,12 +136,15 @@ def run_eval(
     if not max_tokens < window <= lm.window:
         raise LiftError(f"the window ({window} tokens) must be larger than --max-tokens "
                         f"({max_tokens}) and at most the model's window ({lm.window})")
-    answering = {arm: AnswerSettings(max_tokens=max_tokens, temp=0.0,  # greedy in every arm
-                                     context=ARMS[arm].context, retrieve=ARMS[arm].retrieve)
+    base = answer or AnswerSettings()
+    answering = {arm: dataclasses.replace(base, max_tokens=max_tokens, temp=0.0,  # greedy
+                                          context=ARMS[arm].context,
+                                          retrieve=ARMS[arm].retrieve)
                  for arm in arms}
     out = Path(out)
     _check_run(out, {"model": lm.fingerprint, "settings": settings.to_dict(),
                      "max_tokens": max_tokens, "window": window,
+                     **({"answer": dataclasses.asdict(base)} if answer else {}),
                      "generator": generator.fingerprint if generator else "self"})
     progress = progress or Progress(quiet=True)
     records = JsonlLog(out / RECORDS_FILE)
@@ -154,8 +161,7 @@ def run_eval(
             doc_tokens = prompts.encode(lm.tokenizer, document.text)
             index = None
             if any(ARMS[arm].retrieve for _, arm in todo):
-                index = passage_index(lm.tokenizer, document.text,
-                                      AnswerSettings().passage_len)
+                index = passage_index(lm.tokenizer, document.text, base.passage_len)
             for kind in dict.fromkeys(a.adapter for a in ARMS.values()):  # one at a time
                 # Arm by arm, so that consecutive prompts share their document view.
                 batch = sorted([(q, arm) for q, arm in todo if ARMS[arm].adapter == kind],
