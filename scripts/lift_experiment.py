@@ -55,6 +55,7 @@ from knowledge_world import TEMPLATES, TRAIN_PHRASINGS, world_for_tokens  # noqa
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
 from lift_mlx import prompts  # noqa: E402
 from lift_mlx.answer import question_prompt  # noqa: E402
+from lift_mlx.config import AnswerSettings  # noqa: E402
 from lift_mlx.eval.datasets import EvalDoc, load_native  # noqa: E402
 from lift_mlx.eval.metrics import answer_contains, exact_match, token_f1  # noqa: E402
 
@@ -66,6 +67,7 @@ ORACLE = "lift (oracle tasks)"
 REGIONS = ("inside", "outside", "all")
 METRICS = {"contains": answer_contains, "f1": token_f1, "em": exact_match}
 GENERAL = HERE / "data" / "general_questions.jsonl"
+REAL = HERE / "data" / "real_docs"  # real documents with hand-written questions (SOURCES.md)
 README_START, README_END = "<!-- lift-experiment:start -->", "<!-- lift-experiment:end -->"
 WORLD_SEED = 5000  # documents' worlds: seed WORLD_SEED + 100 * k + i for length k x 1024
 
@@ -117,6 +119,26 @@ def pick_questions(doc: EvalDoc, world, tokenizer, args, rng: random.Random) -> 
         group = [q for q in one_each if q.meta["region"] == region]
         chosen += rng.sample(group, min(args.questions, len(group)))
     return EvalDoc(doc.id, doc.document, chosen, doc.source)
+
+
+def squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def real_doc(name: str, args, tokenizer) -> EvalDoc:
+    """A real document of scripts/data/real_docs with its hand-written questions, each marked
+    inside or outside the head+tail view by whether the view holds its evidence sentence."""
+    path = REAL / f"{name}.jsonl"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in REAL.glob("*.jsonl")))
+        raise SystemExit(f"no real document {name!r}; there are: {known}")
+    doc = next(load_native(path))
+    doc_tokens = prompts.encode(tokenizer, doc.document)
+    for q in doc.questions:
+        ids = question_prompt(tokenizer, q.question, doc_tokens, args.window, args.max_tokens)
+        seen = squash(tokenizer.decode(ids))
+        q.meta["region"] = "inside" if squash(q.meta["evidence"]) in seen else "outside"
+    return doc
 
 
 def oracle_pairs(world, rng: random.Random):
@@ -191,31 +213,45 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
 def settings_tag(settings, args) -> str:
     """What a run's records are filed under: the settings that shape the adapter (not, e.g.,
     --micro-batch or --checkpoint-every) and the experiment's own."""
-    blob = json.dumps([settings.keyed(), args.window, args.max_tokens, args.filler,
-                       args.questions], sort_keys=True)
+    fields = [settings.keyed(), args.window, args.max_tokens, args.filler, args.questions]
+    answer = AnswerSettings()
+    if (args.retrieved_len, args.passage_len) != (answer.retrieved_len, answer.passage_len):
+        fields.append([args.retrieved_len, args.passage_len])  # earlier tags stay as they were
+    blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
+def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
             base_general: list[float], records: Path) -> dict:
-    """Every arm on one document; returns its rows and run record and keeps them in
-    `records` (one small JSON per document, next to results.json, so that the table can be
+    """Every arm on one document: `spec` is ("world", length, index) for a knowledge-world
+    document or ("real", name) for a real one. Returns its rows and run record and keeps them
+    in `records` (one small JSON per document, next to results.json, so that the table can be
     rebuilt and a run resumed on another machine without the work folder's adapters)."""
     from lift_mlx.eval.records import read_jsonl
     from lift_mlx.eval.run import run_eval
     from lift_mlx.progress import Progress
     from lift_mlx.store import write_atomic
 
-    folder = work / f"doc-{length}-{index}"
-    done = records / f"doc-{length}-{index}.json"
+    name = doc_name(spec)
+    folder = work / name
+    done = records / f"{name}.json"
     if done.exists():
         return json.loads(done.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    world, doc = make_doc(length, index, args, lm.tokenizer, cpt, folder)
-    doc = pick_questions(doc, world, lm.tokenizer, args, random.Random(index))
+    if spec[0] == "world":
+        length, index = spec[1], spec[2]
+        group = length
+        world, doc = make_doc(length, index, args, lm.tokenizer, cpt, folder)
+        doc = pick_questions(doc, world, lm.tokenizer, args, random.Random(index))
+        facts = len(world.facts)
+    else:
+        world, index, group = None, 0, "real"
+        doc = real_doc(spec[1], args, lm.tokenizer)
+        facts = len(doc.questions)
     n_tokens = len(prompts.encode(lm.tokenizer, doc.document))
+    length = n_tokens if world is None else length
     inside = sum(q.meta["region"] == "inside" for q in doc.questions)
-    print(f"== {doc.id}: {n_tokens} tokens, {len(world.facts)} facts, {inside} questions "
+    print(f"== {doc.id}: {n_tokens} tokens, {facts} facts, {inside} questions "
           f"inside the {args.window}-token view, {len(doc.questions) - inside} outside",
           flush=True)
     progress = Progress(quiet=not args.verbose)
@@ -227,7 +263,7 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
         t = time.perf_counter()
         records += run_eval([doc], lm, folder / "window", arms=arms, settings=settings,
                             max_tokens=args.max_tokens, window=args.window, pipeline=False,
-                            progress=progress)
+                            progress=progress, answer=answer_settings(args))
         absorbs += read_jsonl(folder / "window" / "absorbs.jsonl")
         seconds["window arms"] = time.perf_counter() - t
     if "icl-full" in args.arms:
@@ -235,7 +271,7 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
         records += run_eval([doc], lm, folder / "full", arms=["icl-full"], settings=settings,
                             max_tokens=args.max_tokens, progress=progress)
         seconds["icl-full"] = time.perf_counter() - t
-    if ORACLE in args.arms:
+    if ORACLE in args.arms and world is not None:
         t = time.perf_counter()
         os.environ["LIFT_MLX_HOME"] = str(work / "home-oracle")  # its QA cache is replaced
         try:
@@ -269,10 +305,12 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
         seconds["general"] = time.perf_counter() - t
     gates = {a["adapter"]: g for a in absorbs
              if (g := gate_values(lm, a["path"], doc, args.max_tokens)) is not None}
-    rows = [{"length": length, "doc": doc.id, "arm": r["arm"], "region": r["meta"]["region"],
+    rows = [{"length": length, "group": group, "doc": doc.id, "arm": r["arm"],
+             "region": r["meta"]["region"], "seconds": r.get("seconds"),
              **{m: fn(r["prediction"] or "", r["references"]) for m, fn in METRICS.items()}}
             for r in records if r["prediction"] is not None]
-    run = {"length": length, "doc": doc.id, "doc_tokens": n_tokens, "facts": len(world.facts),
+    run = {"length": length, "group": group, "doc": doc.id, "doc_tokens": n_tokens,
+           "facts": facts,
            "questions": len(doc.questions), "inside": inside,
            "seconds": round(time.perf_counter() - start, 1),
            "phase_seconds": {k: round(v, 1) for k, v in seconds.items()}, "absorbs": absorbs,
@@ -284,25 +322,60 @@ def run_doc(lm, length: int, index: int, args, settings, work: Path, cpt: float,
     return result
 
 
+def doc_specs(args) -> list[tuple]:
+    """The documents of a run: --docs knowledge-world documents of each of --lengths, then the
+    --real ones."""
+    specs = [("world", int(x), i) for x in args.lengths.split(",") if x.strip()
+             for i in range(args.docs)]
+    names = ([p.stem for p in sorted(REAL.glob("*.jsonl"))] if args.real == "all"
+             else [n.strip() for n in args.real.split(",") if n.strip()])
+    return specs + [("real", name) for name in names]
+
+
+def doc_name(spec: tuple) -> str:
+    """Where a document's work and record are filed: doc-LENGTH-INDEX or real-NAME."""
+    return f"doc-{spec[1]}-{spec[2]}" if spec[0] == "world" else f"real-{spec[1]}"
+
+
+def answer_settings(args):
+    """The retrieved passages' sizes the run answers with (the defaults unless set)."""
+    return AnswerSettings(retrieved_len=args.retrieved_len, passage_len=args.passage_len)
+
+
 def _spread(per_doc: list[float]) -> dict:
     return {"mean": statistics.mean(per_doc),
             "stdev": statistics.stdev(per_doc) if len(per_doc) > 1 else 0.0,
             "per_doc": per_doc}
 
 
+def group_of(row: dict):
+    """A row's or run's group: its length in tokens (knowledge-world documents of one size) or
+    "real" (the real documents, whatever their length)."""
+    return row.get("group", row["length"])
+
+
+def label(group) -> str:
+    return f"~{group // 1024}k tokens" if isinstance(group, int) else f"{group} documents"
+
+
+def _groups(rows: list[dict]) -> list:
+    found = {group_of(r) for r in rows}
+    return sorted(found, key=lambda g: (isinstance(g, str), str(g) if isinstance(g, str) else g))
+
+
 def summarize(rows: list[dict]) -> dict:
-    """length -> arm -> region -> metric -> {mean, stdev, per_doc} (scores in [0, 1]), and
-    region -> "n" (questions); the mean is over documents, each its own accuracy."""
+    """group -> arm -> region -> metric -> {mean, stdev, per_doc} (scores in [0, 1]), and
+    region -> "n" (questions); the mean is over documents, each its own accuracy; "all" also
+    holds "seconds", the mean time per answer (where the rows have it)."""
     out: dict = {}
-    for length in sorted({r["length"] for r in rows}):
-        out[length] = {}
-        docs = sorted({r["doc"] for r in rows if r["length"] == length})
-        for arm in [a for a in ARMS if any(r["arm"] == a and r["length"] == length
-                                           for r in rows)]:
-            out[length][arm] = {}
+    for group in _groups(rows):
+        mine_g = [r for r in rows if group_of(r) == group]
+        out[group] = {}
+        docs = sorted({r["doc"] for r in mine_g})
+        for arm in [a for a in ARMS if any(r["arm"] == a for r in mine_g)]:
+            out[group][arm] = {}
             for region in REGIONS:
-                mine = [r for r in rows if r["length"] == length and r["arm"] == arm
-                        and region in ("all", r["region"])]
+                mine = [r for r in mine_g if r["arm"] == arm and region in ("all", r["region"])]
                 per_doc = {d: [r for r in mine if r["doc"] == d] for d in docs}
                 per_doc = {d: rs for d, rs in per_doc.items() if rs}
                 if not per_doc:
@@ -310,12 +383,15 @@ def summarize(rows: list[dict]) -> dict:
                 cell = {m: _spread([statistics.mean(r[m] for r in rs)
                                     for rs in per_doc.values()]) for m in METRICS}
                 cell["n"] = len(mine)
-                out[length][arm][region] = cell
+                timed = [r["seconds"] for r in mine if r.get("seconds") is not None]
+                if timed:
+                    cell["seconds"] = statistics.mean(timed)
+                out[group][arm][region] = cell
     return out
 
 
 def summarize_general(runs: list[dict]) -> dict:
-    """length -> adapter -> {kept, of, share}: the general questions the base answers right
+    """group -> adapter -> {kept, of, share}: the general questions the base answers right
     that each adapter still answers right, summed over documents."""
     out: dict = {}
     for run in runs:
@@ -324,7 +400,7 @@ def summarize_general(runs: list[dict]) -> dict:
         if not base:
             continue
         right = [i for i, s in enumerate(base) if s]
-        per = out.setdefault(run["length"], {})
+        per = out.setdefault(group_of(run), {})
         for name, scores in general.items():
             if name == "base":
                 continue
@@ -348,48 +424,69 @@ def _pct(cell: dict | None, metric: str = "contains") -> str:
 
 
 def format_table(summary: dict, general: dict) -> str:
-    lines = ["| document | arm | fact inside the view | fact outside | all | F1 (all) | "
-             "EM (all) | general questions kept |", "|---|---|---|---|---|---|---|---|"]
-    for length, arms in summary.items():
+    lines = ["| documents | arm | fact inside the view | fact outside | all | F1 (all) | "
+             "EM (all) | s per answer | general questions kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for group, arms in summary.items():
         for arm, regions in arms.items():
-            g = general.get(length, {}).get(arm)
-            routed = general.get(length, {}).get(arm + " (routed)")
+            g = general.get(group, {}).get(arm)
+            routed = general.get(group, {}).get(arm + " (routed)")
             kept = f"{g['kept']:.0f}/{g['of']}" if g else "-"
             if routed:
                 kept += f" ({routed['kept']:.0f} routed)"
-            lines.append(f"| ~{length // 1024}k tokens | {arm} | "
+            seconds = regions.get("all", {}).get("seconds")
+            lines.append(f"| {label(group)} | {arm} | "
                          f"{_pct(regions.get('inside'))} | {_pct(regions.get('outside'))} | "
                          f"{_pct(regions.get('all'))} | {_pct(regions.get('all'), 'f1')} | "
-                         f"{_pct(regions.get('all'), 'em')} | {kept} |")
+                         f"{_pct(regions.get('all'), 'em')} | "
+                         f"{'-' if seconds is None else f'{seconds:.1f}'} | {kept} |")
     return "\n".join(lines)
 
 
-def _mean(summary: dict, length: int, arm: str, region: str) -> float | None:
-    cell = summary.get(length, {}).get(arm, {}).get(region)
+def default_arm() -> str:
+    """The arm that answers as `ask` does by default (the adapter, with the context its
+    default answer settings give)."""
+    from lift_mlx.eval.arms import ARMS as EVAL_ARMS
+
+    answer = AnswerSettings()
+    return next(name for name, arm in EVAL_ARMS.items()
+                if arm.adapter == "lift" and arm.context == answer.context
+                and arm.retrieve == (answer.context and answer.retrieve))
+
+
+def _mean(summary: dict, group, arm: str, region: str) -> float | None:
+    cell = summary.get(group, {}).get(arm, {}).get(region)
     return None if cell is None else 100 * cell["contains"]["mean"]
 
 
-def _gap(summary: dict, length: int, a: str, ra: str, b: str, rb: str, margin: float):
-    x, y = _mean(summary, length, a, ra), _mean(summary, length, b, rb)
+def _gap(summary: dict, group, a: str, ra: str, b: str, rb: str, margin: float):
+    x, y = _mean(summary, group, a, ra), _mean(summary, group, b, rb)
     if x is None or y is None:
         return None
-    return {"length": length, "target": f"{a} ({ra}) >= {b} ({rb}) + {margin}",
+    return {"length": group, "target": f"{a} ({ra}) >= {b} ({rb}) + {margin}",
             "value": round(x - y - margin, 1), "met": x >= y + margin}
 
 
 def targets(summary: dict, general: dict) -> list[dict]:
-    """The targets, each met or missed, in points of answer containment."""
+    """The targets, each met or missed, in points of answer containment; "length" is the
+    group (a length in tokens, or "real")."""
     checks = []
-    for length in summary:
+    default = default_arm()
+    for group in summary:
         checks += [c for c in (
-            _gap(summary, length, "lift", "outside", "icl-trunc", "outside", 10),
-            _gap(summary, length, "lift", "all", "raw-ft", "all", 10),
-            _gap(summary, length, "lift+icl", "inside", "icl-trunc", "inside", 0),
-            _gap(summary, length, "lift", "all", "icl-full", "all", 0)) if c]
+            _gap(summary, group, "lift", "outside", "icl-trunc", "outside", 10),
+            _gap(summary, group, "lift", "all", "raw-ft", "all", 10),
+            _gap(summary, group, "lift+icl", "inside", "icl-trunc", "inside", 0),
+            _gap(summary, group, "lift", "all", "icl-full", "all", 0),
+            _gap(summary, group, default, "all", "rag", "all", 10),
+            _gap(summary, group, default, "all", "lift", "all", 5) if default != "lift" else None,
+            _gap(summary, group, "lift+rag", "inside", "icl-trunc", "inside", 0),
+            _gap(summary, group, "lift", "all", "rag", "all", 0) if group == "real" else None,
+        ) if c]
         for name in ("lift", "lift (routed)"):
-            g = general.get(length, {}).get(name)
+            g = general.get(group, {}).get(name)
             if g:
-                checks.append({"length": length,
+                checks.append({"length": group,
                                "target": f"{name} keeps >= 90% of general questions",
                                "value": round(100 * g["share"] - 90, 1),
                                "met": g["share"] >= 0.9})
@@ -418,7 +515,7 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xticklabels(["fact inside\nthe 1k view", "fact outside", "all"])
         ax.set_ylim(0, 100)
         ax.set_ylabel("answer contains the fact (%)")
-        ax.set_title(f"~{length // 1024}k-token documents")
+        ax.set_title(label(length))
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -431,11 +528,11 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
         print(f"README.md has no {README_START} marker: table not written there")
         return
     lines = [README_START, "", table, ""]
-    lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on ~{c['length'] // 1024}k "
-              f"documents (margin {c['value']:+.1f} points)" for c in checks]
-    docs = {length: len({r["doc"] for r in result["rows"] if r["length"] == length})
-            for length in result["summary"]}
-    counts = ", ".join(f"{n} of ~{k // 1024}k tokens" for k, n in docs.items())
+    lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on {label(c['length'])} "
+              f"(margin {c['value']:+.1f} points)" for c in checks]
+    docs = {group: len({r["doc"] for r in result["rows"] if group_of(r) == group})
+            for group in result["summary"]}
+    counts = ", ".join(f"{n} of {label(k)}" for k, n in docs.items())
     out = Path(args.out).resolve()
     where = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     lines += ["", f"Documents: {counts}; model {result['model']}, window {args.window}, "
@@ -458,6 +555,13 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--lengths", default="4096,8192", help="document lengths in tokens")
     parser.add_argument("--docs", type=int, default=3, help="documents per length")
+    parser.add_argument("--real", default="",
+                        help="real documents of scripts/data/real_docs (comma-separated names, "
+                        "or 'all'), after the knowledge-world ones (--lengths '' for none)")
+    parser.add_argument("--retrieved-len", type=int, default=AnswerSettings().retrieved_len,
+                        help="most tokens of retrieved passages in the rag arms' prompts")
+    parser.add_argument("--passage-len", type=int, default=AnswerSettings().passage_len,
+                        help="tokens per retrieved passage")
     parser.add_argument("--window", type=int, default=1024, help="answer-time window (tokens)")
     parser.add_argument("--questions", type=int, default=20,
                         help="questions per region (inside/outside the view) and document")
@@ -513,16 +617,14 @@ def main() -> None:
               f"questions", flush=True)
     start = time.perf_counter()
     done = []
-    for length in [int(x) for x in args.lengths.split(",")]:
-        for index in range(args.docs):
-            if args.recorded and not (records / f"doc-{length}-{index}.json").exists():
-                print(f"doc-{length}-{index}: not recorded, skipped", flush=True)
-                continue
-            done.append(run_doc(lm, length, index, args, settings, work, cpt, base_general,
-                                records))
-            rows = [r for d in done for r in d["rows"]]
-            print(format_table(summarize(rows), summarize_general([d["run"] for d in done])),
-                  flush=True)
+    for spec in doc_specs(args):
+        if args.recorded and not (records / f"{doc_name(spec)}.json").exists():
+            print(f"{doc_name(spec)}: not recorded, skipped", flush=True)
+            continue
+        done.append(run_doc(lm, spec, args, settings, work, cpt, base_general, records))
+        rows = [r for d in done for r in d["rows"]]
+        print(format_table(summarize(rows), summarize_general([d["run"] for d in done])),
+              flush=True)
     rows = [r for d in done for r in d["rows"]]
     runs = [d["run"] for d in done]
     summary, general = summarize(rows), summarize_general(runs)
@@ -531,7 +633,7 @@ def main() -> None:
     print(f"\nAnswer contains the fact (%), mean ± stdev over documents "
           f"({time.perf_counter() - start:.0f} s):\n{table}")
     for c in checks:
-        print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']} (~{c['length'] // 1024}k): "
+        print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']} ({label(c['length'])}): "
               f"{c['value']:+.1f} points")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
