@@ -150,3 +150,41 @@ def test_the_recorded_runs_keep_their_settings_tag():
     tag = script.settings_tag(settings, args)
     records = Path(script.ROOT) / "docs" / "lift_experiment" / "records" / f"smollm2-{tag}"
     assert tag == "7cc604d8a9" and len(list(records.glob("doc-*.json"))) == 6
+
+
+def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_model_path,
+                                                                tmp_path, monkeypatch, demo_text):
+    """A real document of the folder, its hand-written questions marked inside or outside the
+    view by their evidence sentence, reported as its own group with the seconds per answer."""
+    real = tmp_path / "real"
+    real.mkdir()
+    text = demo_text[:6000]
+    sentences = [s.strip() + "." for s in text.split(".") if len(s.split()) > 6]
+    first, middle = sentences[1], sentences[len(sentences) // 2]
+    (real / "harbour.txt").write_text(text)
+    questions = [{"id": f"h{i}", "question": f"What does the text say ({i})?",
+                  "answers": [s.split()[-1].strip(".")], "meta": {"evidence": s}}
+                 for i, s in enumerate((first, middle))]
+    (real / "harbour.jsonl").write_text(json.dumps(
+        {"id": "harbour", "document_path": "harbour.txt", "questions": questions}) + "\n")
+    monkeypatch.setattr(experiment, "REAL", real)
+    out = tmp_path / "out"
+    argv = ["lift_experiment.py", "--model", str(tiny_model_path), "--lengths", "",
+            "--real", "all", "--window", "256", "--max-tokens", "8", "--arms", "rag,lift,lift+rag",
+            "--retrieved-len", "64", "--passage-len", "16", "--no-general",
+            "--work", str(tmp_path / "work"), "--out", str(out),
+            "--set", "seg_len=128", "--set", "stride=128", "--set", "context_len=0",
+            "--set", "epochs=1", "--set", "rank=2", "--set", "grad_checkpoint=false",
+            "--set", "tasks=[\"recite\"]"]
+    monkeypatch.setattr(sys, "argv", argv)
+    experiment.main()
+    result = json.loads((out / "results.json").read_text())
+    assert set(result["summary"]) == {"real"}
+    assert set(result["summary"]["real"]) == {"rag", "lift", "lift+rag"}
+    regions = [r["region"] for r in result["rows"] if r["arm"] == "rag"]
+    assert regions == ["inside", "outside"]  # the head is in the 256-token view, the middle not
+    assert all(r["group"] == "real" and r["seconds"] > 0 for r in result["rows"])
+    assert "| real documents | rag |" in result["table"]
+    assert any(t["target"] == "lift (all) >= rag (all) + 0" for t in result["targets"])
+    (record,) = (out / "records").glob("*/real-harbour.json")
+    assert json.loads(record.read_text())["run"]["questions"] == 2
