@@ -160,7 +160,7 @@ def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_
     real.mkdir()
     text = demo_text[:6000]
     sentences = [s.strip() + "." for s in text.split(".") if len(s.split()) > 6]
-    first, middle = sentences[1], sentences[len(sentences) // 2]
+    first, middle = sentences[1], sentences[len(sentences) // 2]  # the head, the middle
     (real / "harbour.txt").write_text(text)
     questions = [{"id": f"h{i}", "question": f"What does the text say ({i})?",
                   "answers": [s.split()[-1].strip(".")], "meta": {"evidence": s}}
@@ -170,7 +170,7 @@ def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_
     monkeypatch.setattr(experiment, "REAL", real)
     out = tmp_path / "out"
     argv = ["lift_experiment.py", "--model", str(tiny_model_path), "--lengths", "",
-            "--real", "all", "--window", "256", "--max-tokens", "8", "--arms", "rag,lift,lift+rag",
+            "--real", "all", "--window", "512", "--max-tokens", "8", "--arms", "rag,lift,lift+rag",
             "--retrieved-len", "64", "--passage-len", "16", "--no-general",
             "--work", str(tmp_path / "work"), "--out", str(out),
             "--set", "seg_len=128", "--set", "stride=128", "--set", "context_len=0",
@@ -182,7 +182,7 @@ def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_
     assert set(result["summary"]) == {"real"}
     assert set(result["summary"]["real"]) == {"rag", "lift", "lift+rag"}
     regions = [r["region"] for r in result["rows"] if r["arm"] == "rag"]
-    assert regions == ["inside", "outside"]  # the head is in the 256-token view, the middle not
+    assert regions == ["inside", "outside"]  # the head is in the view, the middle not
     assert all(r["group"] == "real" and r["seconds"] > 0 for r in result["rows"])
     assert "| real documents | rag |" in result["table"]
     assert any(t["target"] == "lift (all) >= rag (all) + 0" for t in result["targets"])
