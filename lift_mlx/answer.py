@@ -84,13 +84,16 @@ def document_prompt(tokenizer, question: str, doc_tokens: list[int], settings: A
                     window: int, index: PassageIndex | None = None
                     ) -> tuple[list[int], list[Passage]]:
     """Prompt ids for a question about a document as `settings` say (the question alone, the
-    head+tail view, or with `retrieve` the passages `index` ranks for it, the view where none
-    shares a term with it), and the retrieved passages it holds."""
+    head+tail view of at most `view_len` tokens, or with `retrieve` the passages `index` ranks
+    for it, the view where none shares a term with it), and the retrieved passages it holds."""
     if settings.context and settings.retrieve and index is not None:
         if ranked := index.ranked(question):
             return passages_prompt(tokenizer, question, ranked, settings.retrieved_len, window,
                                    settings.max_tokens)
     tokens = doc_tokens if settings.context else None
+    # the window that leaves the view `view_len` tokens (question_prompt's steps included)
+    step = -(-_overhead(tokenizer, question) // QUESTION_STEP) * QUESTION_STEP
+    window = min(window, settings.view_len + settings.max_tokens + step)
     return question_prompt(tokenizer, question, tokens, window, settings.max_tokens), []
 
 

@@ -99,3 +99,24 @@ def test_about_document(question, about):
     document = ("The Marigold left Portwen in March. The lighthouse is owned by the town and "
                 "leased to the cooperative. In 1921 the cooperative paid 2 crowns.")
     assert about_document(question, document) is about
+
+
+def test_the_view_holds_at_most_view_len_tokens_whatever_the_window(tiny_lm, demo_text):
+    """A document that fits the model's window still gets a bounded view: an answer costs a
+    short prefill (--view-len), not the whole document's."""
+    from lift_mlx.answer import document_prompt
+    from lift_mlx.config import AnswerSettings
+
+    tok = tiny_lm.tokenizer
+    doc_tokens = prompts.encode(tok, demo_text)[:700]  # fits the tiny model's 1k window
+    question = "Who was the first chair?"
+    bare = len(question_prompt(tok, question, None, tiny_lm.window, 16))
+    whole, _ = document_prompt(tok, question, doc_tokens,
+                               AnswerSettings(max_tokens=16, view_len=4096), tiny_lm.window)
+    bounded, _ = document_prompt(tok, question, doc_tokens,
+                                 AnswerSettings(max_tokens=16, view_len=200), tiny_lm.window)
+    header = len(whole) - bare - len(doc_tokens)  # the view's headers
+    assert header >= 0
+    assert bare + 150 < len(bounded) <= bare + header + 200
+    # the same view as a window that leaves 200 tokens gives (head and tail of the document)
+    assert bounded == question_prompt(tok, question, doc_tokens, 200 + 16 + 64, 16)

@@ -139,7 +139,8 @@ def run_eval(
     base = answer or AnswerSettings()
     answering = {arm: dataclasses.replace(base, max_tokens=max_tokens, temp=0.0,  # greedy
                                           context=ARMS[arm].context,
-                                          retrieve=ARMS[arm].retrieve)
+                                          retrieve=ARMS[arm].retrieve,
+                                          **({"view_len": window} if ARMS[arm].whole else {}))
                  for arm in arms}
     out = Path(out)
     _check_run(out, {"model": lm.fingerprint, "settings": settings.to_dict(),
