@@ -32,7 +32,7 @@ QUESTIONS = (
 # Sized for a ~250-token document and a 2-core CPU (under 2 minutes of training there):
 # short recite segments, no context prefix, the loss averaged per sample so a 3-token answer
 # weighs as much as a 128-token segment, and a gentle rate over 6 epochs (measured on SmolLM2,
-# see the README). Generation runs first and then training (no pipeline), so the batches, and
+# see docs/demo.md). Generation runs first and then training (no pipeline), so the batches, and
 # with them the answers, are the same at every run.
 # The tasks and the generator style are pinned (recite and QA in the lines style, no checks),
 # as measured, whatever the model's own preset says.

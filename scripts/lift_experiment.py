@@ -522,10 +522,12 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    """The table, the targets and the command that made them, between the markers of
+    docs/lift-experiment.md (the page the README links to; the flag kept its old name)."""
+    page = ROOT / "docs" / "lift-experiment.md"
+    text = page.read_text()
     if README_START not in text:
-        print(f"README.md has no {README_START} marker: table not written there")
+        print(f"{page.relative_to(ROOT)} has no {README_START} marker: table not written there")
         return
     lines = [README_START, "", table, ""]
     lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on {label(c['length'])} "
@@ -541,10 +543,11 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
               f"`{where}/records/`); made by `python scripts/lift_experiment.py "
               f"{' '.join(sys.argv[1:])}`."]
     if (out / "lift_experiment.png").exists():
-        lines += ["", f"![answer containment per arm and region]({where}/lift_experiment.png)"]
+        image = Path(os.path.relpath(out / "lift_experiment.png", page.parent)).as_posix()
+        lines += ["", f"![answer containment per arm and region]({image})"]
     lines += ["", README_END]
     start, end = text.index(README_START), text.index(README_END) + len(README_END)
-    readme.write_text(text[:start] + "\n".join(lines) + text[end:])
+    page.write_text(text[:start] + "\n".join(lines) + text[end:])
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -579,7 +582,9 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--recorded", action="store_true",
                         help="run nothing: the table from the documents already recorded "
                         "(under --out), skipping the others")
-    parser.add_argument("--readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--readme", action="store_true",
+                        help="write the table into docs/lift-experiment.md, which the README "
+                             "links to")
     parser.add_argument("--verbose", action="store_true", help="absorb's progress bars")
     return parser
 

@@ -3,6 +3,7 @@ tiny model (its answers are noise: the test checks the mechanics, not accuracy).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -67,8 +68,11 @@ def test_overrides_parse_as_json_else_text(experiment):
 
 
 def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path, monkeypatch):
-    readme = tmp_path / "README.md"
+    # --readme writes into the docs page the README links to, between its markers
+    readme = tmp_path / "docs" / "lift-experiment.md"
+    readme.parent.mkdir()
     readme.write_text(f"before\n{experiment.README_START}\nold\n{experiment.README_END}\nafter\n")
+    (tmp_path / "README.md").write_text("untouched\n")
     monkeypatch.setattr(experiment, "ROOT", tmp_path)
     out, work = tmp_path / "out", tmp_path / "work"
     argv = ["lift_experiment.py", "--model", str(tiny_model_path), "--lengths", "1024",
@@ -96,6 +100,7 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     text = readme.read_text()
     assert "old" not in text and "| ~1k tokens | lift |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
+    assert (tmp_path / "README.md").read_text() == "untouched\n"
     # A rerun resumes: the document's rows are read back, nothing is trained again, even
     # with a new work folder (another machine): the records next to results.json suffice.
     (record,) = (out / "records").glob("*/doc-1024-0.json")
@@ -113,6 +118,29 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     # the table names the command that made it
     assert "made by `python scripts/lift_experiment.py --model" in readme.read_text()
     assert "--max_tokens=24 --recorded`" in readme.read_text().replace("--set ", "--")
+
+
+def test_the_table_goes_into_the_docs_page_with_its_image_linked_from_there(
+        experiment, tmp_path, monkeypatch):
+    """The image link is relative to docs/lift-experiment.md, where the table now lives, so it
+    resolves on GitHub and in tests/test_readme.py's link check."""
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    page = tmp_path / "docs" / "lift-experiment.md"
+    out = tmp_path / "docs" / "lift_experiment"
+    out.mkdir(parents=True)
+    (out / "lift_experiment.png").write_bytes(b"png")
+    page.write_text(f"# Title\n\n{experiment.README_START}\nold\n{experiment.README_END}\n")
+    rows = rows_for("lift", {("a", "inside"): [1], ("a", "outside"): [0]})
+    summary = experiment.summarize(rows)
+    result = {"rows": rows, "summary": summary, "model": "smollm2", "tag": "abc"}
+    args = argparse.Namespace(out=str(out), window=1024, max_tokens=24)
+    monkeypatch.setattr(sys, "argv", ["lift_experiment.py", "--recorded", "--readme"])
+    experiment.write_readme(experiment.format_table(summary, {}), [], args, result)
+    text = page.read_text()
+    assert text.startswith("# Title\n") and "old" not in text
+    assert "(lift_experiment/lift_experiment.png)" in text
+    assert "everything in `docs/lift_experiment/results.json`" in text
+    assert "made by `python scripts/lift_experiment.py --recorded --readme`." in text
 
 
 def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, tmp_path,
@@ -140,7 +168,7 @@ def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, t
 def test_the_recorded_runs_keep_their_settings_tag():
     """The committed records are filed under the tag of the settings that made them: the
     smollm2 preset with the script's defaults must still hash to it, or `--recorded` (and the
-    README table it rebuilds) would find none of them."""
+    table of docs/lift-experiment.md it rebuilds) would find none of them."""
     from lift_mlx.config import preset
     from lift_mlx.presets import recommended_settings
 
