@@ -2,7 +2,8 @@
 what it buys at answer time, per document length.
 
 For each length: absorb with the pipeline and without it (time per stage, time to first
-token), answer at once from the head+tail view (`--now`), and the in-context baseline (the
+token), answer at once with the plain base (`--now`: from the passages that match the question,
+its index built first, and from the bounded head+tail view), and the in-context baseline (the
 whole document prefilled, then decoded). The floor (lift-method.md section 4): a frozen-base
 LoRA step costs 4N FLOPs per trained token, prefill 2N per prompt token, and a decode step
 reads every weight once; MFU = those FLOPs / (time x the matmul peak measured in the run).
@@ -28,8 +29,8 @@ from mlx_lm.utils import get_total_parameters
 from . import backend, store
 from .absorb import absorb
 from .absorbed import reset_adapter
-from .answer import question_prompt, stream_answer
-from .config import SETTINGS
+from .answer import document_prompt, question_prompt, stream_answer
+from .config import SETTINGS, AnswerSettings
 from .errors import LiftError
 from .eval.command import parse_lengths
 from .eval.niah import load_haystack
@@ -38,6 +39,7 @@ from .models import LoadedModel, load_model
 from .options import setting_option
 from .progress import Progress
 from .prompts import encode
+from .retrieval import passage_index
 from .tiny import build_tiny_model, default_corpus
 
 QUESTION = "What is a watermark made of?"
@@ -216,17 +218,24 @@ def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: 
 
 
 def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict) -> list[dict]:
-    """`--now` (the plain base on the head+tail view) and the whole document in context."""
-
-
+    """`--now` (the plain base answering at once: from the passages that match the question,
+    the document's index built first, and from the bounded head+tail view) and the whole
+    document in context."""
     reset_adapter(lm)
     tok = lm.tokenizer
     doc_tokens = encode(tok, text)
-    now_prompt = question_prompt(tok, QUESTION, doc_tokens, lm.window, decode_tokens)
-    mx.reset_peak_memory()
-    now = {"arm": "now", "doc_tokens": len(doc_tokens), "prompt_tokens": len(now_prompt),
-           "ttft_s": first_token_seconds(lm.model, tok, now_prompt),
-           "peak_memory_gb": {"answer": mx.get_peak_memory() / 1e9}}
+    out = []
+    for arm, retrieve in (("now", True), ("now-view", False)):
+        mx.reset_peak_memory()
+        start = time.perf_counter()
+        answer = AnswerSettings(max_tokens=decode_tokens, retrieve=retrieve)
+        index = passage_index(tok, text, answer.passage_len) if retrieve else None
+        prompt, _ = document_prompt(tok, QUESTION, doc_tokens, answer, lm.window, index)
+        index_s = time.perf_counter() - start
+        out.append({"arm": arm, "doc_tokens": len(doc_tokens), "prompt_tokens": len(prompt),
+                    "index_s": index_s,
+                    "ttft_s": index_s + first_token_seconds(lm.model, tok, prompt),
+                    "peak_memory_gb": {"answer": mx.get_peak_memory() / 1e9}})
     full = question_prompt(tok, QUESTION, doc_tokens, 10**9, decode_tokens)
     record = {"arm": "in-context", "doc_tokens": len(doc_tokens), "prompt_tokens": len(full),
               "fits": len(full) + decode_tokens <= lm.window}
@@ -237,7 +246,7 @@ def baseline_arms(lm: LoadedModel, text: str, decode_tokens: int, machine: dict)
         record.update(prefill_s=prefill_s, ttft_s=prefill_s, decode_tok_s=decode_tps,
                       peak_memory_gb={"answer": mx.get_peak_memory() / 1e9},
                       mfu=2 * n * len(full) / (prefill_s * machine["matmul_flops"]))
-    return [now, record]
+    return [*out, record]
 
 
 def _lengths(ctx, param, value: str | None) -> list[int] | None:
@@ -280,7 +289,7 @@ def plot(records: list[dict], path: Path) -> bool:
     except ImportError:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for arm in ("pipeline", "sequential", "now", "in-context"):
+    for arm in ("pipeline", "sequential", "now", "now-view", "in-context"):
         pts = [(r["doc_tokens"], r) for r in records if r["arm"] == arm and "ttft_s" in r]
         if pts:
             left.plot([x for x, _ in pts], [r["ttft_s"] for _, r in pts], "o-", label=arm)

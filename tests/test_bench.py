@@ -16,7 +16,7 @@ def test_quick_bench_writes_a_record_per_length_and_arm(tmp_path):
     assert result["model"]["load_s"] > 0 and result["model"]["parameters"] > 0
     arms = [(rec["length"], rec["arm"]) for rec in result["records"]]
     assert arms == [(n, a) for n in (256, 384)
-                    for a in ("sequential", "pipeline", "now", "in-context")]
+                    for a in ("sequential", "pipeline", "now", "now-view", "in-context")]
     for rec in result["records"]:
         assert abs(rec["doc_tokens"] - rec["length"]) <= 8  # decoding may merge a few tokens
         if rec["arm"] in ("sequential", "pipeline"):
@@ -27,6 +27,8 @@ def test_quick_bench_writes_a_record_per_length_and_arm(tmp_path):
             phases = {"sequential": {"split", "synthesize", "train", "save"},
                       "pipeline": {"split", "synthesize+train", "save"}}[rec["arm"]]
             assert set(rec["peak_memory_gb"]) == phases
+        if rec["arm"] in ("now", "now-view"):  # a bounded prompt, retrieval timed in it
+            assert rec["prompt_tokens"] < 1024 + 64 and 0 <= rec["index_s"] < rec["ttft_s"]
         if rec["arm"] == "in-context":
             assert rec["fits"] and rec["prefill_s"] > 0 and rec["decode_tok_s"] > 0
         assert rec["ttft_s"] > 0
