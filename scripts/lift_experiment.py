@@ -1,8 +1,10 @@
-"""Does LIFT work on a real model? Documents of fictional facts, absorbed and asked about.
+"""Does LIFT work on a real model? Documents absorbed and asked about, generated and real.
 
 A real pretrained model (SmolLM2-135M-Instruct by default) absorbs knowledge-world documents
 (scripts/knowledge_world.py: fictional people, ships, towns and companies, with sentences that
-state no fact between the facts) of about 4k and 8k tokens. The answer-time window is capped at
+state no fact between the facts) of about 4k and 8k tokens, and with --real the real documents
+of scripts/data/real_docs (texts installed on the machine, with hand-written questions; see
+its SOURCES.md), reported as a group of their own. The answer-time window is capped at
 --window tokens (1,024), so most facts lie outside the view an in-context arm sees. Every
 question is a held-out phrasing: never used by the oracle's tasks. The arms, through
 lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
@@ -14,20 +16,22 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
              recite segments + QA tasks the model writes itself and/or cloze tasks made
              by rule (SmolLM2's preset: recite + cloze; --set 'tasks=[...]' to choose)
 - lift+icl   the lift adapter with the head+tail view in the prompt
-- rag        the base model with the passages that match the question (BM25), within --window
+- rag        the base model with the passages that match the question (BM25), at most
+             --retrieved-len tokens of them
 - lift+rag   the lift adapter with the same passages
 - lift (oracle tasks)  recite + a perfect generator's QA tasks (each fact, asked once)
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
-token F1 and exact match, split by whether the fact's sentence lies inside the head+tail view
-of the in-context arms. Collateral damage: how many of the general questions the base answers
+token F1 and exact match, split by whether the fact's sentence (a real document's evidence
+sentence) lies inside the head+tail view of the in-context arms, and seconds per answer. Collateral damage: how many of the general questions the base answers
 right (scripts/data/general_questions.jsonl) each adapter still answers. Documents, adapters
 and answers are kept in --work; each finished document's rows in --out's records/ folder (a
 small JSON per document, under the model and settings tag), so an interrupted run resumes, on
 this machine or, from the committed records, on another. Prints a table; writes JSON, a PNG
-and the table into the README.
+and (--readme) the table into docs/lift-experiment.md.
 
     python scripts/lift_experiment.py                    # 3 documents each of ~4k and ~8k tokens
+    python scripts/lift_experiment.py --lengths '' --real all --arms rag,lift,lift+rag
     python scripts/lift_experiment.py --lengths 1024 --docs 1 --set epochs=4   # a quick try
 """
 
