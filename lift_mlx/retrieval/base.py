@@ -45,6 +45,7 @@ class PassageIndex:
     def __init__(self, tokenizer, text: str, passage_len: int, retriever: Retriever):
         self.passages = passages(tokenizer, text, passage_len)
         self.retriever = retriever
+        # None: nothing to rank (no passage has a word the retriever indexes)
         self.index = retriever.index(self.passages) if self.passages else None
 
     def ranked(self, question: str) -> list[Passage]:
@@ -61,8 +62,9 @@ class Retriever:
     help: str  # one line for the option's help
     order: int = 100  # where it stands in lists
 
-    def index(self, passages: list[Passage]) -> object:
-        """An index of `passages` that `search` reads."""
+    def index(self, passages: list[Passage]) -> object | None:
+        """An index of `passages` that `search` reads; None where none of them holds a word
+        to index."""
         raise NotImplementedError
 
     def search(self, index: object, question: str) -> list[int]:

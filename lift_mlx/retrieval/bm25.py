@@ -14,10 +14,12 @@ class BM25(Retriever):
     help = "BM25 over the passages' words"
     order = 0
 
-    def index(self, passages: list[Passage]) -> bm25s.BM25:
-        index = bm25s.BM25()
+    def index(self, passages: list[Passage]) -> bm25s.BM25 | None:
         corpus = bm25s.tokenize([p.text for p in passages], stopwords="en",
                                 show_progress=False)
+        if not corpus.vocab:  # stop words alone ("It is. It is."): bm25s fails on them
+            return None
+        index = bm25s.BM25()
         index.index(corpus, show_progress=False)
         return index
 
