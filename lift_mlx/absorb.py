@@ -15,7 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, adapters, backend, store
-from .absorbed import Absorbed, as_model, load_absorbed, reset_adapter
+from .absorbed import STORED_PASSAGE_LEN, Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import document_prompt, stream_answer
 from .checkpoints import Checkpoint
@@ -26,7 +26,7 @@ from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
-from .retrieval import Passage, PassageIndex, passage_index
+from .retrieval import Passage, PassageIndex, passage_index, save_index
 from .samples import QASamples, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
@@ -186,10 +186,13 @@ def _train_and_store(run: Run) -> Absorbed:
         report.synth = source.report or report.synth
     report.peak_memory_gb = max(report.peak_memory.values())
     meta = _meta(run)
+    with timed(times, "index"):  # stored with the adapter: answers with `retrieve` read it
+        index = passage_index(tok, run.doc.text, STORED_PASSAGE_LEN)
 
     def write(folder: Path) -> None:
         with timed(times, "save"):
             kind.save(lm.model, adapter_config, folder)
+            save_index(index, folder / store.INDEX_DIR)
         _phase_peak(report, "save")
         meta["report"] = report.to_dict()  # with the save time, before the metadata is written
 
@@ -197,6 +200,7 @@ def _train_and_store(run: Run) -> Absorbed:
     run.checkpoint.remove()
     absorbed = Absorbed(lm, run.doc.text, path, meta, report)
     absorbed._doc_tokens = doc_tokens
+    absorbed._indexes[index.passage_len] = index
     return absorbed
 
 
