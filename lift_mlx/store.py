@@ -130,7 +130,7 @@ def save_adapter(
 ) -> Path:
     """Write a complete adapter directory at `out`, replacing any adapter already there;
     `write(folder)` writes the adapter's own files (ADAPTER_FILE, CONFIG_FILE: its kind's
-    `save`).
+    `save`) and the document's index (INDEX_DIR).
 
     Adds the store format and the files' checksums to `meta` (the caller's dict, so a later
     rewrite of the metadata keeps them) and keeps the library name of the entry it replaces.

@@ -9,6 +9,10 @@ the document again:
 The entry's metadata holds their checksums, as it does the adapter's: a file that differs is
 a damaged entry. An index of another format, retriever version or passage length is out of
 date, and built again.
+
+Reading it took 2 ms where building it took 55 ms on an 8,043-token document with SmolLM2's
+tokenizer (206 passages; 43,477 tokens: 6 ms against 310 ms), on the 2-core x86 machine:
+building encodes each passage once per sentence it takes in.
 """
 
 from __future__ import annotations
