@@ -15,7 +15,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, adapters, backend, store
-from .absorbed import Absorbed, as_model, load_absorbed, reset_adapter
+from .absorbed import STORED_PASSAGE_LEN, Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import document_prompt, stream_answer
 from .checkpoints import Checkpoint
@@ -26,7 +26,7 @@ from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
-from .retrieval import Passage, PassageIndex, passage_index
+from .retrieval import Passage, PassageIndex, passage_index, save_index
 from .samples import QASamples, Reader, Sample
 from .split import segment_starts
 from .synthesize import SynthReport
@@ -148,6 +148,8 @@ def _train_and_store(run: Run) -> Absorbed:
     tok = lm.tokenizer
     tasks = tasks_named(settings.train.tasks)
     mx.reset_peak_memory()
+    with timed(times, "index"):  # stored with the adapter: answers with `retrieve` read it
+        index = passage_index(tok, run.doc.text, STORED_PASSAGE_LEN)
     with timed(times, "split"):
         doc_tokens = document_tokens(tok, run.doc)
         report.doc_tokens = len(doc_tokens)
@@ -157,8 +159,9 @@ def _train_and_store(run: Run) -> Absorbed:
         # the base's weight arrays and never gets the adapter's layers.
         reader = None
         if s.reader_share > 0:
-            reader = Reader(tok, passage_index(tok, run.doc.text, s.reader_passage_len),
-                            s.reader_share, s.reader_oracle, s.reader_len)
+            passages = (index if s.reader_passage_len == index.passage_len
+                        else passage_index(tok, run.doc.text, s.reader_passage_len))
+            reader = Reader(tok, passages, s.reader_share, s.reader_oracle, s.reader_len)
         given = TaskInput(run.doc, doc_tokens, tok, settings,
                           QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
                                     random.Random(settings.train.seed + 1), reader),
@@ -194,6 +197,7 @@ def _train_and_store(run: Run) -> Absorbed:
     def write(folder: Path) -> None:
         with timed(times, "save"):
             kind.save(lm.model, adapter_config, folder)
+            save_index(index, folder / store.INDEX_DIR)
         _phase_peak(report, "save")
         meta["report"] = report.to_dict()  # with the save time, before the metadata is written
 
@@ -201,6 +205,7 @@ def _train_and_store(run: Run) -> Absorbed:
     run.checkpoint.remove()
     absorbed = Absorbed(lm, run.doc.text, path, meta, report)
     absorbed._doc_tokens = doc_tokens
+    absorbed._indexes[index.passage_len] = index
     return absorbed
 
 

@@ -14,7 +14,9 @@ from .config import AnswerSettings
 from .errors import LiftError
 from .models import LoadedModel, config_fingerprint, load_model
 from .prompts import encode
-from .retrieval import Passage, PassageIndex, passage_index
+from .retrieval import Passage, PassageIndex, entry_index
+
+STORED_PASSAGE_LEN = AnswerSettings().passage_len  # the index an entry keeps
 
 
 def reset_adapter(lm: LoadedModel) -> None:
@@ -60,11 +62,12 @@ class Absorbed:
 
     def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
         index = None
-        if settings.context and settings.retrieve:
+        if settings.context and settings.retrieve and question.strip():
             index = self._indexes.get(settings.passage_len)
-            if index is None:
-                index = self._indexes[settings.passage_len] = passage_index(
-                    self.lm.tokenizer, self.document_text, settings.passage_len)
+            if index is None:  # the entry's own, else built (and kept at the default length)
+                index = self._indexes[settings.passage_len] = entry_index(
+                    self.lm.tokenizer, self.document_text, self.adapter_path,
+                    settings.passage_len, keep=settings.passage_len == STORED_PASSAGE_LEN)
         return document_prompt(self.lm.tokenizer, question, self.doc_tokens, settings,
                                self.lm.window, index)
 

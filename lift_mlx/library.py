@@ -4,7 +4,8 @@ describe, rename, remove, export and import (the `lift-mlx docs` commands are do
 An entry is a store directory (see store.py). Its name lives in its metadata; an entry without
 one (just absorbed) is given one from its source's file name the first time the library is
 read. An export is a zip archive of the entry's four files (adapter, adapter config, metadata,
-document text) and nothing else: no base weights, so the importing machine needs the base.
+document text) and nothing else: no base weights, so the importing machine needs the base, and
+no retrieval index, which it builds from the document on first use.
 """
 
 from __future__ import annotations
@@ -199,7 +200,10 @@ def export(ident: str, file: Path) -> Path:
     """Write an entry as one portable archive at `file` (or into it, if it is a folder)."""
     entry = find(ident)
     meta = dict(store.verify(entry.path))  # a damaged entry is never exported
-    meta["checksums"] = store.checksums(entry.path)  # entries from before checksums get them
+    # Entries from before checksums get them; the index stays behind (derived from the
+    # document, the importing lift-mlx builds it on first use).
+    meta["checksums"] = {n: d for n, d in store.checksums(entry.path).items()
+                         if n in store.DATA_FILES}
     file = Path(file)
     if file.is_dir():
         file = file / f"{entry.name}{EXPORT_SUFFIX}"
@@ -258,6 +262,7 @@ def import_archive(file: Path, model: str | None = None,
                                             for n in store.DATA_FILES}:
                     raise LiftError(f"{file} is damaged (its files do not match their "
                                     "checksums); export the document again")
+                meta["checksums"] = {n: meta["checksums"][n] for n in store.DATA_FILES}
                 meta["imported"] = {"from": file.name, "model": made_for,
                                     "on": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 meta["model"] = {"name": base, "path": str(base_path),

@@ -2,11 +2,13 @@
 
 An adapter directory holds `adapters.safetensors` and `adapter_config.json` (so
 `mlx_lm.load(model, adapter_path=DIR)` and `mlx_lm.generate --adapter-path DIR` work on it),
-`lift_meta.json` (document hash, base model, settings, counts, timings) and `document.txt`
-(the absorbed text, for answer-time context). A directory only gets its final name once every
-file is written, so an interrupted absorb leaves nothing that looks complete. The metadata holds
-the sha256 of the other three files, checked before an entry is used (`verify`), and the store
-format it was written in. `lock` keeps two processes from absorbing one document at once.
+`lift_meta.json` (document hash, base model, settings, counts, timings), `document.txt` (the
+absorbed text, for answer-time context) and `index/`, the document's passages indexed for
+retrieval (retrieval/stored.py; an entry without one builds it on first use). A directory only
+gets its final name once every file is written, so an interrupted absorb leaves nothing that
+looks complete. The metadata holds the sha256 of the other files, checked before an entry is
+used (`verify`), and the store format it was written in. `lock` keeps two processes from
+absorbing one document at once.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CONFIG_FILE = "adapter_config.json"
 META_FILE = "lift_meta.json"
 DOCUMENT_FILE = "document.txt"
 DATA_FILES = (ADAPTER_FILE, CONFIG_FILE, DOCUMENT_FILE)  # the files the checksums cover
+INDEX_DIR = "index"  # its files are checksummed too, but derived: an entry may lack them
 FORMAT_VERSION = 1  # the store's layout; entries of a newer format are refused, not guessed at
 KEY_PATTERN = re.compile(r"[0-9a-f]{20}")  # what adapter_key makes
 # A write the machine refused (read-only, not permitted, disk or quota full): the user's to fix.
@@ -127,7 +130,7 @@ def save_adapter(
 ) -> Path:
     """Write a complete adapter directory at `out`, replacing any adapter already there;
     `write(folder)` writes the adapter's own files (ADAPTER_FILE, CONFIG_FILE: its kind's
-    `save`).
+    `save`) and the document's index (INDEX_DIR).
 
     Adds the store format and the files' checksums to `meta` (the caller's dict, so a later
     rewrite of the metadata keeps them) and keeps the library name of the entry it replaces.
@@ -162,10 +165,7 @@ def _replaceable(path: Path) -> bool:
 
 
 def _old_name(path: Path) -> str | None:
-    try:
-        return json.loads((path / META_FILE).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return (_meta_or_none(path) or {}).get("name")
 
 
 def replace_dir(tmp: Path, out: Path) -> None:
@@ -206,8 +206,35 @@ def cached_sha256(path: Path) -> str:
 
 
 def checksums(path: Path) -> dict[str, str]:
-    """The sha256 of each data file of an adapter directory."""
-    return {name: file_sha256(Path(path) / name) for name in DATA_FILES}
+    """The sha256 of each data file of an adapter directory, and of its index's files."""
+    return {name: file_sha256(Path(path) / name) for name in (*DATA_FILES, *index_files(path))}
+
+
+def index_files(path: Path) -> list[str]:
+    """The files of the entry's index, as its checksums name them ("index/index.json")."""
+    folder = Path(path) / INDEX_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(f.relative_to(path).as_posix() for f in folder.rglob("*") if f.is_file())
+
+
+def _checked(name: str) -> bool:
+    """Whether the checksum of `name` is checked: a data file's or an index file's (a name
+    that leaves the entry is ignored, as are names a newer lift-mlx may add)."""
+    parts = name.split("/")
+    return name in DATA_FILES or (len(parts) > 1 and parts[0] == INDEX_DIR
+                                  and not {"", ".", ".."} & set(parts))
+
+
+def _check_sums(path: Path, sums: dict) -> None:
+    """Refuse the entry at `path` where a file its checksums name is missing or differs."""
+    for name, digest in sums.items():
+        if not _checked(name):
+            continue
+        if not (path / name).is_file():
+            raise damaged(path, f"{name} missing")
+        if file_sha256(path / name) != digest:
+            raise damaged(path, f"{name} does not match its checksum")
 
 
 def read_meta(path: Path) -> dict:
@@ -282,10 +309,66 @@ def verify(path: Path) -> dict:
     # Only entries from before the store had a format (and checksums) load unchecked.
     if "format" in meta and not (isinstance(sums, dict) and set(DATA_FILES) <= set(sums)):
         raise damaged(path, f"{META_FILE} lacks the checksums of its files")
-    for name, digest in (sums or {}).items():
-        if name in DATA_FILES and file_sha256(path / name) != digest:
-            raise damaged(path, f"{name} does not match its checksum")
+    _check_sums(path, sums or {})
     return meta
+
+
+def checked_index(path: Path) -> bool:
+    """Whether the entry at `path` holds an index that its metadata vouches for: each file
+    under INDEX_DIR named in its checksums, and matching (Damaged where one named is missing
+    or differs). False where there is none, or files not named (a write cut short)."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise damaged(path, f"{META_FILE} is unreadable") from None
+    sums = meta.get("checksums") if isinstance(meta, dict) else None
+    named = {n: d for n, d in (sums if isinstance(sums, dict) else {}).items()
+             if _checked(n) and n not in DATA_FILES}
+    _check_sums(path, named)
+    return bool(named) and set(named) == set(index_files(path))
+
+
+def add_index(path: Path, write: Callable[[Path], None]) -> bool:
+    """Write the index of the entry at `path` (`write(folder)` fills the new folder) in place
+    of any there, with its checksums in the metadata; False, nothing changed, where another
+    process holds the entry or the library, the entry is read-only or is from before
+    checksums."""
+    path = Path(path)
+    key = (_meta_or_none(path) or {}).get("key")
+    if not isinstance(key, str):
+        return False
+    try:
+        with lock(key, timeout=0), lock("library", timeout=0):  # renames rewrite the metadata
+            meta = _meta_or_none(path)
+            if meta is None or not isinstance(meta.get("checksums"), dict):
+                return False
+            tmp = Path(tempfile.mkdtemp(dir=path, prefix=f".{INDEX_DIR}.", suffix=".partial"))
+            try:
+                write(tmp)
+                replace_dir(tmp, path / INDEX_DIR)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            # The metadata after the files: a write cut short leaves files it does not name,
+            # which are not trusted but built again.
+            sums = {n: d for n, d in meta["checksums"].items()
+                    if n.split("/")[0] != INDEX_DIR}
+            meta["checksums"] = {**sums, **{n: file_sha256(path / n) for n in index_files(path)}}
+            write_atomic(path / META_FILE, json.dumps(meta, indent=2))
+    except OSError:  # read-only, or full
+        return False
+    except LiftError:  # another process holds the entry or the library
+        return False
+    return True
+
+
+def _meta_or_none(path: Path) -> dict | None:
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def entry_dirs() -> list[Path]:
@@ -297,7 +380,7 @@ def entry_dirs() -> list[Path]:
 
 
 def dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 @contextmanager

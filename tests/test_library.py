@@ -149,6 +149,12 @@ def test_export_then_import_on_the_same_base_gives_the_same_adapter(runner, tiny
     assert entry.key == absorbed.adapter_path.name and entry.meta["imported"]["from"]
     again = load_absorbed(entry.path, tiny_lm)
     assert mx.allclose(again.lm.model(prompt), before, atol=1e-6).item()
+    # The retrieval index stays behind: built from the document when first asked, and kept.
+    assert store.index_files(entry.path) == []
+    held = absorbed.sources("Who was the first chair?", retrieve=True, route=False)
+    assert held and again.sources("Who was the first chair?", retrieve=True, route=False) == held
+    assert store.index_files(entry.path) and store.verify(entry.path)["checksums"] == \
+        store.checksums(entry.path)
     r = runner.invoke(cli, ["docs", "import", str(archive), "--model", str(tiny_model_path)])
     assert r.exit_code == 0 and "already in the library as imported" in r.stdout
 

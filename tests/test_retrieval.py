@@ -57,6 +57,13 @@ def test_bm25_ranks_the_passage_with_the_answer_first(tiny_lm):
         retriever_named("dense")
 
 
+def test_a_document_of_stop_words_alone_has_nothing_to_rank(tiny_lm):
+    """bm25s failed (ValueError) on passages without a word it indexes."""
+    index = passage_index(tiny_lm.tokenizer, "It is. It is.", 12)
+    assert len(index.passages) == 1 and index.index is None
+    assert index.ranked("What is it?") == index.ranked("Is it?") == []
+
+
 def test_the_prompt_holds_the_best_passages_in_document_order(tiny_lm):
     tok = tiny_lm.tokenizer
     index = passage_index(tok, TEXT, 12)

@@ -5,6 +5,7 @@ document (a character range), so that an answer's sources can be shown and check
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import prompts
 from ..split import sentence_spans
@@ -39,13 +40,14 @@ def passages(tokenizer, text: str, max_tokens: int) -> list[Passage]:
     return out
 
 
+@dataclass
 class PassageIndex:
-    """A document's passages and a retriever's index of them, made once."""
+    """A document's passages of about `passage_len` tokens and a retriever's index of them."""
 
-    def __init__(self, tokenizer, text: str, passage_len: int, retriever: Retriever):
-        self.passages = passages(tokenizer, text, passage_len)
-        self.retriever = retriever
-        self.index = retriever.index(self.passages) if self.passages else None
+    passages: list[Passage]
+    retriever: Retriever
+    index: object | None  # None: nothing to rank (no passage has a word the retriever indexes)
+    passage_len: int
 
     def ranked(self, question: str) -> list[Passage]:
         """The passages that match `question`, best first (none: no term in common)."""
@@ -60,12 +62,22 @@ class Retriever:
     name: str
     help: str  # one line for the option's help
     order: int = 100  # where it stands in lists
+    version: str  # what the files `save` writes need to `load` them (a library's version)
 
-    def index(self, passages: list[Passage]) -> object:
-        """An index of `passages` that `search` reads."""
+    def index(self, passages: list[Passage]) -> object | None:
+        """An index of `passages` that `search` reads; None where none of them holds a word
+        to index."""
         raise NotImplementedError
 
     def search(self, index: object, question: str) -> list[int]:
         """The positions (in `passages`) of the passages that match `question`, best first;
         empty where none shares a term with it."""
+        raise NotImplementedError
+
+    def save(self, index: object, folder: Path) -> None:
+        """Write `index` as files in the new folder `folder` (no pickle: the store reads them)."""
+        raise NotImplementedError
+
+    def load(self, folder: Path) -> object:
+        """The index `save` wrote in `folder`."""
         raise NotImplementedError

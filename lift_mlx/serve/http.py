@@ -342,6 +342,8 @@ class Handler(BaseHTTPRequestHandler):
                     adapter = None
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
+            except store.Damaged as e:  # its index, found damaged when it was first read
+                raise ApiError(500, str(e), "document_damaged") from None
             if self._client_gone():
                 return
             served.run(served.activate, adapter)

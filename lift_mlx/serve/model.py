@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -29,7 +30,7 @@ from ..answer import about_document, document_prompt
 from ..config import AnswerSettings
 from ..errors import LiftError
 from ..prompts import encode
-from ..retrieval import Passage, PassageIndex, passage_index
+from ..retrieval import Passage, PassageIndex, entry_index
 
 ANSWER = AnswerSettings()  # how a chat is answered unless its request says else: as `ask`
 
@@ -56,7 +57,8 @@ class _Adapter:
     weights: dict
     doc_tokens: list[int]
     text: str  # the document, which decides what questions are about it
-    index: PassageIndex | None = None  # its passages for "retrieve", made on first use
+    path: Path  # the entry
+    index: PassageIndex | None = None  # its passages for "retrieve", read on first use
 
 
 class ServedModel:
@@ -98,7 +100,7 @@ class ServedModel:
         except (OSError, ValueError) as e:
             raise store.damaged(entry.path, f"unreadable: {e}") from None
         loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text),
-                          text)
+                          text, entry.path)
         self._cache[entry.key] = loaded
         while len(self._cache) > self.kept:
             self._cache.popitem(last=False)
@@ -173,15 +175,18 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
     """Prompt ids for `messages`, and the retrieved passages they hold: with a document's
     adapter, the prompt of `lift-mlx ask` for the last user message (with the head+tail view
     if `context`, or with `retrieve` the passages that match it); without, the chat template.
-    PromptRefused when there is no question or no room for `max_tokens` in the window."""
+    PromptRefused when there is no question or no room for `max_tokens` in the window;
+    store.Damaged where the entry's index is."""
     tok, window = served.lm.tokenizer, served.lm.window
     held: list[Passage] = []
     if adapter is not None:
+        question = last_question(messages)
         if context and retrieve and adapter.index is None:
-            adapter.index = passage_index(tok, adapter.text, ANSWER.passage_len)
+            adapter.index = entry_index(tok, adapter.text, adapter.path, ANSWER.passage_len,
+                                        keep=True)
         settings = replace(ANSWER, context=context, retrieve=retrieve, max_tokens=max_tokens)
-        prompt, held = document_prompt(tok, last_question(messages), adapter.doc_tokens,
-                                       settings, window, adapter.index)
+        prompt, held = document_prompt(tok, question, adapter.doc_tokens, settings, window,
+                                       adapter.index)
     else:
         try:
             prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))
