@@ -274,9 +274,9 @@ def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> Trai
     expected = len(ready) + sum(a.expected() for a in arriving.values())
     estimate = expected * t.epochs // t.batch_size + 1
     with run.progress.bar("train", estimate) as update:
-        def on_step(i, n, loss, tokens):
+        def on_step(i, n, loss, tokens):  # this run's steps of `n`, this run's tokens
             made = "".join(f", {name} {a.made()}" for name, a in arriving.items())
-            update(i, tokens, f"loss {loss:.3f}{made}")
+            update(i, tokens, f"loss {loss:.3f}{made}", total=n)
 
         start = time.perf_counter()
         try:
