@@ -18,7 +18,7 @@ from . import __version__, adapters, backend, store
 from .absorbed import STORED_PASSAGE_LEN, Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import document_prompt, stream_answer
-from .checkpoints import Checkpoint
+from .checkpoints import Checkpoint, Spent
 from .config import AnswerSettings, Settings, preset, setting_sources, settings_lines
 from .errors import LiftError, raise_interrupt
 from .generator_styles import resolve_style
@@ -47,10 +47,22 @@ class AbsorbReport:
     reused: bool = False
     pipeline: bool = True  # QA generation overlapped with training
     peak_memory: dict[str, float] = field(default_factory=dict)  # phase -> GB
+    # the absorb runs that trained it: more than one when it resumed interrupted ones, whose
+    # seconds `seconds` (this run's) lacks
+    runs: int = 1
+    earlier_seconds: float = 0.0
+
+    @property
+    def total_seconds(self) -> float:
+        """What the absorb took over all its runs, model loading excluded."""
+        return self.earlier_seconds + sum(v for k, v in self.seconds.items() if k != "load")
 
     def to_dict(self) -> dict:
-        """As stored in the adapter's metadata: each task's count as TASK_samples."""
+        """As stored in the adapter's metadata: each task's count as TASK_samples, and the
+        time of all runs as total_seconds."""
         d = asdict(self)
+        d["total_seconds"] = self.total_seconds
+        del d["earlier_seconds"]
         d["train"].pop("losses")
         d["train"]["final_loss"] = self.train.final_loss
         for name, count in d.pop("samples").items():
@@ -136,7 +148,11 @@ def absorb(
             return absorbed
         if not reuse:
             checkpoint.remove()  # absorb again from the start
-        return _train_and_store(run)
+        try:
+            return _train_and_store(run)
+        except KeyboardInterrupt:
+            checkpoint.count_interrupted()  # the run that resumes it reports the total time
+            raise
 
 
 def _train_and_store(run: Run) -> Absorbed:
@@ -188,6 +204,8 @@ def _train_and_store(run: Run) -> Absorbed:
         run.progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                          "absorb of this document stopped")
     report.train = _train(run, ready, arriving)
+    before = run.checkpoint.before or Spent()  # the interrupted runs this one resumed
+    report.runs, report.earlier_seconds = before.runs + 1, before.seconds
     _phase_peak(report, "train" if not report.pipeline or not arriving else "synthesize+train")
     for source in arriving.values():
         report.synth = source.report or report.synth
@@ -279,9 +297,9 @@ def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> Trai
     expected = len(ready) + sum(a.expected() for a in arriving.values())
     estimate = expected * t.epochs // t.batch_size + 1
     with run.progress.bar("train", estimate) as update:
-        def on_step(i, n, loss, tokens):
+        def on_step(i, n, loss, tokens):  # this run's steps of `n`, this run's tokens
             made = "".join(f", {name} {a.made()}" for name, a in arriving.items())
-            update(i, tokens, f"loss {loss:.3f}{made}")
+            update(i, tokens, f"loss {loss:.3f}{made}", total=n)
 
         start = time.perf_counter()
         try:

@@ -5,14 +5,17 @@ state, the samples it has been given and the schedule's position (what each samp
 owed, the random state), in $LIFT_MLX_HOME/checkpoints/KEY. A run of the same key resumes
 there: the same batches follow in the same order, so it ends with the adapter that an
 uninterrupted run makes. `state.json` is written last and names its step's files, so a run
-stopped while saving leaves the checkpoint before whole.
+stopped while saving leaves the checkpoint before whole. It also counts the runs that did the
+work it holds and their seconds, so that the adapter's report has what the absorb cost in all.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlx.core as mx
@@ -27,14 +30,32 @@ STATE_FILE = "state.json"
 _REPORT = ("steps", "tokens", "target_tokens", "losses", "seconds", "sample_views")
 
 
+@dataclass
+class Spent:
+    """Absorb runs and their seconds (model loading excluded)."""
+
+    runs: int = 0
+    seconds: float = 0.0
+
+
 class Checkpoint:
     """The checkpoints of one run in `folder`, every `every` steps (0: never);
-    `trainable(model)` gives the arrays to keep (the adapter kind's)."""
+    `trainable(model)` gives the arrays to keep (the adapter kind's). This run's clock starts
+    when it is made (the absorb makes it once the model is loaded)."""
 
     def __init__(self, folder: Path, every: int, trainable: Callable[[object], dict]):
         self.folder = Path(folder)
         self.every = every
         self.trainable = trainable
+        self.started = time.perf_counter()
+        # the runs before this one whose work this one continues: set by `resume`, or to none
+        # by this run's first save when it started over
+        self.before: Spent | None = None
+
+    def spent(self) -> Spent:
+        """The runs that did this run's work so far, this one included, and their seconds."""
+        before = self.before or Spent()
+        return Spent(before.runs + 1, before.seconds + time.perf_counter() - self.started)
 
     def due(self, steps: int) -> bool:
         return self.every > 0 and steps % self.every == 0
@@ -59,9 +80,12 @@ class Checkpoint:
                 mx.save_safetensors(str(self.folder / f"{stem}.optimizer.safetensors"),
                                     dict(tree_flatten(loop.trainer.optimizer.state)))
                 _save_samples(self.folder / f"{stem}.samples.npz", sched.arrived)
+                if self.before is None:
+                    self.before = Spent()
                 state = {"format": FORMAT, "step": report.steps, "stem": stem,
                          "buckets": sched.buckets, "schedule": sched.position(),
-                         "report": {k: getattr(report, k) for k in _REPORT}}
+                         "report": {k: getattr(report, k) for k in _REPORT},
+                         "spent": asdict(self.spent())}
                 store.write_atomic(self.folder / STATE_FILE, json.dumps(state))
         except BaseException:
             for part in self.folder.glob(f"{stem}.*"):  # the checkpoint before stays whole
@@ -97,10 +121,34 @@ class Checkpoint:
         sched.resume(arrived, state["schedule"])
         for name, value in state["report"].items():
             setattr(loop.report, name, value)
+        self.before = _spent(state)
         return True
+
+    def count_interrupted(self) -> None:
+        """Add this run's seconds up to now to the kept checkpoint, as an interrupted run's:
+        the work after its last save cost time too."""
+        state = self.state()
+        if state is None:
+            return
+        if self.before is None:  # stopped before it resumed the checkpoint (while writing QA)
+            self.before = _spent(state)
+        state["spent"] = asdict(self.spent())
+        try:
+            store.write_atomic(self.folder / STATE_FILE, json.dumps(state))
+        except OSError:  # a full disk: the checkpoint stays whole, only this time goes uncounted
+            pass
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _spent(state: dict) -> Spent:
+    """The runs and seconds a checkpoint's state counts; one written before lift-mlx counted
+    them: one run, of its training's seconds."""
+    spent = state.get("spent")
+    if isinstance(spent, dict):
+        return Spent(int(spent["runs"]), float(spent["seconds"]))
+    return Spent(1, float(state["report"]["seconds"]))
 
 
 def _save_samples(path: Path, samples: list[Sample]) -> None:

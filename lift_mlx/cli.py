@@ -14,7 +14,7 @@ from . import backend, library, store
 from .adapters import kind_of
 from .config import AnswerSettings
 from .errors import LiftError, raise_interrupt
-from .library import Entry, describe
+from .library import Entry, absorb_time, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
 from .progress import Progress
 
@@ -163,7 +163,8 @@ def _print_summary(absorbed) -> None:
                      + (" (cached)" if r.synth.cached else ""))
     lines += [
         f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}",
-        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items()),
+        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
+        + (f"; {absorb_time(r.total_seconds, r.runs)} in all" if r.runs > 1 else ""),
         f"peak memory  {r.peak_memory_gb:.2f} GB",
         f"adapter      {absorbed.adapter_path} ({store.dir_size(absorbed.adapter_path) / 1e6:.1f}"
         " MB)",

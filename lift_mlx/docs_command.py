@@ -8,7 +8,17 @@ import click
 
 from . import sources, store
 from .errors import LiftError
-from .library import Entry, describe, entries, export, find, import_archive, remove, rename
+from .library import (
+    Entry,
+    absorb_time,
+    describe,
+    entries,
+    export,
+    find,
+    import_archive,
+    remove,
+    rename,
+)
 
 
 def _settings_summary(e: Entry) -> str:
@@ -49,7 +59,7 @@ def docs_command() -> click.Group:
     @docs.command("list")
     def list_():
         """List the absorbed documents: name, source, hash, base model, settings, adapter
-        size, date and absorb time."""
+        size, date and absorb time (over all its runs, when it resumed an interrupted one)."""
         found = entries()
         if not found:
             click.echo("no documents yet; absorb one with `lift-mlx absorb DOC`", err=True)
@@ -63,7 +73,7 @@ def docs_command() -> click.Group:
             rows.append([e.name, str(e.field("document", "source")),
                          str(e.field("document", "sha256"))[:12], str(e.field("model", "name")),
                          _settings_summary(e), _mb(e.path), _when(e),
-                         f"{e.absorb_seconds:.1f}s"])
+                         absorb_time(e.absorb_seconds, e.absorb_runs)])
         click.echo(_table(rows))
         for e in filter(lambda e: e.problem, found):
             fix = f"; remove it with `lift-mlx docs rm {e.key}`" if e.meta is None else ""

@@ -58,9 +58,24 @@ class Entry:
 
     @property
     def absorb_seconds(self) -> float:
-        """Time the absorb took, model loading excluded."""
+        """Time the absorb took over all its runs, model loading excluded (an entry made
+        before lift-mlx counted runs: its one run's stages)."""
+        total = self.field("report", "total_seconds", default=None)
+        if isinstance(total, (int, float)):
+            return float(total)
         seconds = self.field("report", "seconds", default={})
         return sum(v for k, v in seconds.items() if k != "load" and isinstance(v, (int, float)))
+
+    @property
+    def absorb_runs(self) -> int:
+        """The absorb runs that trained it (more than one: it resumed interrupted ones)."""
+        runs = self.field("report", "runs", default=1)
+        return runs if isinstance(runs, int) and runs > 0 else 1
+
+
+def absorb_time(seconds: float, runs: int) -> str:
+    """`1308.0s`, or `3480.2s over 2 runs` for an absorb that resumed an interrupted one."""
+    return f"{seconds:.1f}s" + (f" over {runs} runs" if runs > 1 else "")
 
 
 def _read(path: Path) -> Entry:
@@ -330,7 +345,7 @@ def describe(e: Entry) -> list[str]:
         f"base model   {e.field('model', 'name')} (fingerprint {e.field('model', 'fingerprint')})",
         f"generator    {gen.get('name') if isinstance(gen, dict) else gen}",
         f"created      {e.field('created')} with lift-mlx {e.field('lift_mlx_version')}, "
-        f"absorbed in {e.absorb_seconds:.1f}s",
+        f"absorbed in {absorb_time(e.absorb_seconds, e.absorb_runs)}",
     ]
     if imported := (e.meta or {}).get("imported"):
         lines.append(f"imported     from {imported.get('from')} on {imported.get('on')}")
@@ -345,7 +360,8 @@ def describe(e: Entry) -> list[str]:
         "samples      " + ", ".join(f"{counts[t]} {t}" for t in order),
         f"training     {train.get('steps', 0)} steps, {train.get('tokens', 0):,} tokens, "
         f"final loss {float('nan') if loss is None else loss:.3f}",
-        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in report.get("seconds", {}).items()),
+        "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in report.get("seconds", {}).items())
+        + (f" (the last of {e.absorb_runs} runs)" if e.absorb_runs > 1 else ""),
         f"peak memory  {report.get('peak_memory_gb', 0):.2f} GB",
     ]
     return lines

@@ -27,16 +27,22 @@ class Progress:
 
     @contextmanager
     def bar(self, label: str, total: int, unit: str = "tok"):
-        """Yields `update(done, units_so_far, note="")` for a stage of `total` steps."""
+        """Yields `update(done, units_so_far, note="", total=None)` for a stage of `total`
+        steps; `total` there replaces the one given (an estimate that became exact). `done`
+        and `units` count this stage's work since the bar began: its rate and ETA are theirs."""
         if not self.bars:
-            yield lambda done, units=0, note="": None
+            yield lambda done, units=0, note="", total=None: None
             return
         start = time.perf_counter()
         with click.progressbar(length=total, label=label, file=self.stream, show_eta=True,
                                show_pos=True, item_show_func=lambda s: s) as bar:
             state = {"done": 0}
 
-            def update(done: int, units: int = 0, note: str = "") -> None:
+            def update(done: int, units: int = 0, note: str = "", total: int | None = None
+                       ) -> None:
+                if total is not None:
+                    bar.length = total
+                    bar.finished = False  # click sets it once pos reaches the old length
                 rate = units / max(time.perf_counter() - start, 1e-9)
                 info = f"{rate:,.0f} {unit}/s" + (f"  {note}" if note else "")
                 bar.update(done - state["done"], current_item=info)

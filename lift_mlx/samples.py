@@ -282,6 +282,25 @@ class EpochScheduler:
         """Sample-views still to hand out for the samples added so far."""
         return self.added * self.epochs - self.views
 
+    def steps_left(self) -> int:
+        """The batches still due for the samples added so far, once no more can arrive: the
+        rule of `next_batch(final=True)` on the group sizes alone. Each bucket takes its own
+        batches whatever the order among buckets, so the random choice changes no count."""
+        sizes = {k: len(group) for k, group in self._pending.items() if group}
+        steps = 0
+        while sizes:
+            keys = sorted(sizes)
+            key = next((k for k in keys if sizes[k] >= self.batch_size), keys[0])
+            taken = min(sizes[key], self.batch_size)
+            sizes[key] -= taken
+            if not sizes[key]:
+                del sizes[key]
+            views, length = key
+            if views + 1 < self.epochs:
+                sizes[(views + 1, length)] = sizes.get((views + 1, length), 0) + taken
+            steps += 1
+        return steps
+
     def next_batch(self, final: bool) -> tuple[int, list[Sample]] | None:
         """(padded length, samples) of the next batch, or None when none is due yet."""
         keys = sorted(k for k, group in self._pending.items() if group)

@@ -29,7 +29,6 @@ from .samples import (
     epoch_batches,
     fitted_buckets,
     make_batch,
-    plan_epoch,
 )
 
 
@@ -236,6 +235,7 @@ class TrainLoop:
         self.total = total
         self.on_step = on_step
         self._in_flight: tuple[mx.array, int] | None = None
+        self._resumed = (0, 0)  # the steps and tokens a resumed checkpoint held
         self._start = time.perf_counter()
         model.train()
 
@@ -260,9 +260,14 @@ class TrainLoop:
             raise _diverged(self.trainer.settings, f"the loss of step {len(r.losses)} is "
                                                    f"{r.losses[-1]}")
         r.tokens += n_tokens
-        if self.on_step:
-            on_step_total = max(self.total, r.steps)
-            self.on_step(len(r.losses), on_step_total, r.losses[-1], r.tokens)
+        if self.on_step:  # this run's steps, as a bar's rate and ETA must count them
+            steps, tokens = self._resumed
+            self.on_step(len(r.losses) - steps, max(self.total, r.steps) - steps, r.losses[-1],
+                         r.tokens - tokens)
+
+    def resumed(self) -> None:
+        """Mark the report, just restored from a checkpoint, as the start of this run."""
+        self._resumed = (self.report.steps, self.report.tokens)
 
     def close(self) -> TrainReport:
         """Wait for the last step and return the report (the model is left in eval mode);
@@ -277,11 +282,6 @@ class TrainLoop:
         self.report.seconds += time.perf_counter() - self._start
         self.report.traces = self.trainer.traces
         return self.report
-
-
-def steps_per_epoch(samples: list[Sample], batch_size: int) -> int:
-    buckets = fitted_buckets(max(len(s) for s in samples) - 1)
-    return len(plan_epoch(list(samples), batch_size, buckets, random.Random(0)))
 
 
 def train(
@@ -308,23 +308,23 @@ def train(
     while a producer thread next to the training thread took 1.17x: the two compete for the
     same cores, and a thread adds lock contention for no gain.
 
-    `on_step(step, total_steps, loss, tokens)` follows every step (progress bars; `total` is
-    the estimate it gets). `checkpoint` keeps the run every `checkpoint.every` steps and
-    resumes the one it kept: the samples it holds are not added again when offered, so the
-    rest of the run is the one an uninterrupted run trains. `max_steps` stops early
-    (benchmarks).
+    `on_step(steps, total_steps, loss, tokens)` follows every step (progress bars): the steps
+    and tokens of this call (a resumed run counts from its checkpoint) and the steps it runs
+    in all, exact once every sample is in (until then `total`, the caller's estimate).
+    `checkpoint` keeps the run every `checkpoint.every` steps and resumes the one it kept: the
+    samples it holds are not added again when offered, so the rest of the run is the one an
+    uninterrupted run trains. `max_steps` stops early (benchmarks).
     """
     if not samples and arriving is None:
         raise ValueError("no training samples")
     buckets = fitted_buckets(max([len(s) for s in samples] + [longest, 2]) - 1)
     sched = EpochScheduler(settings.batch_size, settings.epochs, buckets,
                            random.Random(settings.seed))
-    if not total and arriving is None:
-        total = steps_per_epoch(samples, settings.batch_size) * settings.epochs
     loop = TrainLoop(model, settings, total, on_step)
     kept = Counter()  # samples a resumed checkpoint already holds, offered again
     if checkpoint is not None and checkpoint.resume(loop, sched):
         kept.update(sched.arrived)
+        loop.resumed()
 
     def add(new: list[Sample]) -> None:
         fresh = []
@@ -345,10 +345,17 @@ def train(
     def stopped() -> bool:
         return max_steps is not None and loop.report.steps >= max_steps
 
+    def all_in() -> None:  # no sample can arrive any more: the steps left are known
+        loop.total = loop.report.steps + sched.steps_left()
+        if max_steps is not None:
+            loop.total = min(loop.total, max(max_steps, loop.report.steps))
+
     add(samples)
     burst = 0.0
     if arriving is not None:
         add(next(arriving, []))  # what is at hand at once (cached or kept QA pairs)
+    else:
+        all_in()
     while arriving is not None and not stopped():
         due = sched.next_batch(final=False)
         cycle = time.perf_counter()
@@ -359,6 +366,7 @@ def train(
             new = next(arriving, None)
             if new is None:
                 arriving = None
+                all_in()
                 break
             add(new)
             if not due or time.perf_counter() - work >= 0.9 * burst:

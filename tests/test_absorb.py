@@ -171,10 +171,10 @@ class _InterruptAt(Progress):
             def __enter__(s):
                 update = outer.__enter__()
 
-                def interrupting(done, units=0, note=""):
+                def interrupting(done, units=0, note="", total=None):
                     if label == "train" and done == 2:
                         raise KeyboardInterrupt
-                    update(done, units, note)
+                    update(done, units, note, total)
 
                 return interrupting
 

@@ -1,29 +1,36 @@
 """Training checkpoints: a run stopped after a checkpoint and resumed from it trains the same
 batches in the same order, and ends with the adapter an uninterrupted run makes; an absorb
-really interrupted (Ctrl-C in a child process) resumes where it stopped."""
+really interrupted (Ctrl-C in a child process) resumes where it stopped, its progress bar
+counts the resumed run's own steps, and its entry the time of both runs."""
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
 import pytest
+from click.testing import CliRunner
 from conftest import FAST
 
 from lift_mlx import store
 from lift_mlx.absorb import absorb
 from lift_mlx.adapters import LORA
-from lift_mlx.checkpoints import STATE_FILE, Checkpoint
+from lift_mlx.checkpoints import STATE_FILE, Checkpoint, Spent
+from lift_mlx.cli import cli
 from lift_mlx.config import TrainSettings
 from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model
+from lift_mlx.progress import Progress
 from lift_mlx.prompts import encode
 from lift_mlx.samples import qa_sample, recite_samples
 from lift_mlx.train import train
@@ -87,6 +94,24 @@ def test_a_checkpoint_that_does_not_fit_is_not_resumed(tiny_model_path, tiny_lm,
     report, _ = _run(tiny_model_path, recite, longer, Checkpoint(folder, 3, LORA.trainable))
     fresh, _ = _run(tiny_model_path, recite, longer)
     assert report.losses == pytest.approx(fresh.losses, rel=1e-5)
+
+
+def test_a_checkpoint_kept_before_runs_were_counted_resumes_as_one_run_of_its_training(
+        tiny_model_path, tiny_lm, demo_text, tmp_path):
+    """A state.json without "spent" (an older lift-mlx's): one run, its training's seconds."""
+    tok = tiny_lm.tokenizer
+    recite = recite_samples(tok, encode(tok, demo_text)[:400], 64, 32, 0, random.Random(0))
+    qa = [qa_sample(tok, "Who?", "Ada Korrin")]
+    folder = tmp_path / "checkpoint"
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=4)
+    state = json.loads((folder / STATE_FILE).read_text())
+    assert state.pop("spent")["runs"] == 1
+    (folder / STATE_FILE).write_text(json.dumps(state))
+    checkpoint = Checkpoint(folder, 3, LORA.trainable)
+    _run(tiny_model_path, recite, qa, checkpoint)
+    assert checkpoint.before == Spent(1, state["report"]["seconds"])
+    assert checkpoint.spent().runs == 2
 
 
 ARGS = ["--seg-len", "128", "--stride", "64", "--context-len", "32", "--rank", "4",
@@ -168,3 +193,102 @@ def test_a_checkpoint_on_a_full_disk_is_one_error_and_leaves_no_partial_files(
     assert str(e.value).startswith(f"cannot write to {folder}: Unable to write ")
     assert str(e.value).endswith("; free space on its disk")
     assert list(folder.iterdir()) == [] and Path("/dev/full").is_char_device()
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class _TrainBar(Progress):
+    """Bars drawn as on a terminal into a string; each update of the training bar kept as
+    (done, units, total, time). At the update whose done is `stop_at`, `at_stop()` runs, then
+    a Ctrl-C."""
+
+    def __init__(self, stop_at: int | None = None, at_stop=None):
+        super().__init__(stream=_Tty())
+        self.stop_at, self.at_stop = stop_at, at_stop
+        self.updates: list[tuple[int, int, int, float]] = []
+
+    @contextmanager
+    def bar(self, label, total, unit="tok"):
+        with super().bar(label, total, unit) as update:
+            def kept(done, units=0, note="", total=None):
+                if label == "train":
+                    self.updates.append((done, units, total, time.perf_counter()))
+                    if done == self.stop_at:
+                        self.at_stop()
+                        raise KeyboardInterrupt
+                update(done, units, note, total)
+
+            yield kept
+
+    def last_line(self) -> str:
+        """The training bar as it was drawn last."""
+        return [line for line in self.stream.getvalue().split("\r") if "train" in line][-1]
+
+    def seconds(self) -> float:
+        """From the training bar's first update to its last."""
+        return self.updates[-1][3] - self.updates[0][3]
+
+
+RESUMABLE = dict(FAST, tasks=("recite",), epochs=6, batch_size=2, checkpoint_every=3)
+
+
+def test_a_resumed_absorb_counts_its_own_steps_and_stores_the_time_of_both_runs(
+        tiny_lm, tmp_path, demo_text):
+    """The bar showed `107/231 ... 650 tok/s` after a resume at step 100 (the resumed steps
+    as done in no time) and ended at `240/231`; `docs list` showed the resumed run's time
+    alone."""
+    doc = tmp_path / "charter.md"
+    doc.write_text(demo_text[:3000])
+    whole_bar = _TrainBar()
+    whole = absorb(doc, tiny_lm, out=tmp_path / "whole", progress=whole_bar, **RESUMABLE)
+    steps, tokens = whole.report.train.steps, whole.report.train.tokens
+    assert steps > 12
+    assert whole_bar.updates[-1][:3] == (steps, tokens, steps)  # the total was exact
+    assert f" {steps}/{steps} " in whole_bar.last_line()
+
+    # Interrupted at step 7, a second after the checkpoint of step 6 was saved.
+    saved = {}
+
+    def at_stop():
+        (folder,) = store.checkpoints_dir().iterdir()
+        saved.update(json.loads((folder / STATE_FILE).read_text()))
+        time.sleep(1.0)
+
+    first_bar = _TrainBar(stop_at=7, at_stop=at_stop)
+    with pytest.raises(KeyboardInterrupt):
+        absorb(doc, tiny_lm, progress=first_bar, **RESUMABLE)
+    (folder,) = store.checkpoints_dir().iterdir()
+    state = json.loads((folder / STATE_FILE).read_text())
+    assert saved["step"] == state["step"] == 6 and state["spent"]["runs"] == 1
+    first_s = state["spent"]["seconds"]
+    # counted up to the Ctrl-C: the work after the last save cost time too
+    assert first_s >= saved["spent"]["seconds"] + 1.0
+    assert first_s >= first_bar.seconds() + 1.0
+
+    second_bar = _TrainBar()
+    resumed = absorb(doc, tiny_lm, progress=second_bar, **RESUMABLE)
+    r = resumed.report
+    assert r.train.steps == steps and r.train.tokens == tokens
+    # The bar counts this run's steps and tokens only: its rate and ETA are this run's.
+    assert [u[0] for u in second_bar.updates] == list(range(1, steps - 6 + 1))
+    assert {u[2] for u in second_bar.updates} == {steps - 6}
+    assert second_bar.updates[-1][1] == tokens - state["report"]["tokens"]
+    assert f" {steps - 6}/{steps - 6} " in second_bar.last_line()
+
+    this_run = sum(v for k, v in r.seconds.items() if k != "load")
+    assert r.runs == 2 and r.total_seconds == pytest.approx(first_s + this_run)
+    stored = store.verify(resumed.adapter_path)["report"]
+    assert stored["runs"] == 2 and stored["total_seconds"] == pytest.approx(r.total_seconds)
+    assert stored["total_seconds"] >= first_bar.seconds() + second_bar.seconds() + 1.0
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["docs", "list"])
+    assert listed.exit_code == 0, listed.output
+    (row,) = listed.stdout.splitlines()[1:]
+    assert row.endswith(f"{stored['total_seconds']:.1f}s over 2 runs"), row
+    info = runner.invoke(cli, ["info", "charter"]).stdout
+    assert f"absorbed in {stored['total_seconds']:.1f}s over 2 runs" in info
+    assert "(the last of 2 runs)" in info

@@ -225,7 +225,7 @@ class StopAfter(Progress):
 
     @contextmanager
     def bar(self, label, total, unit="tok"):
-        def update(done, units=0, note=""):
+        def update(done, units=0, note="", total=None):
             if label == "answers":
                 self.left -= 1
                 if self.left == 0:

@@ -67,6 +67,27 @@ def test_list_names_each_document_and_shows_every_field(runner, tiny_lm, tmp_pat
     assert store.verify(first.adapter_path)["checksums"] == store.checksums(first.adapter_path)
 
 
+def test_an_entry_stored_before_runs_were_counted_lists_and_loads(runner, tiny_lm, tmp_path,
+                                                                 demo_text):
+    """Its report has no runs or total_seconds: the absorb time is its stages', one run."""
+    absorbed = absorb(_doc(tmp_path, "charter.md", demo_text[:1500]), tiny_lm, **RECITE)
+    meta_file = absorbed.adapter_path / store.META_FILE
+    meta = json.loads(meta_file.read_text())
+    assert meta["report"].pop("runs") == 1
+    total = meta["report"].pop("total_seconds")
+    stages = sum(v for k, v in meta["report"]["seconds"].items() if k != "load")
+    assert total == pytest.approx(stages)
+    meta_file.write_text(json.dumps(meta))
+    (row,) = runner.invoke(cli, ["docs", "list"]).stdout.splitlines()[1:]
+    assert row.endswith(f"  {stages:.1f}s"), row
+    info = runner.invoke(cli, ["info", "charter"])
+    assert info.exit_code == 0 and f"absorbed in {stages:.1f}s\n" in info.stdout
+    assert "runs" not in info.stdout
+    again = load_absorbed(absorbed.adapter_path, tiny_lm)
+    assert again.ask("Who owns the lighthouse?", max_tokens=4) == \
+        absorbed.ask("Who owns the lighthouse?", max_tokens=4)
+
+
 def test_ask_chat_and_info_take_a_document_by_its_library_name(runner, tiny_lm, tmp_path,
                                                                demo_text, monkeypatch):
     absorbed = absorb(_doc(tmp_path / "docs", "charter.md", demo_text[:1500]), tiny_lm,

@@ -48,7 +48,9 @@ def test_every_late_sample_is_trained_exactly_epochs_times(epochs):
                 assert len(due[1]) == 4  # no partial batch while samples may still come
                 for s in due[1]:
                     seen[s.kind] = seen.get(s.kind, 0) + 1
+    left, steps = sched.steps_left(), 0
     while due := sched.next_batch(final=True):
+        steps += 1
         length, chunk = due
         assert len({s.kind for s in chunk}) == len(chunk)  # no sample twice in one batch
         assert all(len(s) - 1 <= length or length == 256 for s in chunk)
@@ -56,6 +58,7 @@ def test_every_late_sample_is_trained_exactly_epochs_times(epochs):
             seen[s.kind] = seen.get(s.kind, 0) + 1
     assert seen == {s.kind: epochs for s in samples}
     assert sched.remaining == 0
+    assert steps == left > 0  # the count the training bar ends at
 
 
 def test_all_samples_at_once_take_no_more_steps_than_epoch_passes():
@@ -63,10 +66,11 @@ def test_all_samples_at_once_take_no_more_steps_than_epoch_passes():
     buckets = buckets_for(200)
     sched = EpochScheduler(4, 3, buckets, random.Random(0))
     sched.add(samples)
-    steps = 0
+    left, steps = sched.steps_left(), 0
     while sched.next_batch(final=True):
         steps += 1
     assert steps <= 3 * len(plan_epoch(samples, 4, buckets, random.Random(0)))
+    assert steps == left
 
 
 def test_fitted_buckets_fit_the_longest_samples_tightly():

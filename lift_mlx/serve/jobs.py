@@ -89,10 +89,12 @@ class _JobProgress(Progress):
         job = self.job
         job.stage, job.done, job.total = label, 0, total
 
-        def update(done: int, units: int = 0, note: str = "") -> None:
+        def update(done: int, units: int = 0, note: str = "", total: int | None = None) -> None:
             if job.cancelled:
                 raise JobCancelled
             job.done = done
+            if total is not None:
+                job.total = total
 
         yield update
         job.stage = "saving" if label == "train" else job.stage
