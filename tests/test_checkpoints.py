@@ -81,15 +81,22 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(compiled, tiny_model_path, t
         assert mx.allclose(again[name], value, atol=1e-6).item(), name
 
 
+def _stopped_at_step_4(tiny_model_path, tok, demo_text: str, folder):
+    """A run of recite samples and one QA sample, stopped at step 4 with a checkpoint every 3
+    steps in `folder`; its recite samples."""
+    recite = recite_samples(tok, encode(tok, demo_text)[:400], 64, 32, 0, random.Random(0))
+    qa = [qa_sample(tok, "Who?", "Ada Korrin")]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=4)
+    return recite
+
+
 def test_a_checkpoint_that_does_not_fit_is_not_resumed(tiny_model_path, tiny_lm, demo_text,
                                                        tmp_path):
     """Other samples (their buckets differ) start the run over instead."""
     tok = tiny_lm.tokenizer
-    recite = recite_samples(tok, encode(tok, demo_text)[:400], 64, 32, 0, random.Random(0))
-    qa = [qa_sample(tok, "Who?", "Ada Korrin")]
     folder = tmp_path / "checkpoint"
-    with pytest.raises(KeyboardInterrupt):
-        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=4)
+    recite = _stopped_at_step_4(tiny_model_path, tok, demo_text, folder)
     longer = [qa_sample(tok, "Who?", "Ada Korrin " * 60)]
     report, _ = _run(tiny_model_path, recite, longer, Checkpoint(folder, 3, LORA.trainable))
     fresh, _ = _run(tiny_model_path, recite, longer)
@@ -100,16 +107,13 @@ def test_a_checkpoint_kept_before_runs_were_counted_resumes_as_one_run_of_its_tr
         tiny_model_path, tiny_lm, demo_text, tmp_path):
     """A state.json without "spent" (an older lift-mlx's): one run, its training's seconds."""
     tok = tiny_lm.tokenizer
-    recite = recite_samples(tok, encode(tok, demo_text)[:400], 64, 32, 0, random.Random(0))
-    qa = [qa_sample(tok, "Who?", "Ada Korrin")]
     folder = tmp_path / "checkpoint"
-    with pytest.raises(KeyboardInterrupt):
-        _run(tiny_model_path, recite, qa, Checkpoint(folder, 3, LORA.trainable), stop_at=4)
+    recite = _stopped_at_step_4(tiny_model_path, tok, demo_text, folder)
     state = json.loads((folder / STATE_FILE).read_text())
     assert state.pop("spent")["runs"] == 1
     (folder / STATE_FILE).write_text(json.dumps(state))
     checkpoint = Checkpoint(folder, 3, LORA.trainable)
-    _run(tiny_model_path, recite, qa, checkpoint)
+    _run(tiny_model_path, recite, [qa_sample(tok, "Who?", "Ada Korrin")], checkpoint)
     assert checkpoint.before == Spent(1, state["report"]["seconds"])
     assert checkpoint.spent().runs == 2
 
