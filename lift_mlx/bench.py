@@ -321,8 +321,11 @@ def plot(records: list[dict], path: Path) -> bool:
               help="Plot file. [default: next to --out, when matplotlib is installed]")
 @click.option("--quick", is_flag=True, help="Small lengths and budgets on the tiny model: "
                                             "under a minute, for CI.")
+@click.option("--answers-only", is_flag=True,
+              help="Only the answers the plain base gives at once (--now, from retrieved "
+                   "passages and from the view) and the whole document in context: no absorb.")
 @setting_option(SETTINGS["adapter"])
-def bench(model, lengths, doc_path, out, png, quick, train_adapter):
+def bench(model, lengths, doc_path, out, png, quick, answers_only, train_adapter):
     """Measure absorbing and answering per document length, with and without the pipeline.
 
     Per length and arm: time of each stage (split, QA generation, training, save), time to
@@ -351,7 +354,7 @@ def bench(model, lengths, doc_path, out, png, quick, train_adapter):
     with tempfile.TemporaryDirectory() as tmp:
         for n in lengths:
             text = bench_document(lm.tokenizer, n, source)
-            for pipeline in (False, True):
+            for pipeline in () if answers_only else (False, True):
                 rec = absorb_arm(lm, text, settings, pipeline, Path(tmp) / f"{n}-{pipeline}",
                                  decode_tokens, machine)
                 records.append({"length": n, **rec})

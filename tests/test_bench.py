@@ -65,3 +65,14 @@ def test_parameter_count_unpacks_quantized_weights(tiny_model_path, tiny_q4_path
     fp32, _ = mlx_lm.load(str(tiny_model_path))
     q4, _ = mlx_lm.load(str(tiny_q4_path))
     assert parameter_count(q4) == parameter_count(fp32) > 0
+
+
+def test_answers_only_measures_the_first_answers_without_absorbing(tmp_path):
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(bench, ["--quick", "--lengths", "512", "--answers-only",
+                                   "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    records = json.loads(out.read_text())["records"]
+    assert [rec["arm"] for rec in records] == ["now", "now-view", "in-context"]
+    now = records[0]
+    assert now["index_s"] > 0 and now["ttft_s"] > now["index_s"]
