@@ -29,10 +29,12 @@ LONGEST_WINDOW = 131072  # tokens: the longest window of the models lift-mlx run
 MOST_ROWS = 1024  # samples or requests at once: 256x the paper's batch of 4
 MOST_RANK = 1024  # 8x the paper's rank 128 for an 8B model; a full-rank update of a 1B layer
 SEED_MAX = 2**32 - 1  # the seeds of Python's, NumPy's and MLX's generators alike
-# Retrieved passages, when answering and in the reader samples that train for it: ~1k tokens
-# is a short prefill whatever the model's window (measured: 48-token passages put the evidence
-# in a 512-token window for 93% of questions on documents the project did not write)
-RETRIEVED_LEN = 1024
+# Retrieved passages, when answering and in the reader samples that train for it. Measured with
+# SmolLM2 and BM25 over 48-token passages (docs/answer-modes.md), on the documents settings are
+# chosen on: 64/128/256/512/1024 tokens answered 48/75/60/52/50% on a ~4k knowledge-world
+# document and 26/32/22% (64-256) on coreutils' NEWS, whose evidence 128 tokens held for 86% of
+# its questions: a small model reads a few passages better than many, and sooner.
+RETRIEVED_LEN = 128
 PASSAGE_LEN = 48
 VIEW_LEN = 1024  # the head+tail view's most tokens: answers at short-context speed
 
