@@ -1,5 +1,5 @@
-"""Answering: a short prompt (the question, optionally with a head+tail view of the document)
-streamed through mlx-lm's generation loop."""
+"""Answering: a short prompt (the question, optionally with the passages of the document that
+match it or a head+tail view of it) streamed through mlx-lm's generation loop."""
 
 from __future__ import annotations
 

@@ -196,8 +196,9 @@ def absorb(document, model, **opts):
 
 def _answer_options(f):
     f = click.option("--now", is_flag=True,
-                     help="Answer at once from the head+tail view with the plain base model "
-                          "while the adapter trains; the adapter answers once it is ready.")(f)
+                     help="Answer at once with the plain base model from the passages that "
+                          "match the question (the head+tail view with --no-retrieve) while "
+                          "the adapter trains; the adapter answers once it is ready.")(f)
     return answer_options(f)
 
 

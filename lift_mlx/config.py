@@ -208,11 +208,14 @@ class AnswerSettings:
     context: bool = setting(True, "Show the model a head+tail view of the document that fits "
                             "its window before the question; --no-context asks with the "
                             "question alone, relying on the adapter.", flag="--context")
-    # document apps' alternative to a view: the passages that match the question (BM25)
-    retrieve: bool = setting(False, "Show the passages of the document that match the "
-                             "question (BM25 over whole sentences, in document order) instead "
-                             "of the head+tail view, and list them after the answer; where "
-                             "none matches, the view.", flag="--retrieve")
+    # what document apps show: the passages that match the question (BM25); measured better
+    # than the view on every document tried, with the base and with the adapter alike
+    # (docs/answer-modes.md)
+    retrieve: bool = setting(True, "Show the passages of the document that match the question "
+                             "(BM25 over whole sentences, in document order) and list them "
+                             "after the answer, where they are in the document; where none "
+                             "matches, and with --no-retrieve, the head+tail view.",
+                             flag="--retrieve")
     # a short prefill whatever the model's window: a whole 4k-token document in an 8k window
     # took 134-198 s per answer on a 2-core CPU, the question alone 3-4 s
     view_len: int = setting(VIEW_LEN, "Most tokens of the document's head+tail view in the "

@@ -91,14 +91,16 @@ def test_ask_with_retrieve_answers_from_passages_and_shows_them(tiny_lm, tiny_mo
     assert held and all(absorbed.document_text[p.start:p.end] == p.text for p in held)
     assert any("142 steps" in p.text for p in held)
     # a short prefill, not the whole document
-    assert len(absorbed.prompt(question, **RETRIEVE)) < len(absorbed.prompt(question))
-    # no term in common with the document: the head+tail view, as without --retrieve
+    assert len(absorbed.prompt(question, **RETRIEVE)) < len(absorbed.prompt(question,
+                                                                           retrieve=False))
+    # no term in common with the document: the head+tail view, as with --no-retrieve
     assert absorbed.sources("Xylophone quartz?", retrieve=True) == []
     assert absorbed.prompt("Xylophone quartz?", retrieve=True) == absorbed.prompt(
-        "Xylophone quartz?")
-    assert absorbed.sources(question) == []  # without --retrieve: the view, no sources
+        "Xylophone quartz?", retrieve=False)
+    assert absorbed.sources(question, retrieve=False) == []  # the view, no sources
+    assert absorbed.sources(question) != []  # retrieving is the default
 
-    r = CliRunner().invoke(cli, ["ask", str(absorbed.adapter_path), question, "--retrieve",
+    r = CliRunner().invoke(cli, ["ask", str(absorbed.adapter_path), question,
                                  "--passage-len", "12", "--retrieved-len", "64",
                                  "--max-tokens", "4", "--model", str(tiny_model_path)])
     assert r.exit_code == 0, r.output
@@ -122,5 +124,5 @@ def test_answers_while_the_adapter_trains_come_from_the_passages(tiny_lm, tmp_pa
     index = passage_index(tiny_lm.tokenizer, now.document.text, 12)
     assert ids == passages_prompt(tiny_lm.tokenizer, question, index.ranked(question), 64,
                                   tiny_lm.window, 256)[0]
-    assert now.sources(question, context=False) == []  # the view or nothing: no sources
+    assert now.sources(question, retrieve=False) == []  # the view: no sources
     now.wait()

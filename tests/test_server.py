@@ -123,15 +123,17 @@ def documents(tiny_lm, tmp_path, demo_text) -> dict:
 
 
 def test_a_chat_with_retrieve_answers_as_ask_does_and_returns_its_sources(tiny_lm, documents):
-    """`"retrieve": true`: the passages that match the question, as `ask --retrieve` puts them
-    in the prompt, and the response's extra field `lift_sources` (which OpenAI's client keeps)
-    says where each is in the document; streamed, the last chunk carries it."""
+    """`"retrieve": true` (the default, as `ask`'s): the passages that match the question, as
+    `ask --retrieve` puts them in the prompt, and the response's extra field `lift_sources`
+    (which OpenAI's client keeps) says where each is in the document; streamed, the last chunk
+    carries it. `"retrieve": false`: the view, and no sources."""
     entry = library.find("charter")
     absorbed = load_absorbed(entry.path, tiny_lm)
     expected = absorbed.ask(QUESTION, retrieve=True, max_tokens=TOKENS)
     held = absorbed.sources(QUESTION, retrieve=True)
+    from_view = absorbed.ask(QUESTION, retrieve=False, max_tokens=TOKENS)
     assert held
-    with running(tiny_lm) as server:
+    with running(tiny_lm) as server:  # it has the model from here on
         c = client(server)
         reply = c.chat.completions.create(
             model="charter", messages=[{"role": "user", "content": QUESTION}],
@@ -145,9 +147,15 @@ def test_a_chat_with_retrieve_answers_as_ask_does_and_returns_its_sources(tiny_l
             max_tokens=TOKENS, stream=True, extra_body={"retrieve": True}))
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == expected
         assert chunks[-1].model_extra["lift_sources"] == sources
-        plain = c.chat.completions.create(model="charter", max_tokens=TOKENS,
-                                          messages=[{"role": "user", "content": QUESTION}])
-        assert "lift_sources" not in (plain.model_extra or {})  # the view: no sources
+        default = c.chat.completions.create(model="charter", max_tokens=TOKENS,
+                                            messages=[{"role": "user", "content": QUESTION}])
+        assert default.choices[0].message.content == expected
+        assert default.model_extra["lift_sources"] == sources
+        view = c.chat.completions.create(model="charter", max_tokens=TOKENS,
+                                         messages=[{"role": "user", "content": QUESTION}],
+                                         extra_body={"retrieve": False})
+        assert view.choices[0].message.content == from_view
+        assert "lift_sources" not in (view.model_extra or {})  # the view: no sources
 
 
 def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):

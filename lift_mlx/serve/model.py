@@ -171,10 +171,11 @@ def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
 
 def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | None, *,
                 context: bool, max_tokens: int,
-                retrieve: bool = False) -> tuple[list[int], list[Passage]]:
+                retrieve: bool = ANSWER.retrieve) -> tuple[list[int], list[Passage]]:
     """Prompt ids for `messages`, and the retrieved passages they hold: with a document's
-    adapter, the prompt of `lift-mlx ask` for the last user message (with the head+tail view
-    if `context`, or with `retrieve` the passages that match it); without, the chat template.
+    adapter, the prompt of `lift-mlx ask` for the last user message (with `context` the
+    passages that match it, or without `retrieve` the head+tail view); without, the chat
+    template.
     PromptRefused when there is no question or no room for `max_tokens` in the window;
     store.Damaged where the entry's index is."""
     tok, window = served.lm.tokenizer, served.lm.window
