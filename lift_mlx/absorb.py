@@ -354,6 +354,9 @@ class Absorbing:
     """
 
     def __init__(self, document, model: str | LoadedModel | None = None, **absorb_kwargs):
+        if distributed.world().size > 1:  # its answers would come from every rank at once
+            raise LiftError("answering while the adapter trains (--now) runs in one process; "
+                            "under mlx.launch, absorb or ask without --now")
         self.document = document if isinstance(document, Document) else read_document(document)
         self.lm = as_model(model)
         reset_adapter(self.lm)

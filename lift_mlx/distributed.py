@@ -20,16 +20,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from .errors import LiftError
-
-if TYPE_CHECKING:  # samples imports nothing of this module; a type only
-    from .samples import Batch
+from .samples import Batch
 
 # What mlx.launch sets in each process it starts: the ring and jaccl backends' rank, MPI's.
 LAUNCHED = ("MLX_RANK", "OMPI_COMM_WORLD_RANK")
@@ -130,7 +128,7 @@ def _launched_alone() -> bool:
     """mlx.launch -n 1 (the ring backend): the hosts file it hands over is blank."""
     path = os.environ.get("MLX_HOSTFILE", "")
     try:
-        return not path or not open(path).read().strip()
+        return not path or not Path(path).read_text().strip()
     except OSError:
         return False
 
@@ -155,16 +153,16 @@ def world() -> World:
 
 
 class _Stopping:
-    """How the ranks stop together, installed once in a rank's process: the first SIGINT or
-    SIGTERM raises KeyboardInterrupt (as Ctrl-C), later ones change nothing (a stopping rank
-    hears the launcher's SIGTERM next); a rank that MLX holds waiting for the others, where
-    Python's handler cannot run, says so in one line and leaves GRACE_S after the signal.
-    Either way its sockets close and the others' exchanges fail (`together`)."""
+    """How a rank's process stops, installed once: the first SIGINT or SIGTERM raises
+    KeyboardInterrupt (as Ctrl-C does), later ones change nothing (a stopping rank hears the
+    launcher's SIGTERM next). Where MLX holds the main thread (a step, or a wait for the other
+    ranks) Python's handler cannot run: the rank then says so in one line and leaves GRACE_S
+    after the signal; else it leaves GRACE_S after its handler ran, whatever Python's exit
+    waits for. Either way its sockets close and the others' exchanges fail (`together`)."""
 
     def __init__(self, world: World, say: Callable[[str], None]):
         self.world = world
         self.say = say
-        self.signalled = threading.Event()
         self.handled = threading.Event()
         read, write = os.pipe()
         os.set_blocking(write, False)

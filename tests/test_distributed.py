@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from lift_mlx import distributed, store
+from lift_mlx.absorb import Absorbing
 from lift_mlx.distributed import SINGLE, World
 from lift_mlx.errors import LiftError
 from lift_mlx.samples import Sample, make_batch
@@ -349,3 +350,10 @@ def test_a_rank_signalled_while_mlx_holds_it_waiting_leaves_on_its_own(
     assert "rank 1 of 2: stopped by a signal while MLX held it" in err
     assert "rank 0 of 2: absorb of" in err and "Traceback" not in err
     assert store.entry_dirs() == []
+
+
+def test_answering_while_absorbing_is_refused_across_ranks(monkeypatch):
+    """`ask --now` answers from the base at once: under mlx.launch every rank would."""
+    monkeypatch.setattr(distributed, "_world", World(_Group(0, 2)))
+    with pytest.raises(LiftError, match=r"\(--now\) runs in one process; under mlx.launch"):
+        Absorbing("never-read.md")
