@@ -8,18 +8,19 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import mlx.core as mx
 
-from . import __version__, adapters, backend, store
+from . import __version__, adapters, backend, distributed, store
 from .absorbed import STORED_PASSAGE_LEN, Absorbed, as_model, load_absorbed, reset_adapter
 from .adapters import base_view
 from .answer import document_prompt, stream_answer
 from .checkpoints import Checkpoint, Spent
 from .config import AnswerSettings, Settings, preset, setting_sources, settings_lines
+from .distributed import World
 from .errors import LiftError, raise_interrupt
 from .generator_styles import resolve_style
 from .ingest import Document, document_tokens, read_document
@@ -47,6 +48,7 @@ class AbsorbReport:
     reused: bool = False
     pipeline: bool = True  # QA generation overlapped with training
     peak_memory: dict[str, float] = field(default_factory=dict)  # phase -> GB
+    ranks: int = 1  # processes that trained it together (mlx.launch), each on its rows
     # the absorb runs that trained it: more than one when it resumed interrupted ones, whose
     # seconds `seconds` (this run's) lacks
     runs: int = 1
@@ -83,8 +85,9 @@ class Run:
     target: Path  # where the adapter goes
     progress: Progress
     sources: dict  # where each setting came from (`config.setting_sources`)
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None across ranks: rank 0's alone would resume one rank
     report: AbsorbReport
+    world: World  # the ranks that absorb together; this process alone without a launcher
 
 
 def absorb(
@@ -99,7 +102,7 @@ def absorb(
     progress: Progress | None = None,
     pipeline: bool = True,
     **overrides,
-) -> Absorbed:
+) -> Absorbed | None:
     """Absorb `document` (a path, "-" or a Document) into an adapter on `model` (LoRA, or
     the kind `adapter=` names).
 
@@ -108,11 +111,17 @@ def absorb(
     settings is reused unless `reuse=False`. With `pipeline` (the default) training starts at
     once on the samples ready at the start and QA samples join as the generator writes them;
     without it, all QA pairs are generated before training starts.
+
+    Started by `mlx.launch` on several ranks, they absorb together (`distributed`): the QA
+    pairs are generated first, shared out; each rank trains its rows of every batch; rank 0
+    alone stores the adapter, and returns it; the other ranks return None.
     """
     backend.use_recommended_wired_limit()
     backend.warn_if_slow_blas()
-    progress = progress or Progress(quiet=True)
-    report = AbsorbReport(pipeline=pipeline)
+    world = distributed.world()
+    progress = progress if progress is not None and world.rank == 0 else Progress(quiet=True)
+    # across ranks the samples must arrive in the same order on each: generated first
+    report = AbsorbReport(pipeline=pipeline and world.size == 1, ranks=world.size)
     times = report.seconds
     with timed(times, "ingest"):
         doc = document if isinstance(document, Document) else read_document(document)
@@ -132,32 +141,46 @@ def absorb(
                             {**settings.keyed(), "gen": gen_id, "style": style,
                              **({"task_versions": versions} if versions else {})})
     target = Path(out) if out else store.adapters_dir() / key
-    checkpoint = Checkpoint(store.checkpoints_dir() / key, settings.train.checkpoint_every,
-                            adapters.kind_named(settings.train.adapter).trainable)
-    run = Run(doc, lm, gen, settings, key, target, progress, sources, checkpoint, report)
-    store.clean_partials()  # what absorbs killed while saving left (not one still saving)
+    checkpoint = None
+    if world.size == 1:
+        checkpoint = Checkpoint(store.checkpoints_dir() / key, settings.train.checkpoint_every,
+                                adapters.kind_named(settings.train.adapter).trainable)
+    run = Run(doc, lm, gen, settings, key, target, progress, sources, checkpoint, report, world)
     # One absorb per key at a time: a second one (another process or thread) waits for the
-    # first, then finds its adapter and reuses it.
-    with _interruptible(run), store.lock(key, on_wait=lambda holder: progress.log(
-            f"Waiting for another absorb of this document to finish ({holder})")):
-        if reuse and _stored(target, key, progress):
-            progress.log(f"Reusing the stored adapter {target}")
-            absorbed = load_absorbed(target, lm)
-            report.reused = True
-            absorbed.report = report
-            return absorbed
-        if not reuse:
-            checkpoint.remove()  # absorb again from the start
-        try:
-            return _train_and_store(run)
-        except KeyboardInterrupt:
-            checkpoint.count_interrupted()  # the run that resumes it reports the total time
-            raise
+    # first, then finds its adapter and reuses it. Across ranks, rank 0 holds the lock and
+    # its store decides.
+    first = world.rank == 0
+    if first:
+        store.clean_partials()  # what absorbs killed while saving left (not one still saving)
+    lock = store.lock(key, on_wait=lambda holder: progress.log(
+        f"Waiting for another absorb of this document to finish ({holder})")) if first else None
+    with _interruptible(run):
+        # every rank refuses at once, together: mlx.launch ends the others when one exits
+        world.agree(document=doc.sha256, model=lm.fingerprint, generator=gen_id, settings=key)
+        world.check_batch(settings.train.batch_size)
+        with lock or nullcontext():
+            if world.first(reuse and first and _stored(target, key, progress)):
+                if not first:
+                    return None
+                progress.log(f"Reusing the stored adapter {target}")
+                absorbed = load_absorbed(target, lm)
+                report.reused = True
+                absorbed.report = report
+                return absorbed
+            if not reuse and checkpoint is not None:
+                checkpoint.remove()  # absorb again from the start
+            try:
+                return _train_and_store(run)
+            except KeyboardInterrupt:
+                if checkpoint is not None:  # the run that resumes it reports the total time
+                    checkpoint.count_interrupted()
+                raise
 
 
-def _train_and_store(run: Run) -> Absorbed:
+def _train_and_store(run: Run) -> Absorbed | None:
     """Train the adapter of `run` and store it (the caller holds the key's lock); a
-    checkpoint an interrupted run of the same key kept is resumed."""
+    checkpoint an interrupted run of the same key kept is resumed. Across ranks, only rank 0
+    stores it (the others return None)."""
     lm, settings, report = run.lm, run.settings, run.report
     times = report.seconds
     reset_adapter(lm)
@@ -182,7 +205,7 @@ def _train_and_store(run: Run) -> Absorbed:
                           QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
                                     random.Random(settings.train.seed + 1), reader),
                           run.gen or lm, run.gen.model if run.gen else base_view(lm.model),
-                          run.progress)
+                          run.progress, run.world)
         ready = []  # samples there from the start, task by task
         for task in tasks:
             samples = task.samples(given)
@@ -200,7 +223,7 @@ def _train_and_store(run: Run) -> Absorbed:
             run.progress.log(line)
     kind = adapters.kind_named(settings.train.adapter)
     adapter_config = kind.attach(lm.model, settings.train)
-    if state := run.checkpoint.state():
+    if run.checkpoint is not None and (state := run.checkpoint.state()):
         run.progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                          "absorb of this document stopped")
     report.train = _train(run, ready, arriving)
@@ -210,6 +233,8 @@ def _train_and_store(run: Run) -> Absorbed:
     for source in arriving.values():
         report.synth = source.report or report.synth
     report.peak_memory_gb = max(report.peak_memory.values())
+    if run.world.rank > 0:
+        return None
     meta = _meta(run)
 
     def write(folder: Path) -> None:
@@ -220,7 +245,8 @@ def _train_and_store(run: Run) -> Absorbed:
         meta["report"] = report.to_dict()  # with the save time, before the metadata is written
 
     path = store.save_adapter(run.target, write, meta, run.doc.text)
-    run.checkpoint.remove()
+    if run.checkpoint is not None:
+        run.checkpoint.remove()
     absorbed = Absorbed(lm, run.doc.text, path, meta, report)
     absorbed._doc_tokens = doc_tokens
     absorbed._indexes[index.passage_len] = index
@@ -261,12 +287,14 @@ def _stored(target: Path, key: str, progress: Progress) -> bool:
 @contextmanager
 def _interruptible(run: Run) -> Iterator[None]:
     """SIGTERM stops an absorb as Ctrl-C does (the partial work is removed on the way out);
-    either way the absorb says what it had done."""
-    installed = threading.current_thread() is threading.main_thread()
+    either way the absorb says what it had done. Across ranks, `distributed.together` handles
+    the signals, and a rank that loses another stops with one line."""
+    installed = run.world.size == 1 and threading.current_thread() is threading.main_thread()
     if installed:
         previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
-        yield
+        with distributed.together(run.world, run.progress.warn):
+            yield
     except KeyboardInterrupt:
         run.progress.warn(_interrupted_note(run))
         raise
@@ -278,9 +306,12 @@ def _interruptible(run: Run) -> Iterator[None]:
 def _interrupted_note(run: Run) -> str:
     done = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in run.report.seconds.items())
     notes = [f"absorb of {run.doc.source} interrupted after {done}: no adapter was stored."]
+    if run.world.size > 1:  # mlx.launch ends every rank with SIGTERM once one of them stopped
+        notes = [f"{run.world}: absorb of {run.doc.source} stopped by a signal (here, or from "
+                 f"mlx.launch once another rank stopped) after {done}: no adapter was stored."]
     for task in tasks_named(run.settings.train.tasks):
         notes.append(task.interrupted(run.doc, run.gen or run.lm, run.settings))
-    if state := run.checkpoint.state():
+    if run.checkpoint is not None and (state := run.checkpoint.state()):
         notes.append(f"Training was checkpointed at step {state['step']}; the same command "
                      "again resumes there.")
     return " ".join(n for n in notes if n)
@@ -306,9 +337,10 @@ def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> Trai
             train_report = train(run.lm.model, ready, t, _pad_id(run.lm.tokenizer), on_step,
                                  arriving=_arriving(arriving, bool(ready), report),
                                  longest=max([a.longest for a in arriving.values()], default=0),
-                                 total=estimate, checkpoint=run.checkpoint)
+                                 total=estimate, checkpoint=run.checkpoint, world=run.world)
         except Diverged:
-            run.checkpoint.remove()  # it may hold the weights that diverged
+            if run.checkpoint is not None:
+                run.checkpoint.remove()  # it may hold the weights that diverged
             raise
     elapsed = time.perf_counter() - start
     times = report.seconds
@@ -350,6 +382,9 @@ class Absorbing:
     """
 
     def __init__(self, document, model: str | LoadedModel | None = None, **absorb_kwargs):
+        if distributed.world().size > 1:  # its answers would come from every rank at once
+            raise LiftError("answering while the adapter trains (--now) runs in one process; "
+                            "under mlx.launch, absorb or ask without --now")
         self.document = document if isinstance(document, Document) else read_document(document)
         self.lm = as_model(model)
         reset_adapter(self.lm)

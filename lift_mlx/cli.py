@@ -161,8 +161,10 @@ def _print_summary(absorbed) -> None:
         drops = ", ".join(f"{n} {k}" for k, n in sorted(r.synth.dropped.items())) or "none"
         lines.append(f"qa pairs     {r.samples['qa']} kept, dropped: {drops}"
                      + (" (cached)" if r.synth.cached else ""))
+    ranks = f" on {r.ranks} ranks" if r.ranks > 1 else ""
     lines += [
-        f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}",
+        f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}"
+        + ranks,
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
         + (f"; {absorb_time(r.total_seconds, r.runs)} in all" if r.runs > 1 else ""),
         f"peak memory  {r.peak_memory_gb:.2f} GB",
@@ -187,8 +189,16 @@ def absorb(document, model, **opts):
     Memory instead, in a format only lift-mlx loads. Prints a summary: tokens, segments, QA
     pairs kept/dropped, training steps and loss, time per stage, peak memory, adapter path.
     A document over 1,000,000 tokens is refused ($LIFT_MLX_MAX_TOKENS sets another limit).
+
+    \b
+    On several Macs (or processes), one adapter trained together:
+      mlx.launch --hostfile hosts.json -- lift-mlx absorb DOC --model M
+    Each rank trains its rows of every batch (--batch-size must be a multiple of the ranks);
+    the result equals a single-process absorb; rank 0 stores it and prints the summary.
     """
     absorbed = _absorb(document, model, opts)
+    if absorbed is None:  # a rank of mlx.launch other than 0: rank 0 stored it and says so
+        return
     if not opts["quiet"]:
         _print_summary(absorbed)
     click.echo(str(absorbed.adapter_path))
@@ -254,6 +264,8 @@ def ask(target, question, model, now, **opts):
         raise LiftError("the question is empty; ask something about the document")
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    if absorbed is None:  # a rank of mlx.launch other than 0: rank 0 answers
+        return
     _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)
@@ -277,6 +289,8 @@ def chat(target, model, now, **opts):
     """
     answer = pop_answer(opts)
     absorbed = _load(target, model, opts, now)
+    if absorbed is None:  # a rank of mlx.launch other than 0: rank 0 answers
+        return
     _check_window(answer, absorbed.lm.window)
     if not opts["quiet"] and getattr(absorbed, "report", None) is not None:
         _print_summary(absorbed)

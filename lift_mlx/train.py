@@ -20,6 +20,7 @@ from mlx_lm.tuner.trainer import grad_checkpoint
 from .adapters import kind_named
 from .checkpoints import Checkpoint
 from .config import TrainSettings
+from .distributed import SINGLE, World
 from .errors import LiftError
 from .samples import (
     Batch,
@@ -83,6 +84,8 @@ def _target_index(mask: np.ndarray, targets: np.ndarray):
     """Flat positions of the targets in a batch, their token ids and their weights (the
     mask's values there)."""
     flat = np.flatnonzero(mask.reshape(-1)).astype(np.int32)
+    if not len(flat):  # a rank's rows of a short last batch: one position, of weight 0
+        flat = np.zeros(1, dtype=np.int32)
     return flat, targets.reshape(-1)[flat], mask.reshape(-1)[flat]
 
 
@@ -140,11 +143,14 @@ class TrainReport:
 
 
 class Trainer:
-    """Holds the optimizer and the (compiled) step for one model; call `step` per batch."""
+    """Holds the optimizer and the (compiled) step for one model; call `step` per batch. With
+    several ranks (`world`), each runs its rows of every batch and the gradients are summed
+    over the ranks before the update."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings):
+    def __init__(self, model: nn.Module, settings: TrainSettings, world: World = SINGLE):
         self.model = model
         self.settings = settings
+        self.world = world
         self.optimizer = kind_named(settings.adapter).optimizer(settings)  # AdamW, its betas
         # Create the moments now: state that appears at the first update would change the
         # compiled function's inputs and force a second trace.
@@ -166,6 +172,9 @@ class Trainer:
             if prev_grads is not None:
                 grads = tree_map(mx.add, grads, prev_grads)
             if do_update:
+                # each rank's loss is its share of the whole batch's mean: the sum over the
+                # ranks is the single-process gradient
+                grads = world.sum(grads)
                 grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
                 self.optimizer.update(model, grads)
                 grads = None
@@ -187,15 +196,21 @@ class Trainer:
             arrays = (batch.inputs, batch.targets, batch.mask)
         return [mx.array(a) for a in arrays] + ([] if total is None else [mx.array(total)])
 
-    def submit(self, batch: Batch) -> mx.array:
-        """Start a step on the device and return its (not yet computed) loss."""
+    def _prepared(self, batch: Batch) -> Batch:
         if not self.compiled:  # eager: padding is pure cost, any shape is free
             batch = batch.trimmed()
         if self.settings.loss_mean == "samples":
             batch = batch.per_sample()
-        parts = batch.row_chunks(self.micro) if 0 < self.micro < len(batch.inputs) else [batch]
-        # each part's loss is its share of the whole batch's mean
-        total = max(float(batch.mask.sum()), 1.0) if len(parts) > 1 else None
+        return batch
+
+    def submit(self, batch: Batch) -> mx.array:
+        """Start a step on the device and return its (not yet computed) loss."""
+        rows = self._prepared(self.world.share(batch))  # this rank's: all of them in one process
+        whole = rows if self.world.size == 1 else self._prepared(batch)
+        parts = rows.row_chunks(self.micro) if 0 < self.micro < len(rows.inputs) else [rows]
+        # each part's loss is its share of the whole (over the ranks: the global) batch's mean
+        total = (max(float(whole.mask.sum()), 1.0) if len(parts) > 1 or self.world.size > 1
+                 else None)
         loss, grads = None, None
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -203,6 +218,7 @@ class Trainer:
             loss = part_loss if loss is None else loss + part_loss
             if not last:
                 mx.eval(loss, grads)  # this part's activations are freed before the next
+        loss = self.world.sum(loss)  # the global batch's loss, as one process has it
         mx.async_eval(loss, self.model.state, self.optimizer.state)
         return loss
 
@@ -228,9 +244,10 @@ class TrainLoop:
     """
 
     def __init__(self, model: nn.Module, settings: TrainSettings, total: int = 0,
-                 on_step: Callable[[int, int, float, int], None] | None = None):
+                 on_step: Callable[[int, int, float, int], None] | None = None,
+                 world: World = SINGLE):
         self.model = model
-        self.trainer = Trainer(model, settings)
+        self.trainer = Trainer(model, settings, world)
         self.report = TrainReport()
         self.total = total
         self.on_step = on_step
@@ -296,6 +313,7 @@ def train(
     total: int = 0,
     checkpoint: Checkpoint | None = None,
     max_steps: int | None = None,
+    world: World = SINGLE,
 ) -> TrainReport:
     """Train the model's adapter on `samples` and on those `arriving` yields while training
     runs, each `settings.epochs` times (see `EpochScheduler`).
@@ -313,14 +331,17 @@ def train(
     in all, exact once every sample is in (until then `total`, the caller's estimate).
     `checkpoint` keeps the run every `checkpoint.every` steps and resumes the one it kept: the
     samples it holds are not added again when offered, so the rest of the run is the one an
-    uninterrupted run trains. `max_steps` stops early (benchmarks).
+    uninterrupted run trains. `max_steps` stops early (benchmarks). With several ranks
+    (`world`), every rank passes the same samples and trains its rows of each batch
+    (`Trainer`); `arriving`, if any, must have done its work (how many steps run between two
+    `next()` depends on time, which no two ranks share).
     """
     if not samples and arriving is None:
         raise ValueError("no training samples")
     buckets = fitted_buckets(max([len(s) for s in samples] + [longest, 2]) - 1)
     sched = EpochScheduler(settings.batch_size, settings.epochs, buckets,
                            random.Random(settings.seed))
-    loop = TrainLoop(model, settings, total, on_step)
+    loop = TrainLoop(model, settings, total, on_step, world)
     kept = Counter()  # samples a resumed checkpoint already holds, offered again
     if checkpoint is not None and checkpoint.resume(loop, sched):
         kept.update(sched.arrived)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import mlx.nn as nn
 
+from ..distributed import SINGLE, World
 from ..ingest import Document
 from ..models import LoadedModel
 from ..progress import Progress
@@ -29,6 +30,7 @@ class TaskInput:
     generator: LoadedModel  # the model that writes tasks: the base, unless --generator
     generator_model: nn.Module  # what generates: a plain view while the base's adapter trains
     progress: Progress
+    world: World = SINGLE  # the ranks absorbing together: they share out the generation
 
 
 class Arriving:

@@ -16,7 +16,14 @@ from ..generator_styles import GeneratorStyle, QAPair, resolve_style
 from ..ingest import Document
 from ..models import LoadedModel
 from ..samples import Sample, qa_sample
-from ..synthesize import FILTER_VERSION, QAStream, SynthReport, question_key, task_windows
+from ..synthesize import (
+    FILTER_VERSION,
+    QAStream,
+    SynthReport,
+    generator_requests,
+    question_key,
+    task_windows,
+)
 from .base import Arriving, Task, TaskInput
 
 if TYPE_CHECKING:  # config lists the task kinds: it imports this package
@@ -50,20 +57,33 @@ TASK = QA()
 
 
 class QAPairs(Arriving):
-    """The QA samples of a document: from the cache, or generated step by step (`QAStream`)."""
+    """The QA samples of a document: from the cache, or generated step by step (`QAStream`).
+
+    Across ranks (`given.world`) every rank starts from what rank 0's store holds, generates
+    its share of the requests left, and once all are done the ranks put their pairs together
+    in request order (`_gather`), the same on each; rank 0 caches them.
+    """
 
     def __init__(self, given: TaskInput):
         settings, gen, progress = given.settings, given.generator, given.progress
+        world = self.world = given.world
         self.given = given
         self.progress = progress
         self.style = resolve_style(settings.synth.style, gen.model)
         self.path = cache_file(given.doc.sha256, gen, settings)
+        self.partial = partial_file(self.path)
         self.pairs: list[QAPair] = []
         self.fresh: list[QAPair] = []  # pairs not yet handed to training
         self.stream = None
         self.longest = (len(qa_sample(given.tokenizer, "", "", given.qa.view))
                         + settings.synth.max_tokens)
-        cached = load_cached(self.path)
+        cached, finished = None, frozenset()
+        if world.rank == 0:
+            cached = load_cached(self.path)
+            if cached is None:  # pairs of an interrupted run, kept as its requests finished
+                self.pairs, finished = load_partial(self.partial)
+        if world.size > 1:
+            cached, self.pairs, finished = _from_first(world, cached, self.pairs, finished)
         if cached is not None:
             progress.log(f"Using {len(cached)} cached QA pairs")
             self.pairs = self.fresh = list(cached)
@@ -72,13 +92,14 @@ class QAPairs(Arriving):
         windows = task_windows(given.doc.text, settings.synth.sentences_per_task,
                                settings.synth.window_chars)
         self.windows = len(windows)
-        # Pairs of an interrupted run are kept as its requests finish: resume from them.
-        self.partial = partial_file(self.path)
-        self.pairs, finished = load_partial(self.partial)
         self.fresh = list(self.pairs)
         if finished:
             progress.log(f"Resuming QA generation: {len(finished)} requests done, "
                          f"{len(self.pairs)} pairs kept")
+        if world.size > 1:  # this rank's share of the requests left: the others' count as done
+            every = range(len(generator_requests(windows, settings.synth, self.style)))
+            left = [i for i in every if i not in finished]
+            finished = frozenset(every) - frozenset(left[world.rank::world.size])
         self.stream = QAStream(given.generator_model, gen.tokenizer, windows, settings.synth,
                                self.style, done=finished,
                                seen={question_key(p.question) for p in self.pairs})
@@ -93,6 +114,10 @@ class QAPairs(Arriving):
     def step(self) -> None:
         before = self.stream.finished
         new = self.stream.step()  # nothing to do once done: then it only closes below
+        if self.world.size > 1:  # the ranks' pairs come together once every rank is done
+            if self.stream.done:
+                self._gather()
+            return
         self.pairs += new
         self.fresh += new
         if self.stream.done:
@@ -101,6 +126,19 @@ class QAPairs(Arriving):
             self.partial.unlink(missing_ok=True)
         elif self.stream.finished > before:
             store.write_atomic(self.partial, partial_json(self.pairs, self.stream.finished_ids))
+
+    def _gather(self) -> None:
+        """Every rank's kept pairs put together, the same on every rank (`merge_shares`)."""
+        report = self.stream.close()
+        shares = self.world.gather({"kept": {i: [asdict(p) for p in kept] for i, kept
+                                             in self.stream.kept_by_request.items()},
+                                    "report": asdict(report)})
+        new, self.report = merge_shares(shares, {question_key(p.question) for p in self.pairs})
+        self.pairs += new
+        self.fresh += new
+        if self.world.rank == 0:
+            store.write_atomic(self.path, cached_json(self.pairs, self.report))
+            self.partial.unlink(missing_ok=True)
 
     def take(self) -> list[Sample]:
         fresh, self.fresh = self.fresh, []
@@ -124,12 +162,54 @@ class QAPairs(Arriving):
                 update(self.stream.finished, self.stream.report.generated_tokens)
 
     def finish(self) -> None:
-        if not self.pairs:
+        if not self.pairs and self.world.rank == 0:  # across ranks, rank 0 says it once
             self.progress.warn(
                 "the generator wrote no usable question/answer pairs "
                 f"({_drops(self.report)}); training continues on the other tasks. "
                 "A stronger generator (--generator) gives the QA tasks LIFT relies on."
             )
+
+
+def _pairs(data: list[dict]) -> list[QAPair]:
+    return [QAPair(d["question"], d["answer"]) for d in data]
+
+
+def _from_first(world, cached: list[QAPair] | None, partial: list[QAPair],
+                finished: frozenset[int]) -> tuple[list[QAPair] | None, list[QAPair],
+                                                   frozenset[int]]:
+    """Rank 0's cached pairs, or its interrupted run's pairs and finished requests, on every
+    rank (a rank's own store may hold other ones, or none)."""
+    first = world.first({"cached": None if cached is None else [asdict(p) for p in cached],
+                         "partial": [asdict(p) for p in partial], "finished": sorted(finished)})
+    return (None if first["cached"] is None else _pairs(first["cached"]),
+            _pairs(first["partial"]), frozenset(first["finished"]))
+
+
+def merge_shares(shares: list[dict], seen: set[str]) -> tuple[list[QAPair], SynthReport]:
+    """The ranks' shares of a generation ({"kept": {request: pairs}, "report": SynthReport as
+    a dict}) as one: the pairs request by request in request order, a question that `seen` or
+    an earlier request holds dropped as a duplicate (as one process drops it); the work
+    summed, the time the longest rank's."""
+    reports = [SynthReport(**share["report"]) for share in shares]
+    merged = SynthReport(requests=reports[0].requests)
+    for r in reports:
+        merged.generated_tokens += r.generated_tokens
+        merged.prompt_tokens += r.prompt_tokens
+        merged.decode_steps += r.decode_steps
+        merged.kept += r.kept
+        merged.seconds = max(merged.seconds, r.seconds)
+        for reason, n in r.dropped.items():
+            merged.drop(reason, n)
+    by_request = {int(i): kept for share in shares for i, kept in share["kept"].items()}
+    seen, pairs = set(seen), []
+    for pair in (p for i in sorted(by_request) for p in _pairs(by_request[i])):
+        if question_key(pair.question) in seen:
+            merged.drop("duplicate")
+            merged.kept -= 1
+        else:
+            seen.add(question_key(pair.question))
+            pairs.append(pair)
+    return pairs, merged
 
 
 def _drops(report: SynthReport) -> str:
@@ -165,8 +245,7 @@ def cache_key(doc_sha: str, generator_fingerprint: str, settings: SynthSettings,
 def load_cached(path: Path) -> list[QAPair] | None:
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    return [QAPair(d["question"], d["answer"]) for d in data["qa_pairs"]]
+    return _pairs(json.loads(path.read_text())["qa_pairs"])
 
 
 def load_partial(path: Path) -> tuple[list[QAPair], frozenset[int]]:
