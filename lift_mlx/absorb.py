@@ -227,7 +227,8 @@ def _train_and_store(run: Run) -> Absorbed | None:
         run.progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                          "absorb of this document stopped")
     report.train = _train(run, ready, arriving)
-    before = run.checkpoint.before or Spent()  # the interrupted runs this one resumed
+    # the interrupted runs this one resumed (none across ranks: they keep no checkpoint)
+    before = (run.checkpoint.before if run.checkpoint is not None else None) or Spent()
     report.runs, report.earlier_seconds = before.runs + 1, before.seconds
     _phase_peak(report, "train" if not report.pipeline or not arriving else "synthesize+train")
     for source in arriving.values():
