@@ -110,11 +110,15 @@ def compute_only(model, samples, settings, world, steps: int) -> float:
     return (time.perf_counter() - tick) / steps
 
 
-def _free_port(ranks: int) -> int:
+def free_port(ranks: int) -> int:
+    """A port from which `ranks` ports in a row are free on loopback (the ring listens on one
+    per rank)."""
     for _ in range(50):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        if port + ranks >= 65536:
+            continue
         try:
             for p in range(port, port + ranks):
                 with socket.socket() as s:
@@ -129,7 +133,7 @@ def run(ranks: int, worker_args: list[str]) -> dict:
     command = [sys.executable, __file__, "--worker", *worker_args]
     if ranks > 1:
         command = [*LAUNCH, "-n", str(ranks), "--backend", "ring", "--starting-port",
-                   str(_free_port(ranks)), "--", *command]
+                   str(free_port(ranks)), "--", *command]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT,
                           stdin=subprocess.PIPE, timeout=1800)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import load_script
 
 from lift_mlx import distributed, store
 from lift_mlx.absorb import Absorbing
@@ -121,31 +121,12 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _free_port(ranks: int) -> int:
-    """A port from which `ranks` ports in a row are free on loopback (the ring listens on one
-    per rank)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + ranks >= 65536:
-            continue
-        try:
-            for p in range(port, port + ranks):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
-
-
 def _launch(command: list[str], home: Path, ranks: int = 2) -> subprocess.Popen:
     """`mlx.launch -n RANKS --backend ring -- COMMAND` on loopback, in a session of its own
     (so that a failed test ends every process it started)."""
     return subprocess.Popen(
         [*LAUNCH, "-n", str(ranks), "--backend", "ring", "--starting-port",
-         str(_free_port(ranks)), "--", *command],
+         str(load_script("bench_distributed").free_port(ranks)), "--", *command],
         cwd=ROOT, env=_env(home), stdin=subprocess.PIPE,  # a pipe: /dev/null would spin it
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
