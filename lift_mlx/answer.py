@@ -38,18 +38,23 @@ def question_prompt(
     doc_tokens: list[int] | None,
     window: int,
     max_tokens: int,
+    view_len: int | None = None,
 ) -> list[int]:
     """Prompt ids for `question`; with `doc_tokens`, the whole document where it fits in the
-    `window` beside `max_tokens` of answer, else a head+tail view (see QUESTION_STEP)."""
+    `window` beside `max_tokens` of answer, else a head+tail view (see QUESTION_STEP); with
+    `view_len`, the window is cut to what leaves the view that many tokens."""
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
     bare = prompts.chat_ids(tokenizer, prompts.question_body(tokenizer, question))
     if doc_tokens is None:
         return bare
-    if len(doc_tokens) <= context_budget(tokenizer, question, window, max_tokens):
+    overhead = _overhead(tokenizer, question)
+    step = -(-overhead // QUESTION_STEP) * QUESTION_STEP
+    if view_len is not None:
+        window = min(window, view_len + max_tokens + step)
+    if len(doc_tokens) <= window - max_tokens - overhead:  # context_budget's
         context = list(doc_tokens)
     else:
-        step = -(-_overhead(tokenizer, question) // QUESTION_STEP) * QUESTION_STEP
         context = head_tail_context(tokenizer, doc_tokens, window - max_tokens - step)
     if not context:
         return bare
@@ -91,10 +96,8 @@ def document_prompt(tokenizer, question: str, doc_tokens: list[int], settings: A
             return passages_prompt(tokenizer, question, ranked, settings.retrieved_len, window,
                                    settings.max_tokens)
     tokens = doc_tokens if settings.context else None
-    # the window that leaves the view `view_len` tokens (question_prompt's steps included)
-    step = -(-_overhead(tokenizer, question) // QUESTION_STEP) * QUESTION_STEP
-    window = min(window, settings.view_len + settings.max_tokens + step)
-    return question_prompt(tokenizer, question, tokens, window, settings.max_tokens), []
+    return question_prompt(tokenizer, question, tokens, window, settings.max_tokens,
+                           settings.view_len), []
 
 
 class PromptCache:
