@@ -391,7 +391,7 @@ class Absorbing:
         reset_adapter(self.lm)
         self._base = base_view(self.lm.model)
         self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
-        self._index: PassageIndex | None = None  # its passages, for answers with `retrieve`
+        self._indexes: dict[int, PassageIndex] = {}  # passage length -> its passages
         self._result: Absorbed | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(absorb_kwargs,), daemon=True)
@@ -432,11 +432,14 @@ class Absorbing:
         # The base knows nothing of the document: it always gets the document in its prompt,
         # the passages that match the question with `retrieve`, else the head+tail view.
         settings = replace(settings, context=True)
-        if settings.retrieve and self._index is None:
-            self._index = passage_index(self.lm.tokenizer, self.document.text,
-                                        settings.passage_len)
+        index = None
+        if settings.retrieve:
+            index = self._indexes.get(settings.passage_len)
+            if index is None:
+                index = self._indexes[settings.passage_len] = passage_index(
+                    self.lm.tokenizer, self.document.text, settings.passage_len)
         return document_prompt(self.lm.tokenizer, question, self._doc_tokens, settings,
-                               self.lm.window, self._index)
+                               self.lm.window, index)
 
     def stream(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> Iterator[str]:

@@ -125,4 +125,11 @@ def test_answers_while_the_adapter_trains_come_from_the_passages(tiny_lm, tmp_pa
     assert ids == passages_prompt(tiny_lm.tokenizer, question, index.ranked(question), 64,
                                   tiny_lm.window, 256)[0]
     assert now.sources(question, retrieve=False) == []  # the view: no sources
+    # another passage length: passages of that length, not those of the first index
+    longer = now.sources(question, **{**RETRIEVE, "passage_len": 40})
+    assert not now.ready and longer != held
+    assert longer == passages_prompt(
+        tiny_lm.tokenizer, question, passage_index(tiny_lm.tokenizer, now.document.text,
+                                                   40).ranked(question), 64, tiny_lm.window,
+        256)[1]
     now.wait()
