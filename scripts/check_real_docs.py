@@ -36,6 +36,7 @@ def words(text: str) -> list[str]:
 
 
 def squash(text: str) -> str:
+    """`text` with every run of whitespace one space (evidence is matched so)."""
     return " ".join(text.split())
 
 

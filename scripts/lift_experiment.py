@@ -54,6 +54,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+from check_real_docs import squash  # noqa: E402  (evidence found as the checker finds it)
 from knowledge_world import TEMPLATES, TRAIN_PHRASINGS, world_for_tokens  # noqa: E402
 
 import lift_mlx  # noqa: E402,F401  (loads the optional BLAS before mlx.core)
@@ -123,10 +124,6 @@ def pick_questions(doc: EvalDoc, world, tokenizer, args, rng: random.Random) -> 
         group = [q for q in one_each if q.meta["region"] == region]
         chosen += rng.sample(group, min(args.questions, len(group)))
     return EvalDoc(doc.id, doc.document, chosen, doc.source)
-
-
-def squash(text: str) -> str:
-    return " ".join(text.split())
 
 
 def real_doc(name: str, args, tokenizer) -> EvalDoc:
