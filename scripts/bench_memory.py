@@ -22,6 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+COLUMNS = [("tokens", "doc_tokens", "{:,}"), ("samples", "samples_made", "{:,}"),
+           ("trained tokens", "train_tokens", "{:,}"), ("seconds", "seconds", "{:.1f}"),
+           ("peak RSS MB", "peak_rss_mb", "{:.0f}"), ("x first", "x_first", "{:.2f}")]
+
 CHILD = """
 import resource, sys, time, json
 from pathlib import Path
@@ -57,6 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "scripts"))
+    from lift_mlx.bench import format_table
     from lift_mlx.models import load_model
 
     tokenizer = load_model("tiny").tokenizer
@@ -70,12 +75,10 @@ def main() -> None:
             done = subprocess.run([sys.executable, "-c", CHILD, str(doc)], env=env,
                                   capture_output=True, text=True, check=True)
             rows.append({"length": n, **json.loads(done.stdout.strip().splitlines()[-1])})
-    base = rows[0]["peak_rss_mb"]
-    print(f"{'tokens':>8} {'samples':>8} {'trained tokens':>15} {'seconds':>8} "
-          f"{'peak RSS MB':>12} {'x first':>8}")
     for r in rows:
-        print(f"{r['doc_tokens']:>8,} {sum(r['samples'].values()):>8,} {r['train_tokens']:>15,} "
-              f"{r['seconds']:>8.1f} {r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] / base:>8.2f}")
+        r["samples_made"] = sum(r["samples"].values())
+        r["x_first"] = r["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    print(format_table(rows, COLUMNS))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": {"platform": platform.platform(),
