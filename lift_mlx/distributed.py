@@ -155,7 +155,8 @@ def world() -> World:
 class _Stopping:
     """How a rank's process stops, installed once: the first SIGINT or SIGTERM raises
     KeyboardInterrupt (as Ctrl-C does), later ones change nothing (a stopping rank hears the
-    launcher's SIGTERM next). Where MLX holds the main thread (a step, or a wait for the other
+    launcher's SIGTERM next), nor does any once the rank has lost a peer (`together`), lest
+    the launcher's SIGTERM cut its one line short. Where MLX holds the main thread (a step, or a wait for the other
     ranks) Python's handler cannot run: the rank then says so in one line and leaves GRACE_S
     after the signal; else it leaves GRACE_S after its handler ran, whatever Python's exit
     waits for. Either way its sockets close and the others' exchanges fail (`together`)."""
@@ -207,5 +208,7 @@ def together(world: World, say: Callable[[str], None]) -> Iterator[None]:
     except RuntimeError as e:
         if not str(e).startswith(BACKEND_ERRORS):
             raise
+        if _stopping is not None:
+            _stopping.handled.set()
         raise PeerLost(f"{world}: another rank stopped or cannot be reached ({e}), so this "
                        "one stops too: no adapter was stored") from None
