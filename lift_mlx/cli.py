@@ -75,8 +75,7 @@ class _Group(click.Group):
             problem = store.unwritable(e.filename, e.strerror, e.errno in store.FULL)
             raise click.ClickException(str(problem)) from None
         except KeyboardInterrupt:
-            click.echo("\ninterrupted; adapters are stored only once complete", err=True)
-            sys.exit(130)
+            _interrupted()
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"],
@@ -375,7 +374,15 @@ def main() -> None:
     # SIGTERM stops every command as Ctrl-C does (a message, exit 130) from the start; the
     # default would end it at once, silently (absorb installs the same once its model loads)
     signal.signal(signal.SIGTERM, raise_interrupt)
-    cli(prog_name="lift-mlx")
+    try:
+        cli(prog_name="lift-mlx")
+    except KeyboardInterrupt:  # before or after a command ran (click's own code)
+        _interrupted()
+
+
+def _interrupted() -> None:
+    click.echo("\ninterrupted; adapters are stored only once complete", err=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
