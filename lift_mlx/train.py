@@ -142,6 +142,23 @@ class TrainReport:
         return sum(tail) / len(tail) if tail else math.nan
 
 
+LR_WARMUP = 0.05  # of the steps, for a schedule other than constant
+LR_FLOOR = 0.1  # of --lr, where the cosine ends
+
+
+def scheduled_lr(settings: TrainSettings, step: int, total: int) -> float:
+    """The learning rate of step `step` (counted from 0) of `total` (`settings.lr_schedule`):
+    constant; or cosine, a linear warm-up over the first LR_WARMUP of the steps, then a cosine
+    from --lr down to LR_FLOOR of it at the last step."""
+    if settings.lr_schedule == "constant" or total <= 1:
+        return settings.lr
+    warm = max(1, round(LR_WARMUP * total))
+    if step < warm:
+        return settings.lr * (step + 1) / warm
+    done = min(1.0, (step - warm) / max(1, total - 1 - warm))
+    return settings.lr * (LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * done)))
+
+
 class Trainer:
     """Holds the optimizer and the (compiled) step for one model; call `step` per batch. With
     several ranks (`world`), each runs its rows of every batch and the gradients are summed
@@ -257,6 +274,10 @@ class TrainLoop:
         model.train()
 
     def __call__(self, batch: Batch, n_samples: int | None = None) -> None:
+        settings = self.trainer.settings
+        if settings.lr_schedule != "constant":  # a value in the step's inputs: no new trace
+            self.trainer.optimizer.learning_rate = scheduled_lr(
+                settings, self.report.steps, max(self.total, self.report.steps + 1))
         loss = self.trainer.submit(batch)
         self.settle()
         self._in_flight = (loss, batch.n_tokens)

@@ -41,6 +41,7 @@ GIVEN = {
     "--epochs": ("train", "epochs", ["--epochs", "2"], 2),
     "--batch-size": ("train", "batch_size", ["--batch-size", "1"], 1),
     "--loss-mean": ("train", "loss_mean", ["--loss-mean", "samples"], "samples"),
+    "--lr-schedule": ("train", "lr_schedule", ["--lr-schedule", "cosine"], "cosine"),
     "--micro-batch": ("train", "micro_batch", ["--micro-batch", "2"], 2),
     "--grad-checkpoint": ("train", "grad_checkpoint", ["--no-grad-checkpoint"], False),
     "--compile": ("train", "compile", ["--no-compile"], False),

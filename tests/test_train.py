@@ -263,3 +263,34 @@ def test_loss_mean_over_samples_weighs_each_sample_equally(tiny_lm, demo_text):
         step_loss = Trainer(lm.model, settings).step(batch).item()
         assert step_loss == pytest.approx(loss_of(weighted if mean == "samples" else batch),
                                           rel=1e-3)
+
+
+def test_a_cosine_schedule_reaches_the_compiled_step_without_a_new_trace(tiny_model_path,
+                                                                          tiny_lm, demo_text):
+    """The rate of every step goes into the compiled step as a value: the compiled run's
+    losses are the eager run's under the same schedule, apart from the constant rate's, and
+    the step is traced once per shape."""
+    from lift_mlx.train import TrainLoop, scheduled_lr
+
+    samples = _mixed_samples(tiny_lm.tokenizer, demo_text)
+    buckets = buckets_for(max(len(s) for s in samples) - 1)
+    batches = list(epoch_batches(samples, 2, buckets, 0, random.Random(0))) * 4  # 12 steps
+    runs = {}
+    for schedule, compiled in (("cosine", False), ("cosine", True), ("constant", True)):
+        settings = TrainSettings(rank=8, lr=5e-3, batch_size=2, compile=compiled,
+                                 grad_checkpoint=False, lr_schedule=schedule)
+        lm = load_model(str(tiny_model_path))
+        LORA.attach(lm.model, settings)
+        loop = TrainLoop(lm.model, settings, total=len(batches))
+        for b in batches:
+            loop(b)
+        report = loop.close()
+        runs[schedule, compiled] = report.losses, loop.trainer
+    cosine, trainer = runs["cosine", True]
+    assert cosine == pytest.approx(runs["cosine", False][0], rel=1e-4)
+    assert trainer.traces == 2  # two shapes
+    assert trainer.optimizer.learning_rate.item() == pytest.approx(5e-4)  # the floor: a tenth
+    assert scheduled_lr(trainer.settings, 0, 100) == pytest.approx(5e-3 / 5)  # warming up
+    constant = runs["constant", True][0]
+    assert constant[0] == pytest.approx(cosine[0], rel=1e-5)  # the same start
+    assert abs(constant[-1] - cosine[-1]) > 1e-3 * abs(constant[-1])  # other rates since
