@@ -610,6 +610,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     (work / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     records = Path(args.out) / "records" / work.name
+    if not args.recorded:  # what the tag stands for, beside its records (scripts/token_curve.py)
+        records.mkdir(parents=True, exist_ok=True)
+        (records / "settings.json").write_text(json.dumps(settings.to_dict(), indent=1))
     print(f"{lm.name}: settings tag {tag}, work folder {work}, records {records}", flush=True)
     cpt = chars_per_token(lm.tokenizer, args.filler)
     base_general = []

@@ -1,0 +1,51 @@
+"""scripts/token_curve.py: accuracy against trained tokens per document token, from the records
+scripts/lift_experiment.py keeps."""
+
+import json
+import subprocess
+import sys
+
+from conftest import SCRIPTS, load_script
+
+from lift_mlx.config import preset
+from lift_mlx.presets import recommended_settings
+
+
+def _record(folder, doc, doc_tokens, trained, hits: dict):
+    rows = [{"doc": doc, "arm": arm, "region": "inside" if i % 2 else "outside",
+             "contains": float(h)} for arm, hs in hits.items() for i, h in enumerate(hs)]
+    absorbs = [{"adapter": "lift", "trained_tokens": trained, "seconds": 12.5}]
+    (folder / f"doc-{doc}.json").write_text(json.dumps(
+        {"run": {"doc": doc, "doc_tokens": doc_tokens, "absorbs": absorbs}, "rows": rows}))
+
+
+def test_each_recipe_is_placed_by_its_trained_tokens_per_document_token(tmp_path):
+    curve = load_script("token_curve")
+    for tag, settings in (("a1", {"epochs": 2, "lr_schedule": "cosine"}), ("b2", {"epochs": 8})):
+        folder = tmp_path / "records" / f"smollm2-{tag}"
+        folder.mkdir(parents=True)
+        values = preset("default", recommended_settings("smollm2"), **settings).to_dict()
+        (folder / "settings.json").write_text(json.dumps(values))
+        trained = 1000 * settings["epochs"]
+        _record(folder, "x", 400, trained, {"lift": [1, 0, 0, 0], "rag": [1, 1, 0, 0]})
+    (tmp_path / "records" / "smollm2-old").mkdir()  # no settings.json: not a recipe we know
+    points = curve.points([tmp_path / "records"], ("lift", "rag"))
+    lift = {p["recipe"]: p for p in points if p["arm"] == "lift"}
+    assert set(lift) == {"lr_schedule=cosine", "preset"}  # the epochs are the line's x
+    assert lift["lr_schedule=cosine"]["per_doc_token"] == 5.0  # 2,000 / 400
+    assert lift["lr_schedule=cosine"]["epochs"] == 2 and lift["preset"]["per_doc_token"] == 20
+    assert lift["preset"]["accuracy"] == 0.25
+    base = [p for p in points if p["arm"] == "rag"]
+    assert len(base) == 1 and base[0]["recipe"] == "plain base"  # once, whatever the tags
+    assert base[0]["trained_tokens"] == 0 and base[0]["accuracy"] == 0.5
+
+
+def test_the_committed_records_place_the_preset_at_its_25_tokens(tmp_path):
+    out = tmp_path / "curve"
+    printed = subprocess.run([sys.executable, str(SCRIPTS / "token_curve.py"), "--arms", "lift",
+                              "--out", str(out)], capture_output=True, text=True, check=True)
+    rows = json.loads(out.with_suffix(".json").read_text())
+    preset_4k = [r for r in rows if r["recipe"] == "preset" and r["doc"].startswith("4096")]
+    assert len(preset_4k) >= 3, printed.stdout
+    assert all(20 < r["per_doc_token"] < 30 and r["epochs"] == 8 for r in preset_4k)
+    assert "trained tok / doc tok" in printed.stdout
