@@ -22,6 +22,7 @@ from .checkpoints import Checkpoint, Spent
 from .config import AnswerSettings, Settings, preset, setting_sources, settings_lines
 from .distributed import World
 from .errors import LiftError, raise_interrupt
+from .flops import absorb_peak, compute_dtype, parameter_count, training_flops
 from .generator_styles import resolve_style
 from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
@@ -53,6 +54,18 @@ class AbsorbReport:
     # seconds `seconds` (this run's) lacks
     runs: int = 1
     earlier_seconds: float = 0.0
+    # the training's FLOPs (flops.training_flops) and the matmul peak measured in the same
+    # process (flops.absorb_peak), per rank: what MFU is reckoned from
+    train_flops: float = 0.0
+    matmul_flops: float = 0.0
+
+    @property
+    def mfu(self) -> float | None:
+        """The share of the machine's matmul peak the training ran at (None: not trained)."""
+        seconds = self.seconds.get("train", 0.0)
+        if not (self.train_flops and self.matmul_flops and seconds > 0):
+            return None
+        return self.train_flops / (seconds * self.matmul_flops * self.ranks)
 
     @property
     def total_seconds(self) -> float:
@@ -227,6 +240,8 @@ def _train_and_store(run: Run) -> Absorbed | None:
         run.progress.log(f"Resuming training at step {state['step']}, where an interrupted "
                          "absorb of this document stopped")
     report.train = _train(run, ready, arriving)
+    report.train_flops = training_flops(parameter_count(run.lm.model), report.train.tokens)
+    report.matmul_flops = absorb_peak(compute_dtype(run.lm.model))
     # the interrupted runs this one resumed (none across ranks: they keep no checkpoint)
     before = (run.checkpoint.before if run.checkpoint is not None else None) or Spent()
     report.runs, report.earlier_seconds = before.runs + 1, before.seconds

@@ -24,7 +24,6 @@ import click
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm.generate import generate_step
-from mlx_lm.utils import get_total_parameters
 
 from . import backend, store
 from .absorb import absorb
@@ -34,6 +33,7 @@ from .config import SETTINGS, AnswerSettings
 from .errors import LiftError
 from .eval.command import parse_lengths
 from .eval.niah import load_haystack
+from .flops import best_time, compute_dtype, matmul_peak, parameter_count, training_flops
 from .ingest import Document
 from .models import LoadedModel, load_model
 from .options import setting_option
@@ -111,38 +111,14 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _best_time(fn, repeats: int) -> float:
-    fn()  # warm up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def matmul_peak(dtype=None, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of an n x n matmul (float32 unless `dtype`), the best of a few runs."""
-
-    dtype = dtype or mx.float32
-    a, b = mx.random.normal((n, n)).astype(dtype), mx.random.normal((n, n)).astype(dtype)
-    mx.eval(a, b)
-    return 2 * n**3 / _best_time(lambda: mx.eval(a @ b), repeats)
-
-
 def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     """Bytes/s read by a reduction over a large array."""
 
     x = mx.ones((n_bytes // 4,), dtype=mx.float32)
     mx.eval(x)
-    return n_bytes / _best_time(lambda: mx.eval(x.sum()), repeats)
+    return n_bytes / best_time(lambda: mx.eval(x.sum()), repeats)
 
 
-def parameter_count(model) -> int:
-    """Parameters of the model as trained, counting each packed 4/8-bit weight as the values
-    it holds (mlx-lm's count), so FLOPs and MFU are right for quantized bases too."""
-
-    return get_total_parameters(model)
 
 
 def weight_bytes(model) -> int:
@@ -185,7 +161,7 @@ def absorb_arm(lm: LoadedModel, text: str, settings: dict, pipeline: bool, out: 
                                  decode_tokens)
     r = absorbed.report
     n, wbytes = parameter_count(lm.model), weight_bytes(lm.model)
-    flops = 4 * n * r.train.tokens + 2 * n * r.synth.prompt_tokens
+    flops = training_flops(n, r.train.tokens) + 2 * n * r.synth.prompt_tokens
     floor_s = flops / machine["matmul_flops"] + r.synth.decode_steps * wbytes / machine[
         "bandwidth_bytes"]
     synth_s = r.seconds.get("synthesize", 0.0)
@@ -344,8 +320,7 @@ def bench(model, lengths, doc_path, out, png, quick, answers_only, train_adapter
     lm = bench_model(model) if model else load_model()
     load_s = time.perf_counter() - start
 
-    dtype = next(v.dtype for _, v in tree_flatten(lm.model.parameters())
-                 if mx.issubdtype(v.dtype, mx.floating))  # the dtype the model computes in
+    dtype = compute_dtype(lm.model)
     machine = machine_info()
     machine["matmul_flops"] = matmul_peak(dtype, 512 if quick else 2048)
     machine["bandwidth_bytes"] = memory_bandwidth(64 * 2**20 if quick else 256 * 2**20)

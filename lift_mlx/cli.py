@@ -163,7 +163,9 @@ def _print_summary(absorbed) -> None:
     ranks = f" on {r.ranks} ranks" if r.ranks > 1 else ""
     lines += [
         f"training     {t.steps} steps, {t.tokens:,} tokens, final loss {t.final_loss:.3f}"
-        + ranks,
+        + ranks + (f"; {r.train_flops / r.seconds['train'] / 1e9:,.1f} GFLOP/s, MFU {r.mfu:.0%} "
+                   f"of the {r.matmul_flops / 1e9:,.0f} GFLOP/s matmul peak measured here"
+                   if r.mfu is not None else ""),
         "time         " + ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
         + (f"; {absorb_time(r.total_seconds, r.runs)} in all" if r.runs > 1 else ""),
         f"peak memory  {r.peak_memory_gb:.2f} GB",

@@ -155,11 +155,12 @@ def world() -> World:
 class _Stopping:
     """How a rank's process stops, installed once: the first SIGINT or SIGTERM raises
     KeyboardInterrupt (as Ctrl-C does), later ones change nothing (a stopping rank hears the
-    launcher's SIGTERM next), nor does any once the rank has lost a peer (`together`), lest
-    the launcher's SIGTERM cut its one line short. Where MLX holds the main thread (a step, or a wait for the other
-    ranks) Python's handler cannot run: the rank then says so in one line and leaves GRACE_S
-    after the signal; else it leaves GRACE_S after its handler ran, whatever Python's exit
-    waits for. Either way its sockets close and the others' exchanges fail (`together`)."""
+    launcher's SIGTERM next), nor does any once the rank has lost a peer (`together`), lest the
+    launcher's SIGTERM cut its one line short. Where MLX holds the main thread (a step, or a
+    wait for the other ranks) Python's handler cannot run: the rank then says so in one line and
+    leaves GRACE_S after the signal; else it leaves GRACE_S after its handler ran, whatever
+    Python's exit waits for. Either way its sockets close and the others' exchanges fail
+    (`together`)."""
 
     def __init__(self, world: World, say: Callable[[str], None]):
         self.world = world

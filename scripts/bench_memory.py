@@ -1,6 +1,7 @@
 """Peak memory of an absorb by document length: does anything but the document's tokens and its
 index grow with the document? Each length is absorbed in a fresh process (a knowledge-world
-document, the tiny model, recite and cloze, one epoch), and its peak resident set size is read from the OS.
+document, the tiny model, recite and cloze, one epoch), and its peak resident set size is read
+from the OS.
 
     python scripts/bench_memory.py                      # 10k and 100k tokens
     python scripts/bench_memory.py --lengths 10000,50000,100000

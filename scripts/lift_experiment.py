@@ -23,9 +23,10 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
 token F1 and exact match, split by whether the fact's sentence (a real document's evidence
-sentence) lies inside the head+tail view of the in-context arms, and seconds per answer. Collateral damage: how many of the general questions the base answers
-right (scripts/data/general_questions.jsonl) each adapter still answers. Documents, adapters
-and answers are kept in --work; each finished document's rows in --out's records/ folder (a
+sentence) lies inside the head+tail view of the in-context arms, and seconds per answer.
+Collateral damage: how many of the general questions the base answers right
+(scripts/data/general_questions.jsonl) each adapter still answers. Documents, adapters and
+answers are kept in --work; each finished document's rows in --out's records/ folder (a
 small JSON per document, under the model and settings tag), so an interrupted run resumes, on
 this machine or, from the committed records, on another. Prints a table; writes JSON, a PNG
 and (--readme) the table into docs/lift-experiment.md.

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -386,3 +387,24 @@ def test_every_setting_option_is_stored_in_its_own_field(runner, doc, tiny_model
                                                  else value), flag
     segments = meta["report"]["segments"]
     assert meta["report"]["train"]["steps"] == 2 * segments  # batch 1: one step per sample
+
+
+def test_absorb_reports_its_mfu_against_the_peak_measured_in_the_same_process(runner, doc,
+                                                                             tiny_model_path):
+    from lift_mlx.flops import parameter_count
+    from lift_mlx.models import load_model
+
+    r = runner.invoke(cli, ["absorb", str(doc), "--model", str(tiny_model_path), "--tasks",
+                            "recite", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    said = re.search(r"; ([\d.,]+) GFLOP/s, MFU (\d+)% of the ([\d,]+) GFLOP/s matmul peak "
+                     r"measured here$", r.stderr, re.M)
+    assert said, r.stderr
+    report = json.loads((store.Path(r.stdout.strip().splitlines()[-1])
+                         / "lift_meta.json").read_text())["report"]
+    n = parameter_count(load_model(str(tiny_model_path)).model)
+    assert report["train_flops"] == 4 * n * report["train"]["tokens"] > 0
+    rate = report["train_flops"] / report["seconds"]["train"]
+    assert float(said[1].replace(",", "")) == pytest.approx(rate / 1e9, abs=0.06)
+    assert float(said[3].replace(",", "")) == pytest.approx(report["matmul_flops"] / 1e9, abs=0.6)
+    assert int(said[2]) == round(100 * rate / report["matmul_flops"])
