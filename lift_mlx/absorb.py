@@ -15,9 +15,16 @@ from pathlib import Path
 import mlx.core as mx
 
 from . import __version__, adapters, backend, distributed, store
-from .absorbed import STORED_PASSAGE_LEN, Absorbed, as_model, load_absorbed, reset_adapter
+from .absorbed import (
+    PLAIN_READER,
+    STORED_PASSAGE_LEN,
+    Absorbed,
+    as_model,
+    load_absorbed,
+    reset_adapter,
+)
 from .adapters import base_view
-from .answer import document_prompt, stream_answer
+from .answer import about_document, document_prompt, stream_answer
 from .checkpoints import Checkpoint, Spent
 from .config import AnswerSettings, Settings, preset, setting_sources, settings_lines
 from .distributed import World
@@ -389,24 +396,70 @@ def _pad_id(tokenizer) -> int:
     return pad if pad is not None else tokenizer.eos_token_id
 
 
-class Absorbing:
+class Reading:
+    """The plain base model answering questions about a document that it reads in its prompt:
+    the passages that match the question (the head+tail view with `retrieve` off), or the
+    question alone where it names nothing of the document; nothing is absorbed. What `ask`
+    does by default on a model for which this was measured best (models/presets.json), and
+    what `Absorbing` does until its adapter is ready."""
+
+    def __init__(self, document, model: str | LoadedModel | None = None):
+        self.document = document if isinstance(document, Document) else read_document(document)
+        self.lm = as_model(model)
+        reset_adapter(self.lm)
+        self._base = base_view(self.lm.model)  # untouched by an adapter trained meanwhile
+        self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
+        self._indexes: dict[int, PassageIndex] = {}  # passage length -> its passages
+
+    def prompt(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> list[int]:
+        return self._prompt(question, replace(settings or AnswerSettings(), **changes))[0]
+
+    def sources(self, question: str, settings: AnswerSettings | None = None,
+                **changes) -> list[Passage]:
+        """The retrieved passages the prompt for `question` holds (see `Absorbed.sources`)."""
+        return self._prompt(question, replace(settings or AnswerSettings(), **changes))[1]
+
+    def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
+        settings = replace(settings, context=about_document(question, self.document.text))
+        index = None
+        if settings.context and settings.retrieve:
+            index = self._indexes.get(settings.passage_len)
+            if index is None:
+                index = self._indexes[settings.passage_len] = passage_index(
+                    self.lm.tokenizer, self.document.text, settings.passage_len)
+        return document_prompt(self.lm.tokenizer, question, self._doc_tokens, settings,
+                               self.lm.window, index)
+
+    def stream(self, question: str, settings: AnswerSettings | None = None,
+               **changes) -> Iterator[str]:
+        """Yield the plain base's answer as it is generated."""
+        settings = replace(settings or AnswerSettings(), **changes)
+        ids = self._prompt(question, settings)[0]
+        yield from stream_answer(self._base, self.lm.tokenizer, ids, settings.max_tokens,
+                                 settings.temp)
+
+    def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
+        return "".join(self.stream(question, settings, **kwargs))
+
+    def answered_by(self, question: str, settings: AnswerSettings | None = None) -> str:
+        if not about_document(question, self.document.text):
+            return "the plain base model (the question names nothing of the document)"
+        return PLAIN_READER
+
+
+class Absorbing(Reading):
     """An absorb running in a background thread, answering questions meanwhile.
 
-    Until the adapter is ready, answers come at once from the plain base with the head+tail
-    view of the document (a base view that the training never touches); once it is ready,
-    from the adapter, as `Absorbed` answers.
+    Until the adapter is ready, answers come at once from the plain base reading the document
+    (`Reading`); once it is ready, as `Absorbed` answers.
     """
 
     def __init__(self, document, model: str | LoadedModel | None = None, **absorb_kwargs):
         if distributed.world().size > 1:  # its answers would come from every rank at once
             raise LiftError("answering while the adapter trains (--now) runs in one process; "
                             "under mlx.launch, absorb or ask without --now")
-        self.document = document if isinstance(document, Document) else read_document(document)
-        self.lm = as_model(model)
-        reset_adapter(self.lm)
-        self._base = base_view(self.lm.model)
-        self._doc_tokens = document_tokens(self.lm.tokenizer, self.document)
-        self._indexes: dict[int, PassageIndex] = {}  # passage length -> its passages
+        super().__init__(document, model)
         self._result: Absorbed | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(absorb_kwargs,), daemon=True)
@@ -429,32 +482,17 @@ class Absorbing:
             raise self._error
         return self._result
 
-    def prompt(self, question: str, settings: AnswerSettings | None = None,
-               **changes) -> list[int]:
-        return self._prompt(question, replace(settings or AnswerSettings(), **changes))[0]
-
     def sources(self, question: str, settings: AnswerSettings | None = None,
                 **changes) -> list[Passage]:
-        """The retrieved passages the prompt for `question` holds (see `Absorbed.sources`)."""
         settings = replace(settings or AnswerSettings(), **changes)
         if self.ready:
             return self.wait().sources(question, settings)
-        return self._prompt(question, settings)[1]
+        return super().sources(question, settings)
 
     def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
         if self.ready:
             return self.wait().prompt(question, settings), []
-        # The base knows nothing of the document: it always gets the document in its prompt,
-        # the passages that match the question with `retrieve`, else the head+tail view.
-        settings = replace(settings, context=True)
-        index = None
-        if settings.retrieve:
-            index = self._indexes.get(settings.passage_len)
-            if index is None:
-                index = self._indexes[settings.passage_len] = passage_index(
-                    self.lm.tokenizer, self.document.text, settings.passage_len)
-        return document_prompt(self.lm.tokenizer, question, self._doc_tokens, settings,
-                               self.lm.window, index)
+        return super()._prompt(question, settings)
 
     def stream(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> Iterator[str]:
@@ -463,15 +501,12 @@ class Absorbing:
         if self.ready:
             yield from self.wait().stream(question, settings)
             return
-        ids = self.prompt(question, settings)
-        yield from stream_answer(self._base, self.lm.tokenizer, ids, settings.max_tokens,
-                                 settings.temp)
+        yield from super().stream(question, settings)
 
-    def ask(self, question: str, settings: AnswerSettings | None = None, **kwargs) -> str:
-        return "".join(self.stream(question, settings, **kwargs))
-
-    def answered_by(self, question: str) -> str:
+    def answered_by(self, question: str, settings: AnswerSettings | None = None) -> str:
         """Which model answers `question` now (see `Absorbed.answered_by`)."""
         if self.ready:
-            return self.wait().answered_by(question)
+            return self.wait().answered_by(question, settings)
+        if not about_document(question, self.document.text):
+            return "the plain base model (the question names nothing of the document)"
         return "the plain base model with the document in the prompt (the adapter is training)"

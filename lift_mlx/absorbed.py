@@ -17,6 +17,8 @@ from .prompts import encode
 from .retrieval import Passage, PassageIndex, entry_index
 
 STORED_PASSAGE_LEN = AnswerSettings().passage_len  # the index an entry keeps
+PLAIN_READER = ("the plain base model reading the document in its prompt (measured better than "
+                "the adapter on this model: docs/answer-modes.md; --use-adapter for the adapter)")
 
 
 def reset_adapter(lm: LoadedModel) -> None:
@@ -74,17 +76,23 @@ class Absorbed:
     def _routed(self, question: str, settings: AnswerSettings, route: bool):
         """The model that answers `question` and the settings it answers with: the plain
         base, with no document in the prompt, where the question is not about the document."""
-        if route and not self.uses_adapter(question):
+        about = self.uses_adapter(question) if route else True
+        if not about or settings.use_adapter is False:
             if self._base is None:
                 self._base = base_view(self.lm.model)
-            return self._base, replace(settings, context=False)
+            # the plain base knows nothing of the document: it reads it (the passages, or the
+            # view) where the question is about it, and gets the question alone where not
+            return self._base, replace(settings, context=about)
         return self.lm.model, settings
 
-    def answered_by(self, question: str, *, route: bool = True) -> str:
+    def answered_by(self, question: str, settings: AnswerSettings | None = None, *,
+                    route: bool = True) -> str:
         """Which model answers `question`, and why, as a user reads it under the answer."""
         if route and not self.uses_adapter(question):
             return ("the plain base model (the question names nothing of the document, so "
                     "the document's adapter is left out)")
+        if settings is not None and settings.use_adapter is False:
+            return PLAIN_READER
         return "the document's adapter"
 
     def uses_adapter(self, question: str) -> bool:

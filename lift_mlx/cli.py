@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -16,6 +19,7 @@ from .config import AnswerSettings
 from .errors import LiftError, raise_interrupt
 from .library import Entry, absorb_time, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
+from .presets import adapter_answers
 from .progress import Progress
 
 # Commands defined in other modules, imported only when run (click's lazy group): name ->
@@ -117,9 +121,10 @@ def _absorb(document, model, opts, now: bool = False) -> object:
     )
 
 
-def _load(target: str, model, opts, now: bool = False):
+def _load(target: str, model, opts, answer: AnswerSettings, now: bool = False):
     """An Absorbed for a document (absorbing it if needed) or an adapter directory; with
-    `now`, an Absorbing that answers from the base until the adapter is ready."""
+    `now`, an Absorbing that answers from the base until the adapter is ready; a Reading (the
+    plain base, nothing absorbed) for a document where `answer` leaves the adapter out."""
 
     backend.use_recommended_wired_limit()
     backend.warn_if_slow_blas()
@@ -132,7 +137,26 @@ def _load(target: str, model, opts, now: bool = False):
     if named is not None:
         click.echo(f"note: {target} is a file here and the name of a document in the library; "
                    f"using the file (the stored one: {named.path})", err=True)
+    if answer.use_adapter is False:
+        return _answering()[0].Reading(target, model)
     return _absorb(target, model, opts, now)
+
+
+def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> AnswerSettings:
+    """`answer` with use_adapter decided: as given; with --now, the adapter (it trains for
+    it); else what models/presets.json measured best for the model that answers."""
+    if answer.use_adapter is not None:
+        return answer
+    if now:
+        return replace(answer, use_adapter=True)
+    name, path = model, Path(target)
+    if name is None and target != "-" and (path.is_dir() or not path.exists()):
+        entry = path if path.is_dir() else getattr(_library_entry(target), "path", None)
+        try:  # a stored adapter's own base model answers
+            name = store.read_meta(entry)["model"]["name"] if entry is not None else None
+        except (OSError, KeyError, TypeError, ValueError, LiftError):
+            name = None  # loading it says what is wrong
+    return replace(answer, use_adapter=adapter_answers(name))
 
 
 def _library_entry(ident: str):
@@ -230,7 +254,7 @@ def _stream(absorbed, question: str, settings: AnswerSettings) -> tuple[float | 
         click.echo(piece, nl=False)
         sys.stdout.flush()
     click.echo()
-    click.echo(f"answered by {absorbed.answered_by(question)}", err=True)
+    click.echo(f"answered by {absorbed.answered_by(question, settings)}", err=True)
     if settings.retrieve and settings.context:
         _print_sources(absorbed.sources(question, settings))
     return first, "".join(pieces)
@@ -260,11 +284,15 @@ def ask(target, question, model, now, **opts):
     model and settings): then the model is loaded and answering starts without training.
     Given an adapter directory, or the name or key of a document in the library (`lift-mlx
     docs list`), its own base model is used (or --model, which must be the same base).
+
+    Where the plain base reading the document's passages was measured to answer better than
+    the adapter (smollm2: docs/answer-modes.md), that is the default: the answer comes at
+    once and nothing is absorbed; --use-adapter absorbs and answers with the adapter.
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")
-    answer = pop_answer(opts)
-    absorbed = _load(target, model, opts, now)
+    answer = _answer_mode(pop_answer(opts), target, model, now)
+    absorbed = _load(target, model, opts, answer, now)
     if absorbed is None:  # a rank of mlx.launch other than 0: rank 0 answers
         return
     _check_window(answer, absorbed.lm.window)
@@ -288,8 +316,8 @@ def chat(target, model, now, **opts):
 
     Type a question and press Enter; an empty line or Ctrl-D ends the session.
     """
-    answer = pop_answer(opts)
-    absorbed = _load(target, model, opts, now)
+    answer = _answer_mode(pop_answer(opts), target, model, now)
+    absorbed = _load(target, model, opts, answer, now)
     if absorbed is None:  # a rank of mlx.launch other than 0: rank 0 answers
         return
     _check_window(answer, absorbed.lm.window)
@@ -379,11 +407,27 @@ def main() -> None:
     try:
         cli(prog_name="lift-mlx")
     except KeyboardInterrupt:  # before or after a command ran (click's own code)
-        _interrupted()
+        click.echo(INTERRUPTED, err=True)
+    except SystemExit as e:
+        if e.code != 130:
+            raise
+    else:
+        return
+    # Interrupted. Not sys.exit: a KeyboardInterrupt that crossed an exec() (a dataclass being
+    # made while a module imports, when the signal came) leaves CPython 3.11 set to end the
+    # process by SIGINT at exit, whatever the code (-2, not 130; 1 run in 5 under load). The
+    # exit handlers run (weakref finalizers with them), then the process ends with 130.
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
+INTERRUPTED = "\ninterrupted; adapters are stored only once complete"
 
 
 def _interrupted() -> None:
-    click.echo("\ninterrupted; adapters are stored only once complete", err=True)
+    click.echo(INTERRUPTED, err=True)
     sys.exit(130)
 
 

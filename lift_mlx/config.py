@@ -223,6 +223,15 @@ class AnswerSettings:
                              "after the answer, where they are in the document; where none "
                              "matches, and with --no-retrieve, the head+tail view.",
                              flag="--retrieve")
+    # None: what models/presets.json measured best for the model ("answer"), else the adapter.
+    # SmolLM2 reads retrieved passages far better without its adapter (docs/answer-modes.md)
+    use_adapter: bool | None = setting(None, "Answer with the document's adapter on the base "
+                                       "(--use-adapter), or with the plain base reading the "
+                                       "document in the prompt, no absorb needed "
+                                       "(--no-use-adapter).", flag="--use-adapter",
+                                       shown="the mode measured best for the model: the plain "
+                                       "base for smollm2 (docs/answer-modes.md), the adapter "
+                                       "for others; --now: the adapter")
     # a short prefill whatever the model's window: a whole 4k-token document in an 8k window
     # took 134-198 s per answer on a 2-core CPU, the question alone 3-4 s
     view_len: int = setting(VIEW_LEN, "Most tokens of the document's head+tail view in the "

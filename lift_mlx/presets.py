@@ -38,5 +38,12 @@ def recommended_settings(name: str) -> dict:
     return dict(entry.get("settings", {})) if entry else {}
 
 
+def adapter_answers(name: str | None) -> bool:
+    """Whether the document's adapter answers by default on model alias `name` (the default
+    model where None): models/presets.json's measured "answer" choice, else yes."""
+    entry = presets()["models"].get(name or default_model()) or {}
+    return bool(entry.get("answer", {}).get("use_adapter", True))
+
+
 def default_model() -> str:
     return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]

@@ -408,3 +408,29 @@ def test_absorb_reports_its_mfu_against_the_peak_measured_in_the_same_process(ru
     assert float(said[1].replace(",", "")) == pytest.approx(rate / 1e9, abs=0.06)
     assert float(said[3].replace(",", "")) == pytest.approx(report["matmul_flops"] / 1e9, abs=0.6)
     assert int(said[2]) == round(100 * rate / report["matmul_flops"])
+
+
+def test_no_use_adapter_answers_with_the_plain_base_reading_the_document(runner, doc,
+                                                                        tiny_model_path):
+    """--no-use-adapter: a document is read, not absorbed; a stored adapter's own document is
+    read by its plain base, the adapter left off: the same answer either way."""
+    from lift_mlx.absorb import Reading
+
+    model = ["--model", str(tiny_model_path)]
+    question = "Who owns the lighthouse of the cooperative?"
+    r = runner.invoke(cli, ["ask", str(doc), question, *model, "--no-use-adapter",
+                            "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    assert "training" not in r.stderr and not store.adapters_dir().exists()
+    assert "answered by the plain base model reading the document" in r.stderr
+    assert "sources (the passages the prompt held):" in r.stderr
+    read = r.stdout
+    r = runner.invoke(cli, ["absorb", str(doc), *model, "--tasks", "recite", *FAST_ARGS])
+    assert r.exit_code == 0, r.output
+    adapter = r.stdout.strip().splitlines()[-1]
+    r = runner.invoke(cli, ["ask", adapter, question, "--no-use-adapter", "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout == read and "reading the document" in r.stderr
+    r = runner.invoke(cli, ["ask", adapter, question, "--max-tokens", "8"])  # the tiny model:
+    assert "answered by the document's adapter" in r.stderr  # no measured choice, the adapter
+    assert Reading(str(doc), str(tiny_model_path)).ask(question, max_tokens=8) + "\n" == read

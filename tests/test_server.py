@@ -156,6 +156,18 @@ def test_a_chat_with_retrieve_answers_as_ask_does_and_returns_its_sources(tiny_l
                                          extra_body={"retrieve": False})
         assert view.choices[0].message.content == from_view
         assert "lift_sources" not in (view.model_extra or {})  # the view: no sources
+        # "use_adapter": false: the plain base reads the same passages, as `ask
+        # --no-use-adapter` answers (the tiny model has no measured choice: the adapter)
+        plain = c.chat.completions.create(model="charter", max_tokens=TOKENS,
+                                          messages=[{"role": "user", "content": QUESTION}],
+                                          extra_body={"use_adapter": False})
+        assert plain.choices[0].message.content == absorbed.ask(
+            QUESTION, use_adapter=False, max_tokens=TOKENS) != expected
+        assert plain.model_extra["lift_sources"] == sources
+        status, body = raw(server, "POST", "/v1/chat/completions", {
+            "model": "charter", "messages": [{"role": "user", "content": QUESTION}],
+            "use_adapter": "no"})
+        assert status == 400 and body["error"]["param"] == "use_adapter", body
 
 
 def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):
@@ -549,13 +561,18 @@ SMOLLM2_ARGS = ["--tasks", "recite", "--seg-len", "64", "--stride", "32", "--con
 
 def test_smollm2_answers_through_the_server_as_lift_mlx_ask_does(smollm2, tmp_path):
     """The real model: the answer `lift-mlx ask` prints is the one the server sends, whole
-    and streamed (each answer of SmolLM2 takes seconds on a CPU, so only these three)."""
+    and streamed (each answer of SmolLM2 takes seconds on a CPU, so only these three); both
+    answer as measured best for SmolLM2, with the plain base reading the passages."""
     doc = tmp_path / "ship-log.txt"
     doc.write_text(SHIP_LOG)
     question = "Who was the captain of the Marigold?"
+    r = CliRunner().invoke(cli, ["absorb", str(doc), "--model", "smollm2", *SMOLLM2_ARGS,
+                                 "--quiet"])
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
                                  *SMOLLM2_ARGS, "--max-tokens", "20", "--quiet"])
     assert r.exit_code == 0, r.output
+    assert "reading the document" in r.stderr
     said = r.stdout.removesuffix("\n")
     assert "Edda Voss" in said, said
     with running(load_model("smollm2")) as server:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import force_gate
 
 from lift_mlx import store
-from lift_mlx.absorb import absorb
+from lift_mlx.absorb import Reading, absorb
 from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.answer import question_prompt, stream_answer
 from lift_mlx.cli import cli
@@ -96,12 +96,30 @@ def test_adapter_on_the_import_loads_in_plain_mlx_lm(smollm2, voyage, tmp_path):
     assert not mx.allclose(absorbed.lm.model(prompt), theirs, atol=1e-3).item()
 
 
+def test_cli_ask_reads_the_passages_with_the_plain_base_by_default(smollm2, tmp_path):
+    """On smollm2 the plain base reading the passages was measured best (models/presets.json):
+    `ask` answers at once with it, absorbing nothing, and lists the passages it read."""
+    doc = tmp_path / "ship-log.txt"
+    doc.write_text(SHIP_LOG)
+    question = "Who was the captain of the Marigold?"
+    before = sorted(store.adapters_dir().glob("*")) if store.adapters_dir().exists() else []
+    r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
+                                 "--max-tokens", "16"])
+    assert r.exit_code == 0, r.output
+    assert "answered by the plain base model reading the document" in r.stderr
+    assert "sources (the passages the prompt held):" in r.stderr and "training" not in r.stderr
+    after = sorted(store.adapters_dir().glob("*")) if store.adapters_dir().exists() else []
+    assert after == before  # nothing absorbed, nothing stored
+    reader = Reading(str(doc), "smollm2")
+    assert reader.ask(question, max_tokens=16).strip() == r.stdout.strip()  # what it printed
+
+
 def test_cli_ask_absorbs_and_answers(smollm2, tmp_path):
     doc = tmp_path / "ship-log.txt"
     doc.write_text(SHIP_LOG)
     question = "Who was the captain of the Marigold?"
     r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
-                                 *TINY_ARGS, "--max-tokens", "16"])
+                                 "--use-adapter", *TINY_ARGS, "--max-tokens", "16"])
     assert r.exit_code == 0, r.output
     assert "Fetching" not in r.stderr and "Importing" not in r.stderr  # the session's import
     for line in ("document", "samples", "training", "time", "peak memory", "adapter"):

@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import __version__, library, store
 from ..errors import LiftError
+from ..presets import adapter_answers
 from .jobs import Absorber, QueueFull
 from .model import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
 from .requests import (
@@ -340,6 +341,10 @@ class Handler(BaseHTTPRequestHandler):
                     prompt, held = chat_prompt(served, req.messages, adapter, context=False,
                                                max_tokens=req.sampling.max_tokens)
                     adapter = None
+                use = req.use_adapter
+                if adapter is not None and not (adapter_answers(served.lm.name) if use is None
+                                                else use):
+                    adapter = None  # the plain base reads the document's passages, as `ask`
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
             except store.Damaged as e:  # its index, found damaged when it was first read

@@ -90,6 +90,9 @@ class ChatRequest:
     context: bool  # the head+tail view of the document in the prompt
     retrieve: bool  # with context: the passages that match the question instead of the view
     sampling: Sampling
+    # a document's adapter answers (true), or the plain base reading the document (false);
+    # None: what models/presets.json measured best for the served model, as `ask` decides
+    use_adapter: bool | None = None
 
 
 def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
@@ -158,7 +161,9 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
                        _flag(options, "include_usage", False),
                        _flag(body, "context", ANSWER.context),
                        _flag(body, "retrieve", ANSWER.retrieve),
-                       Sampling(**numbers, stops=stops, logit_bias=bias))
+                       Sampling(**numbers, stops=stops, logit_bias=bias),
+                       None if body.get("use_adapter") is None else _flag(body, "use_adapter",
+                                                                           True))
 
 
 def _fits(value, default) -> bool:
