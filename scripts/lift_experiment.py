@@ -653,7 +653,8 @@ def main() -> None:
               "targets": checks, "runs": runs, "rows": rows, "table": table}
     (out / "results.json").write_text(json.dumps(result, indent=1))
     try:
-        plot(summary, out / "lift_experiment.png")
+        if summary:  # nothing run or recorded: no figure
+            plot(summary, out / "lift_experiment.png")
     except ImportError:
         print("matplotlib is not installed (pip install 'lift-mlx[plot]'): no PNG")
     if args.readme:

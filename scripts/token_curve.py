@@ -89,9 +89,13 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    docs = sorted({r["doc"] for r in rows})
-    fig, axes = plt.subplots(1, len(docs), figsize=(5.5 * len(docs), 4), squeeze=False)
-    for ax, doc in zip(axes[0], docs):
+    docs = sorted({r["doc"] for r in rows if r["recipe"] != "plain base"})  # with an adapter
+    cols = min(4, len(docs))
+    rows_n = -(-len(docs) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5 * cols, 4 * rows_n), squeeze=False)
+    for ax in axes.flat[len(docs):]:
+        ax.set_visible(False)
+    for ax, doc in zip(axes.flat, docs):
         lines = defaultdict(list)
         for r in rows:
             if r["doc"] == doc:

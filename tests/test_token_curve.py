@@ -46,6 +46,9 @@ def test_the_committed_records_place_the_preset_at_its_25_tokens(tmp_path):
                               "--out", str(out)], capture_output=True, text=True, check=True)
     rows = json.loads(out.with_suffix(".json").read_text())
     preset_4k = [r for r in rows if r["recipe"] == "preset" and r["doc"].startswith("4096")]
-    assert len(preset_4k) >= 3, printed.stdout
-    assert all(20 < r["per_doc_token"] < 30 and r["epochs"] == 8 for r in preset_4k)
+    eight = [r for r in preset_4k if r["epochs"] == 8]
+    assert len(eight) >= 3, printed.stdout
+    assert all(20 < r["per_doc_token"] < 30 for r in eight)
+    # two epochs: a quarter of the tokens
+    assert all(5 < r["per_doc_token"] < 7.5 for r in preset_4k if r["epochs"] == 2)
     assert "trained tok / doc tok" in printed.stdout
