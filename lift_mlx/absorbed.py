@@ -17,8 +17,9 @@ from .prompts import encode
 from .retrieval import Passage, PassageIndex, entry_index
 
 STORED_PASSAGE_LEN = AnswerSettings().passage_len  # the index an entry keeps
-PLAIN_READER = ("the plain base model reading the document in its prompt (measured better than "
-                "the adapter on this model: docs/answer-modes.md; --use-adapter for the adapter)")
+PLAIN_READER = ("the plain base model reading the document in its prompt, no adapter "
+                "(--use-adapter for the adapter; which is better per model: "
+                "docs/answer-modes.md)")
 
 
 def reset_adapter(lm: LoadedModel) -> None:
