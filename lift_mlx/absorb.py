@@ -507,6 +507,7 @@ class Absorbing(Reading):
         """Which model answers `question` now (see `Absorbed.answered_by`)."""
         if self.ready:
             return self.wait().answered_by(question, settings)
-        if not about_document(question, self.document.text):
-            return "the plain base model (the question names nothing of the document)"
-        return "the plain base model with the document in the prompt (the adapter is training)"
+        if about_document(question, self.document.text):
+            return ("the plain base model with the document in the prompt (the adapter is "
+                    "training)")
+        return super().answered_by(question, settings)

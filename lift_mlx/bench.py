@@ -119,8 +119,6 @@ def memory_bandwidth(n_bytes: int = 256 * 2**20, repeats: int = 5) -> float:
     return n_bytes / best_time(lambda: mx.eval(x.sum()), repeats)
 
 
-
-
 def weight_bytes(model) -> int:
 
     return sum(v.nbytes for _, v in tree_flatten(model.parameters()))

@@ -341,9 +341,8 @@ class Handler(BaseHTTPRequestHandler):
                     prompt, held = chat_prompt(served, req.messages, adapter, context=False,
                                                max_tokens=req.sampling.max_tokens)
                     adapter = None
-                use = req.use_adapter
-                if adapter is not None and not (adapter_answers(served.lm.name) if use is None
-                                                else use):
+                use = self.server.adapter_answers if req.use_adapter is None else req.use_adapter
+                if adapter is not None and not use:
                     adapter = None  # the plain base reads the document's passages, as `ask`
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
@@ -470,6 +469,8 @@ class LiftServer(ThreadingHTTPServer):
         self.max_document_bytes = max_document_bytes
         self.served = ServedModel(lm, kept)
         self.base_id = base_model_id(lm.name)
+        # what answers a document's chat that leaves use_adapter out (models/presets.json)
+        self.adapter_answers = adapter_answers(lm.name)
         self.started = int(time.time())
         self.absorber = Absorber(lm, self.log)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # requests
