@@ -160,8 +160,8 @@ class TrainSettings:
     lr: float = setting(2e-4, "Learning rate (AdamW, constant).", flag="--lr", min=0,
                         min_open=True, paper=5e-5,
                         shown="2e-4; 1e-3 with --adapter gated, the paper's for it")
-    # a constant rate carried SmolLM2 on the knowledge world; on real text the adapter
-    # collapsed into a few answer strings, which a rate decayed to a tenth may not
+    # a constant rate carried SmolLM2 on the knowledge world; cosine from 1e-3 at 2 epochs did
+    # not stop the collapse into a few answer strings (docs/answer-modes.md)
     lr_schedule: str = setting("constant", "How the learning rate moves over the run: constant, "
                                "or cosine (a linear warm-up over the first 5% of the steps, "
                                "then a cosine decay to a tenth of --lr).",
