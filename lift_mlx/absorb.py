@@ -348,8 +348,9 @@ def _phase_peak(report: AbsorbReport, phase: str) -> None:
 def _train(run: Run, ready: list[Sample], arriving: dict[str, Arriving]) -> TrainReport:
     """Train on the samples `ready` and on those `arriving` as the generator writes them."""
     t, report = run.settings.train, run.report
-    expected = len(ready) + sum(a.expected() for a in arriving.values())
-    estimate = expected * t.epochs // t.batch_size + 1
+    recited = t.recite_epochs or t.epochs
+    views = sum(recited if s.kind == "recite" else t.epochs for s in ready)
+    estimate = (views + sum(a.expected() for a in arriving.values()) * t.epochs) // t.batch_size + 1
     with run.progress.bar("train", estimate) as update:
         def on_step(i, n, loss, tokens):  # this run's steps of `n`, this run's tokens
             made = "".join(f", {name} {a.made()}" for name, a in arriving.items())

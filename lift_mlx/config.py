@@ -170,6 +170,10 @@ class TrainSettings:
     # 1000: 200x the paper's 5; a run that long overfits any document
     epochs: int = setting(3, "Passes over all samples.", flag="--epochs", min=1, max=1000,
                           paper=5)
+    # measured on SmolLM2 (scripts/token_curve.py): see the smollm2 preset's why
+    recite_epochs: int = setting(0, "Passes over the recite segments (0: as many as --epochs); "
+                                 "the other samples keep --epochs.", flag="--recite-epochs",
+                                 min=0, max=1000, keyed="changed")
     # paper: 4
     batch_size: int = setting(4, "Samples per training step.", flag="--batch-size", min=1,
                               max=MOST_ROWS)

@@ -239,15 +239,19 @@ class EpochScheduler:
     with the rest; partial batches wait until `final` (no more samples can arrive), then drain
     in the same order. Given all samples at once with `final`, this is `epochs` shuffled passes
     in at most `epochs` x the steps `plan_epoch` makes (leftovers of one pass may fill a batch
-    of the next).
+    of the next). `epochs_of` gives some kinds of sample (by `Sample.kind`) a count of their
+    own: a group is keyed by its samples' count too, so the rule holds for each.
     """
 
-    def __init__(self, batch_size: int, epochs: int, buckets: list[int], rng: random.Random):
+    def __init__(self, batch_size: int, epochs: int, buckets: list[int], rng: random.Random,
+                 epochs_of: dict[str, int] | None = None):
         self.batch_size = batch_size
         self.epochs = epochs
         self.buckets = buckets
         self.rng = rng
-        self._pending: dict[tuple[int, int], list[Sample]] = {}  # (views, bucket) -> samples
+        self.epochs_of = {k: n for k, n in (epochs_of or {}).items() if n > 0}
+        # (views, bucket, epochs) -> samples seen `views` times, owed `epochs` in all
+        self._pending: dict[tuple[int, int, int], list[Sample]] = {}
         self.arrived: list[Sample] = []  # every sample added, in order
         self.views = 0  # sample-views handed out so far
 
@@ -257,30 +261,35 @@ class EpochScheduler:
 
     def add(self, samples: list[Sample]) -> None:
         for s in samples:
-            self._pending.setdefault((0, bucket_of(len(s), self.buckets)), []).append(s)
+            key = (0, bucket_of(len(s), self.buckets), self.epochs_of.get(s.kind, self.epochs))
+            self._pending.setdefault(key, []).append(s)
         self.arrived += samples
 
     def position(self) -> dict:
         """Where the schedule stands, as JSON: what each sample (by its place in `arrived`)
         is still owed, and the random state; `resume` continues from it."""
         place = {id(s): i for i, s in enumerate(self.arrived)}
-        pending = [[views, length, [place[id(s)] for s in group]]
-                   for (views, length), group in self._pending.items() if group]
+        pending = [[views, length, [place[id(s)] for s in group], epochs]
+                   for (views, length, epochs), group in self._pending.items() if group]
         return {"pending": pending, "views": self.views, "rng": self.rng.getstate()}
 
     def resume(self, arrived: list[Sample], position: dict) -> None:
         """Continue where `position` (of a schedule given the samples `arrived`) stood."""
         self.arrived = list(arrived)
         self.views = position["views"]
-        self._pending = {(views, length): [self.arrived[i] for i in places]
-                         for views, length, places in position["pending"]}
+        self._pending = {}
+        for views, length, places, *owed in position["pending"]:
+            # a checkpoint written before counts per kind existed owes every sample `epochs`
+            key = (views, length, owed[0] if owed else self.epochs)
+            self._pending[key] = [self.arrived[i] for i in places]
         version, internal, gauss = position["rng"]
         self.rng.setstate((version, tuple(internal), gauss))
 
     @property
     def remaining(self) -> int:
         """Sample-views still to hand out for the samples added so far."""
-        return self.added * self.epochs - self.views
+        owed = sum(self.epochs_of.get(s.kind, self.epochs) for s in self.arrived)
+        return owed - self.views
 
     def steps_left(self) -> int:
         """The batches still due for the samples added so far, once no more can arrive: the
@@ -295,9 +304,10 @@ class EpochScheduler:
             sizes[key] -= taken
             if not sizes[key]:
                 del sizes[key]
-            views, length = key
-            if views + 1 < self.epochs:
-                sizes[(views + 1, length)] = sizes.get((views + 1, length), 0) + taken
+            views, length, epochs = key
+            if views + 1 < epochs:
+                later = (views + 1, length, epochs)
+                sizes[later] = sizes.get(later, 0) + taken
             steps += 1
         return steps
 
@@ -315,8 +325,8 @@ class EpochScheduler:
         group = self._pending[key]
         self.rng.shuffle(group)
         chunk, self._pending[key] = group[: self.batch_size], group[self.batch_size :]
-        views, length = key
-        if views + 1 < self.epochs:
-            self._pending.setdefault((views + 1, length), []).extend(chunk)
+        views, length, epochs = key
+        if views + 1 < epochs:
+            self._pending.setdefault((views + 1, length, epochs), []).extend(chunk)
         self.views += len(chunk)
         return length, chunk

@@ -361,7 +361,7 @@ def train(
         raise ValueError("no training samples")
     buckets = fitted_buckets(max([len(s) for s in samples] + [longest, 2]) - 1)
     sched = EpochScheduler(settings.batch_size, settings.epochs, buckets,
-                           random.Random(settings.seed))
+                           random.Random(settings.seed), {"recite": settings.recite_epochs})
     loop = TrainLoop(model, settings, total, on_step, world)
     kept = Counter()  # samples a resumed checkpoint already holds, offered again
     if checkpoint is not None and checkpoint.resume(loop, sched):

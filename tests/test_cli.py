@@ -43,6 +43,7 @@ GIVEN = {
     "--batch-size": ("train", "batch_size", ["--batch-size", "1"], 1),
     "--loss-mean": ("train", "loss_mean", ["--loss-mean", "samples"], "samples"),
     "--lr-schedule": ("train", "lr_schedule", ["--lr-schedule", "cosine"], "cosine"),
+    "--recite-epochs": ("train", "recite_epochs", ["--recite-epochs", "1"], 1),
     "--micro-batch": ("train", "micro_batch", ["--micro-batch", "2"], 2),
     "--grad-checkpoint": ("train", "grad_checkpoint", ["--no-grad-checkpoint"], False),
     "--compile": ("train", "compile", ["--no-compile"], False),

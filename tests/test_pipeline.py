@@ -61,6 +61,39 @@ def test_every_late_sample_is_trained_exactly_epochs_times(epochs):
     assert steps == left > 0  # the count the training bar ends at
 
 
+def test_recite_samples_take_their_own_epoch_count_through_a_resume():
+    rng = random.Random(3)
+    lengths = [rng.choice([20, 50, 100, 200]) for _ in range(60)]
+    samples = [Sample(tuple(range(i, i + k)), (1,) * k, "recite" if i % 3 == 0 else "qa")
+               for i, k in enumerate(lengths)]
+    owed = {s.tokens: 1 if s.kind == "recite" else 4 for s in samples}
+    sched = EpochScheduler(4, 4, buckets_for(200), random.Random(0), {"recite": 1, "qa": 0})
+    sched.add(samples[:25])
+    seen: dict[tuple, int] = {}
+    for _ in range(9):
+        for s in sched.next_batch(final=False)[1]:
+            seen[s.tokens] = seen.get(s.tokens, 0) + 1
+    # what a checkpoint keeps, resumed by a new schedule, and the same in the old format
+    kept = json.loads(json.dumps(sched.position()))
+    resumed = EpochScheduler(4, 4, buckets_for(200), random.Random(1), {"recite": 1})
+    resumed.resume(samples[:25], kept)
+    assert resumed.position()["pending"] == kept["pending"]
+    resumed.add(samples[25:])
+    left, steps = resumed.steps_left(), 0
+    while due := resumed.next_batch(final=True):
+        steps += 1
+        assert len({s.tokens for s in due[1]}) == len(due[1])
+        for s in due[1]:
+            seen[s.tokens] = seen.get(s.tokens, 0) + 1
+    assert seen == owed
+    assert resumed.remaining == 0 and steps == left > 0
+    old = {**kept, "pending": [p[:3] for p in kept["pending"]]}  # no count per kind
+    before = EpochScheduler(4, 4, buckets_for(200), random.Random(1))
+    before.resume(samples[:25], old)
+    assert before.remaining == 25 * 4 - 9 * 4
+    assert {p[3] for p in before.position()["pending"]} == {4}  # each owed --epochs
+
+
 def test_all_samples_at_once_take_no_more_steps_than_epoch_passes():
     samples = _samples(41, random.Random(5))
     buckets = buckets_for(200)
