@@ -35,6 +35,7 @@ from .ingest import Document, document_tokens, read_document
 from .models import LoadedModel
 from .presets import recommended_settings
 from .progress import Progress, timed
+from .prompts import prompt_tokenizer
 from .retrieval import Passage, PassageIndex, passage_index, save_index
 from .samples import QASamples, Reader, Sample
 from .split import segment_starts
@@ -205,6 +206,7 @@ def _train_and_store(run: Run) -> Absorbed | None:
     times = report.seconds
     reset_adapter(lm)
     tok = lm.tokenizer
+    prompting = prompt_tokenizer(tok, settings.train.system_prompt)  # as the adapter answers
     tasks = tasks_named(settings.train.tasks)
     mx.reset_peak_memory()
     with timed(times, "index"):  # stored with the adapter: answers with `retrieve` read it
@@ -220,9 +222,9 @@ def _train_and_store(run: Run) -> Absorbed | None:
         if s.reader_share > 0:
             passages = (index if s.reader_passage_len == index.passage_len
                         else passage_index(tok, run.doc.text, s.reader_passage_len))
-            reader = Reader(tok, passages, s.reader_share, s.reader_oracle, s.reader_len)
-        given = TaskInput(run.doc, doc_tokens, tok, settings,
-                          QASamples(tok, doc_tokens, s.qa_context_len, s.qa_context_share,
+            reader = Reader(prompting, passages, s.reader_share, s.reader_oracle, s.reader_len)
+        given = TaskInput(run.doc, doc_tokens, prompting, settings,
+                          QASamples(prompting, doc_tokens, s.qa_context_len, s.qa_context_share,
                                     random.Random(settings.train.seed + 1), reader),
                           run.gen or lm, run.gen.model if run.gen else base_view(lm.model),
                           run.progress, run.world)

@@ -13,7 +13,7 @@ from .answer import about_document, document_prompt, stream_answer
 from .config import AnswerSettings
 from .errors import LiftError
 from .models import LoadedModel, config_fingerprint, load_model
-from .prompts import encode
+from .prompts import encode, prompt_tokenizer
 from .retrieval import Passage, PassageIndex, entry_index
 
 STORED_PASSAGE_LEN = AnswerSettings().passage_len  # the index an entry keeps
@@ -43,6 +43,9 @@ class Absorbed:
         self._doc_tokens: list[int] | None = None
         self._base = None
         self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
+        # the adapter's prompts are built as its training samples were
+        trained = meta.get("settings", {}).get("train", {})
+        self._prompting = prompt_tokenizer(lm.tokenizer, trained.get("system_prompt", "model"))
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -52,18 +55,19 @@ class Absorbed:
 
     def prompt(self, question: str, settings: AnswerSettings | None = None,
                **changes) -> list[int]:
-        """Prompt ids for `question` as `stream` answers it."""
+        """Prompt ids for `question` as `stream` answers it with the adapter."""
         return self._prompt(question, replace(settings or AnswerSettings(), **changes))[0]
 
     def sources(self, question: str, settings: AnswerSettings | None = None, *,
                 route: bool = True, **changes) -> list[Passage]:
         """The retrieved passages the prompt for `question` holds, in document order (none
         without `settings.retrieve`, or where the view or the question alone answers)."""
-        settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
-                                route)[1]
-        return self._prompt(question, settings)[1]
+        model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
+                                       route)
+        return self._prompt(question, settings, model is self.lm.model)[1]
 
-    def _prompt(self, question: str, settings: AnswerSettings) -> tuple[list[int], list]:
+    def _prompt(self, question: str, settings: AnswerSettings,
+                adapter: bool = True) -> tuple[list[int], list]:
         index = None
         if settings.context and settings.retrieve and question.strip():
             index = self._indexes.get(settings.passage_len)
@@ -71,8 +75,9 @@ class Absorbed:
                 index = self._indexes[settings.passage_len] = entry_index(
                     self.lm.tokenizer, self.document_text, self.adapter_path,
                     settings.passage_len, keep=settings.passage_len == STORED_PASSAGE_LEN)
-        return document_prompt(self.lm.tokenizer, question, self.doc_tokens, settings,
-                               self.lm.window, index)
+        tokenizer = self._prompting if adapter else self.lm.tokenizer
+        return document_prompt(tokenizer, question, self.doc_tokens, settings, self.lm.window,
+                               index)
 
     def _routed(self, question: str, settings: AnswerSettings, route: bool):
         """The model that answers `question` and the settings it answers with: the plain
@@ -109,7 +114,7 @@ class Absorbed:
         the plain base (no adapter, no document view)."""
         model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
                                        route)
-        ids = self._prompt(question, settings)[0]
+        ids = self._prompt(question, settings, model is self.lm.model)[0]
         yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
                                  settings.temp)
 

@@ -26,6 +26,38 @@ GENERATOR_INSTRUCTIONS = (
 
 _BODY = "\x00LIFT_BODY\x00"
 
+# What the system message of an adapter's prompts is (TrainSettings.system_prompt): the chat
+# template's own, or an empty one.
+SYSTEM_PROMPTS = ("model", "none")
+
+
+class NoSystemPrompt:
+    """A tokenizer whose chat template gets an empty system message where it would put its
+    own (SmolLM2's "You are a helpful AI assistant named SmolLM, ..." is 20 of the 46 tokens
+    of a short question's prompt); everything else is the tokenizer's. It builds prompts
+    only: generation keeps the tokenizer itself."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __getattr__(self, name: str):
+        return getattr(self.tokenizer, name)
+
+    def apply_chat_template(self, messages, **kwargs):
+        if not messages or messages[0]["role"] == "system":
+            return self.tokenizer.apply_chat_template(messages, **kwargs)
+        try:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "system", "content": ""}, *messages], **kwargs)
+        except Exception:  # a template that takes no system message: its own prompt
+            return self.tokenizer.apply_chat_template(messages, **kwargs)
+
+
+def prompt_tokenizer(tokenizer, system_prompt: str):
+    """What builds the prompts of an adapter trained with `system_prompt` ("model" or
+    "none"): training and answering must use the same."""
+    return NoSystemPrompt(tokenizer) if system_prompt == "none" else tokenizer
+
 
 def chat_ids(tokenizer, body: list[int]) -> list[int]:
     """Token ids of a one-turn chat whose user message is `body`, ending in the answer prompt.

@@ -8,7 +8,7 @@ from conftest import FAST
 
 from lift_mlx import store
 from lift_mlx.absorb import absorb
-from lift_mlx.absorbed import load_absorbed
+from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
 from lift_mlx.models import load_model
@@ -139,6 +139,43 @@ def test_cloze_tasks_train_without_any_generation(tiny_lm, tmp_path, demo_text):
     trained = absorbed.report.train.sample_views  # every sample, every epoch
     assert trained == (absorbed.report.samples["recite"] + len(pairs)) * settings.train.epochs
     assert not qa_cache_file(read_document(doc).sha256, tiny_lm, settings).exists()
+
+
+def test_an_adapter_trained_without_a_system_prompt_answers_without_it(tiny_lm, tmp_path,
+                                                                      demo_text):
+    """--system-prompt none: every training sample and the adapter's answer prompts (after a
+    reload from the store too) carry an empty system message; the plain base, answering a
+    general question, keeps the template's own prompt."""
+    from lift_mlx import prompts
+    from lift_mlx.answer import stream_answer
+    from lift_mlx.samples import qa_sample
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:1500])
+    runs = {name: absorb(doc, tiny_lm, tasks=("recite", "cloze"), system_prompt=name,
+                         out=tmp_path / name, **FAST) for name in ("model", "none")}
+    tok = tiny_lm.tokenizer
+    block = len(prompts.encode(tok, "<|im_start|>system\n<|im_end|>\n"))
+    views = runs["none"].report.train.sample_views
+    assert views == runs["model"].report.train.sample_views > 3
+    # tiny's template has no system message of its own: "none" adds an empty one to each
+    assert runs["none"].report.train.tokens - runs["model"].report.train.tokens == views * block
+    question = "Who owns the lighthouse?"
+    trained = qa_sample(prompts.prompt_tokenizer(tok, "none"), question, "x")
+    for absorbed in (runs["none"], load_absorbed(tmp_path / "none", tiny_lm)):
+        prompt = absorbed.prompt(question, context=False)
+        assert list(trained.tokens[:len(prompt)]) == prompt
+        assert tok.decode(prompt).startswith("<|im_start|>system\n<|im_end|>")
+    general = "What is the capital of France?"
+    reset = load_absorbed(tmp_path / "none", tiny_lm)
+    assert not reset.uses_adapter(general)
+    plain = prompts.chat_ids(tok, prompts.question_body(tok, general))
+    routed = reset.ask(general, max_tokens=8)
+    reset_adapter(tiny_lm)
+    assert routed == "".join(stream_answer(tiny_lm.model, tok, plain, 8))
+    bare = prompts.chat_ids(prompts.prompt_tokenizer(tok, "none"),
+                            prompts.question_body(tok, general))
+    assert routed != "".join(stream_answer(tiny_lm.model, tok, bare, 8))  # it would show
 
 
 def test_generator_without_usable_output_warns_and_trains_on_recite(tiny_lm, tmp_path,

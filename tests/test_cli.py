@@ -44,6 +44,7 @@ GIVEN = {
     "--loss-mean": ("train", "loss_mean", ["--loss-mean", "samples"], "samples"),
     "--lr-schedule": ("train", "lr_schedule", ["--lr-schedule", "cosine"], "cosine"),
     "--recite-epochs": ("train", "recite_epochs", ["--recite-epochs", "1"], 1),
+    "--system-prompt": ("train", "system_prompt", ["--system-prompt", "none"], "none"),
     "--micro-batch": ("train", "micro_batch", ["--micro-batch", "2"], 2),
     "--grad-checkpoint": ("train", "grad_checkpoint", ["--no-grad-checkpoint"], False),
     "--compile": ("train", "compile", ["--no-compile"], False),
@@ -387,7 +388,8 @@ def test_every_setting_option_is_stored_in_its_own_field(runner, doc, tiny_model
         assert meta["settings"][stage][name] == (list(value) if isinstance(value, tuple)
                                                  else value), flag
     segments = meta["report"]["segments"]
-    assert meta["report"]["train"]["steps"] == 2 * segments  # batch 1: one step per sample
+    # batch 1: one step per sample; --recite-epochs 1 of --epochs 2 (recite is the only task)
+    assert meta["report"]["train"]["steps"] == segments
 
 
 def test_absorb_reports_its_mfu_against_the_peak_measured_in_the_same_process(runner, doc,

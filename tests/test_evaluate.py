@@ -370,3 +370,29 @@ def test_cli_needle_in_a_haystack(tiny_model_path, tmp_path):
     # 1k tokens do not fit the tiny model's 1024-token window next to the prompt.
     assert {r["type"] for r in records if r["prediction"] is None} == {"niah-1k"}
     assert {r["meta"]["length"] for r in records} == {256, 1024}
+
+
+def test_an_adapter_without_a_system_prompt_is_asked_as_it_was_trained(lm, tmp_path,
+                                                                       monkeypatch):
+    """The adapter arms build their prompts as the adapter's training samples were built
+    (--system-prompt none: an empty system message); the plain base's arms keep the
+    template's own."""
+    from lift_mlx import prompts
+
+    monkeypatch.setenv("LIFT_MLX_HOME", str(tmp_path / "home"))
+    doc = load_eval_set(SAMPLES / "native_sample.jsonl")[0]
+    settings = SETTINGS.replace(tasks=("recite",), system_prompt="none")
+    records = run_eval([doc], lm, tmp_path / "out", arms=("lift", "lift+rag", "rag"),
+                       settings=settings, max_tokens=MAX_TOKENS, window=WINDOW)
+    tok = lm.tokenizer
+    bare = prompts.prompt_tokenizer(tok, "none")
+    by_key = {key(r): r for r in records}
+    for q in doc.questions:
+        lift = by_key[(doc.id, q.id, "lift")]
+        asked = prompts.question_body(tok, lift["question"])
+        assert lift["prompt_tokens"] == len(prompts.chat_ids(bare, asked))
+        assert lift["context"] == "none"
+        rag, both = by_key[(doc.id, q.id, "rag")], by_key[(doc.id, q.id, "lift+rag")]
+        assert rag["context"] == both["context"] and rag.get("passages") == both.get("passages")
+        block = len(prompts.encode(tok, "<|im_start|>system\n<|im_end|>\n"))
+        assert both["prompt_tokens"] - rag["prompt_tokens"] == block

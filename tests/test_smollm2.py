@@ -66,6 +66,19 @@ def test_base_knows_the_capital_of_france(smollm2_lm):
     assert "Paris" in reply
 
 
+def test_no_system_prompt_leaves_out_smollm2s_own(smollm2_lm):
+    """--system-prompt none: SmolLM2's template puts its own system message in every prompt
+    unless given one; an empty one saves those tokens in every training sample."""
+    from lift_mlx.prompts import chat_ids, prompt_tokenizer
+
+    tok = smollm2_lm.tokenizer
+    body = encode(tok, "The Reidrys is captained by what?")
+    own, bare = chat_ids(tok, body), chat_ids(prompt_tokenizer(tok, "none"), body)
+    assert "SmolLM" in tok.decode(own) and "SmolLM" not in tok.decode(bare)
+    assert len(own) - len(bare) >= 15 and bare[-len(body) - 5:] == own[-len(body) - 5:]
+    assert chat_ids(prompt_tokenizer(tok, "model"), body) == own
+
+
 def test_base_reads_a_fact_from_the_document_in_its_prompt(smollm2_lm):
     question = "In which year did the Marigold leave Portwen?"
     closed, read = answer(smollm2_lm, question), answer(smollm2_lm, question, SHIP_LOG)

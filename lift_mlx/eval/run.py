@@ -78,10 +78,11 @@ def _record(doc: EvalDoc, q: Question, arm: str) -> dict:
 
 def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: list[int],
             window: int, answering: AnswerSettings, cache: PromptCache | None = None,
-            index: PassageIndex | None = None) -> dict:
+            index: PassageIndex | None = None, tok=None) -> dict:
     """Answer one question in one arm, as `answering` says (its context is the arm's); the
-    arm's adapter (or none) is already on the model."""
-    tok = lm.tokenizer
+    arm's adapter (or none) is already on the model, `tok` builds its prompts (the
+    adapter's `prompts.prompt_tokenizer`; the model's tokenizer where None)."""
+    tok = tok or lm.tokenizer
     record = _record(doc, q, arm)
     asked = record["question"]
     overhead = len(prompts.chat_ids(tok, prompts.question_body(tok, asked, [])))
@@ -99,7 +100,7 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
     else:  # the view, also where no passage shares a term with the question (as `ask` does)
         record["context"] = "full" if len(ids) - overhead == len(doc_tokens) else "head+tail"
     start = time.perf_counter()
-    prediction = "".join(stream_answer(lm.model, tok, ids, answering.max_tokens,
+    prediction = "".join(stream_answer(lm.model, lm.tokenizer, ids, answering.max_tokens,
                                        temp=answering.temp, cache=cache))
     return {**record, "prompt_tokens": len(ids), "prediction": prediction,
             "scores": score(prediction, q), "seconds": round(time.perf_counter() - start, 4)}
@@ -169,11 +170,14 @@ def run_eval(
                                key=lambda qa: arms.index(qa[1]))
                 if not batch:
                     continue
+                prompting = lm.tokenizer
                 if kind is None:
                     reset_adapter(lm)
                 else:
                     start = time.perf_counter()
-                    absorbed = absorb(document, lm, settings=ADAPTERS[kind](settings),
+                    trained = ADAPTERS[kind](settings)
+                    prompting = prompts.prompt_tokenizer(lm.tokenizer, trained.train.system_prompt)
+                    absorbed = absorb(document, lm, settings=trained,
                                       generator=generator, reuse=reuse, pipeline=pipeline,
                                       progress=progress)
                     report = absorbed.report
@@ -190,7 +194,7 @@ def run_eval(
                 with progress.bar("answers", len(batch), unit="answers") as update:
                     for n, (q, arm) in enumerate(batch, start=1):
                         record = _answer(lm, doc, q, arm, doc_tokens, window,
-                                         answering[arm], cache, index)
+                                         answering[arm], cache, index, prompting)
                         if kind is not None:
                             record["adapter"] = absorbed.adapter_path.name
                         records.write(record)
