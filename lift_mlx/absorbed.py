@@ -43,9 +43,9 @@ class Absorbed:
         self._doc_tokens: list[int] | None = None
         self._base = None
         self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
-        # the adapter's prompts are built as its training samples were
+        # builds the adapter's prompts as its training samples were (`prompts.prompt_tokenizer`)
         trained = meta.get("settings", {}).get("train", {})
-        self._prompting = prompt_tokenizer(lm.tokenizer, trained.get("system_prompt", "model"))
+        self.prompting = prompt_tokenizer(lm.tokenizer, trained.get("system_prompt", "model"))
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -75,7 +75,7 @@ class Absorbed:
                 index = self._indexes[settings.passage_len] = entry_index(
                     self.lm.tokenizer, self.document_text, self.adapter_path,
                     settings.passage_len, keep=settings.passage_len == STORED_PASSAGE_LEN)
-        tokenizer = self._prompting if adapter else self.lm.tokenizer
+        tokenizer = self.prompting if adapter else self.lm.tokenizer
         return document_prompt(tokenizer, question, self.doc_tokens, settings, self.lm.window,
                                index)
 

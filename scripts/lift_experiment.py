@@ -174,11 +174,10 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
 
     from lift_mlx.absorbed import load_absorbed, reset_adapter
 
-    if adapter:
-        load_absorbed(adapter, lm)
+    prompting = load_absorbed(adapter, lm).prompting if adapter else lm.tokenizer
     try:
         questions = general_questions()
-        ids = [question_prompt(lm.tokenizer, q["question"], None, lm.window, max_tokens)
+        ids = [question_prompt(prompting, q["question"], None, lm.window, max_tokens)
                for q in questions]
         texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
         return [answer_contains(t, q["answers"]) for t, q in zip(texts, questions)]
@@ -196,13 +195,13 @@ def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
 
     if adapters.kind_of(Path(adapter)) is not gated.GATED:
         return None
-    load_absorbed(adapter, lm)
+    prompting = load_absorbed(adapter, lm).prompting
     try:
         out = {}
         for name, questions in (("document", [q.question for q in doc.questions]),
                                 ("general", [q["question"] for q in general_questions()])):
             values = [gated.gate_values(lm.model, question_prompt(
-                lm.tokenizer, q, None, lm.window, max_tokens)) for q in questions]
+                prompting, q, None, lm.window, max_tokens)) for q in questions]
             out[name] = {"mean": statistics.mean(v.mean().item() for v in values),
                          "last_token": statistics.mean(v[:, :, -1].mean().item()
                                                        for v in values),
