@@ -736,3 +736,32 @@ def test_idle_and_slow_connections_do_not_hold_the_server(tiny_lm):
         assert headers < HEADER_WAIT_S + 2
         assert body_held < 2 * HEADER_WAIT_S + 100 / BODY_BYTES_PER_S + 2
         assert raw(server, "POST", CHAT, body)[0] == 200
+
+
+def test_an_adapter_trained_without_a_system_prompt_is_served_as_ask_asks_it(tiny_lm, tmp_path,
+                                                                            demo_text):
+    """--system-prompt none: the server builds the adapter's prompts as it was trained (an
+    empty system message), as `Absorbed` does; the plain base keeps the template's own.
+    (Prompt lengths, not answers: the tiny model's answers at this rate are near ties.)"""
+    from lift_mlx import prompts
+
+    path = tmp_path / "charter.md"
+    path.write_text(demo_text[:1500])
+    absorbed = absorb(path, tiny_lm, system_prompt="none", **SETTINGS)
+    tok = tiny_lm.tokenizer
+    block = len(prompts.encode(tok, "<|im_start|>system\n<|im_end|>\n"))
+    with running(tiny_lm) as server:
+        c = client(server)
+
+        def prompt_tokens(**extra) -> int:
+            reply = c.chat.completions.create(
+                model="charter", messages=[{"role": "user", "content": QUESTION}],
+                max_tokens=2, extra_body=extra)
+            return reply.usage.prompt_tokens
+
+        for ctx in (True, False):
+            trained = len(absorbed.prompt(QUESTION, context=ctx))
+            assert prompt_tokens(context=ctx, use_adapter=True) == trained
+            assert prompt_tokens(context=ctx, use_adapter=False) == trained - block
+        alone = prompts.chat_ids(tok, prompts.question_body(tok, QUESTION))
+        assert prompt_tokens(context=False, use_adapter=False) == len(alone)

@@ -333,15 +333,16 @@ class Handler(BaseHTTPRequestHandler):
             except LiftError as e:
                 raise ApiError(500, str(e), "document_damaged") from None
             try:
+                use = self.server.adapter_answers if req.use_adapter is None else req.use_adapter
                 prompt, held = chat_prompt(served, req.messages, adapter, context=req.context,
                                            retrieve=req.retrieve,
-                                           max_tokens=req.sampling.max_tokens)
+                                           max_tokens=req.sampling.max_tokens, answers=use)
                 if adapter is not None and route(adapter, req.messages) is None:
                     # not about the document: the plain base answers, as `ask` does
                     prompt, held = chat_prompt(served, req.messages, adapter, context=False,
-                                               max_tokens=req.sampling.max_tokens)
+                                               max_tokens=req.sampling.max_tokens,
+                                               answers=False)
                     adapter = None
-                use = self.server.adapter_answers if req.use_adapter is None else req.use_adapter
                 if adapter is not None and not use:
                     adapter = None  # the plain base reads the document's passages, as `ask`
             except PromptRefused as e:

@@ -29,7 +29,7 @@ from ..absorbed import reset_adapter
 from ..answer import about_document, document_prompt
 from ..config import AnswerSettings
 from ..errors import LiftError
-from ..prompts import encode
+from ..prompts import encode, prompt_tokenizer
 from ..retrieval import Passage, PassageIndex, entry_index
 
 ANSWER = AnswerSettings()  # how a chat is answered unless its request says else: as `ask`
@@ -58,6 +58,7 @@ class _Adapter:
     doc_tokens: list[int]
     text: str  # the document, which decides what questions are about it
     path: Path  # the entry
+    system_prompt: str = "model"  # what its prompts were trained with (TrainSettings')
     index: PassageIndex | None = None  # its passages for "retrieve", read on first use
 
 
@@ -100,7 +101,8 @@ class ServedModel:
         except (OSError, ValueError) as e:
             raise store.damaged(entry.path, f"unreadable: {e}") from None
         loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text),
-                          text, entry.path)
+                          text, entry.path,
+                          entry.field("settings", "train", "system_prompt", default="model"))
         self._cache[entry.key] = loaded
         while len(self._cache) > self.kept:
             self._cache.popitem(last=False)
@@ -170,12 +172,12 @@ def route(adapter: _Adapter | None, messages: list[dict]) -> _Adapter | None:
 
 
 def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | None, *,
-                context: bool, max_tokens: int,
-                retrieve: bool = ANSWER.retrieve) -> tuple[list[int], list[Passage]]:
+                context: bool, max_tokens: int, retrieve: bool = ANSWER.retrieve,
+                answers: bool = True) -> tuple[list[int], list[Passage]]:
     """Prompt ids for `messages`, and the retrieved passages they hold: with a document's
     adapter, the prompt of `lift-mlx ask` for the last user message (with `context` the
-    passages that match it, or without `retrieve` the head+tail view); without, the chat
-    template.
+    passages that match it, or without `retrieve` the head+tail view), built as the adapter
+    was trained where it `answers` (else for the plain base); without, the chat template.
     PromptRefused when there is no question or no room for `max_tokens` in the window;
     store.Damaged where the entry's index is."""
     tok, window = served.lm.tokenizer, served.lm.window
@@ -186,7 +188,8 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
             adapter.index = entry_index(tok, adapter.text, adapter.path, ANSWER.passage_len,
                                         keep=True)
         settings = replace(ANSWER, context=context, retrieve=retrieve, max_tokens=max_tokens)
-        prompt, held = document_prompt(tok, question, adapter.doc_tokens, settings, window,
+        prompting = prompt_tokenizer(tok, adapter.system_prompt) if answers else tok
+        prompt, held = document_prompt(prompting, question, adapter.doc_tokens, settings, window,
                                        adapter.index)
     else:
         try:
