@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lift_mlx.bench import format_table  # noqa: E402
-from lift_mlx.config import preset  # noqa: E402
+from lift_mlx.config import Settings, preset  # noqa: E402
 from lift_mlx.presets import recommended_settings  # noqa: E402
 
 RECORDS = ROOT / "docs" / "lift_experiment"
@@ -38,9 +38,11 @@ COLUMNS = [("document", "doc", "{}"), ("recipe", "recipe", "{}"), ("epochs", "ep
 
 
 def recipe(settings: dict, model: str) -> str:
-    """What `settings` (Settings.to_dict()) change of `model`'s preset, the epochs left out."""
+    """What `settings` (Settings.to_dict()) change of `model`'s preset, the epochs left out. A
+    setting the records predate (missing from `settings`) held its default value."""
     base = preset("default", recommended_settings(model)).to_dict()
-    changed = [f"{k}={v}" for stage, values in settings.items() for k, v in values.items()
+    changed = [f"{k}={v}" for stage, defaults in Settings().to_dict().items()
+               for k, v in {**defaults, **settings.get(stage, {})}.items()
                if k != "epochs" and base.get(stage, {}).get(k) != v]
     return ", ".join(changed) or "preset"
 

@@ -167,14 +167,17 @@ def test_gate_values_of_a_gated_adapter_and_none_for_lora(experiment, tiny_lm, t
 
 def test_the_recorded_runs_keep_their_settings_tag():
     """The committed records are filed under the tag of the settings that made them: the
-    smollm2 preset with the script's defaults must still hash to it, or `--recorded` (and the
-    table of docs/lift-experiment.md it rebuilds) would find none of them."""
+    smollm2 preset before --recite-epochs and --system-prompt (given back by the two options
+    docs/lift-experiment.md's command sets) must still hash to it, or `--recorded` (and the
+    table it rebuilds) would find none of them."""
     from lift_mlx.config import preset
     from lift_mlx.presets import recommended_settings
 
     script = load_script("lift_experiment")
-    args = script.arguments().parse_args([])
-    settings = preset("default", recommended_settings(args.model))
+    args = script.arguments().parse_args(["--set", "recite_epochs=0",
+                                          "--set", "system_prompt=model"])
+    settings = preset("default", {**recommended_settings(args.model),
+                                  **script.parse_overrides(args.set)})
     tag = script.settings_tag(settings, args)
     records = Path(script.ROOT) / "docs" / "lift_experiment" / "records" / f"smollm2-{tag}"
     assert tag == "7cc604d8a9" and len(list(records.glob("doc-*.json"))) == 6

@@ -40,12 +40,24 @@ def test_each_recipe_is_placed_by_its_trained_tokens_per_document_token(tmp_path
     assert base[0]["trained_tokens"] == 0 and base[0]["accuracy"] == 0.5
 
 
-def test_the_committed_records_place_the_preset_at_its_25_tokens(tmp_path):
+def test_a_setting_the_records_predate_counts_as_its_default(tmp_path):
+    """Records made before a setting existed were made with its default: against a preset
+    that sets it otherwise, they are another recipe, not the preset."""
+    curve = load_script("token_curve")
+    values = preset("default", recommended_settings("smollm2")).to_dict()
+    del values["train"]["recite_epochs"], values["train"]["system_prompt"]
+    assert curve.recipe(values, "smollm2") == "system_prompt=model, recite_epochs=0"
+    assert curve.recipe(preset("default", recommended_settings("smollm2")).to_dict(),
+                        "smollm2") == "preset"
+
+
+def test_the_committed_records_place_the_earlier_preset_at_its_25_tokens(tmp_path):
     out = tmp_path / "curve"
     printed = subprocess.run([sys.executable, str(SCRIPTS / "token_curve.py"), "--arms", "lift",
                               "--out", str(out)], capture_output=True, text=True, check=True)
     rows = json.loads(out.with_suffix(".json").read_text())
-    preset_4k = [r for r in rows if r["recipe"] == "preset" and r["doc"].startswith("4096")]
+    earlier = "system_prompt=model, recite_epochs=0"  # the smollm2 preset before 2026-12-05
+    preset_4k = [r for r in rows if r["recipe"] == earlier and r["doc"].startswith("4096")]
     eight = [r for r in preset_4k if r["epochs"] == 8]
     assert len(eight) >= 3, printed.stdout
     assert all(20 < r["per_doc_token"] < 30 for r in eight)
