@@ -65,7 +65,10 @@ def points(folders: list[Path], arms: tuple[str, ...]) -> list[dict]:
                 for row in data["rows"]:
                     if row["region"] != "all" and row["arm"] in arms:
                         by_arm[row["arm"]].append(row["contains"])
-                absorbs = {a["adapter"]: a for a in run.get("absorbs", [])}
+                absorbs = {}
+                for a in run.get("absorbs", []):  # a resumed run reuses the adapter: keep the
+                    if not a.get("reused") or a["adapter"] not in absorbs:  # absorb that trained
+                        absorbs[a["adapter"]] = a
                 for arm, hits in by_arm.items():
                     absorb = absorbs.get("lift") if arm in ADAPTER_ARMS else None
                     if arm in ADAPTER_ARMS and not (absorb or {}).get("trained_tokens"):

@@ -14,7 +14,9 @@ from lift_mlx.presets import recommended_settings
 def _record(folder, doc, doc_tokens, trained, hits: dict):
     rows = [{"doc": doc, "arm": arm, "region": "inside" if i % 2 else "outside",
              "contains": float(h)} for arm, hs in hits.items() for i, h in enumerate(hs)]
-    absorbs = [{"adapter": "lift", "trained_tokens": trained, "seconds": 12.5}]
+    absorbs = [{"adapter": "lift", "trained_tokens": trained, "seconds": 12.5},
+               # a later run of the document with another arm reused the stored adapter
+               {"adapter": "lift", "trained_tokens": 0, "seconds": 0.1, "reused": True}]
     (folder / f"doc-{doc}.json").write_text(json.dumps(
         {"run": {"doc": doc, "doc_tokens": doc_tokens, "absorbs": absorbs}, "rows": rows}))
 
@@ -34,7 +36,7 @@ def test_each_recipe_is_placed_by_its_trained_tokens_per_document_token(tmp_path
     assert set(lift) == {"lr_schedule=cosine", "preset"}  # the epochs are the line's x
     assert lift["lr_schedule=cosine"]["per_doc_token"] == 5.0  # 2,000 / 400
     assert lift["lr_schedule=cosine"]["epochs"] == 2 and lift["preset"]["per_doc_token"] == 20
-    assert lift["preset"]["accuracy"] == 0.25
+    assert lift["preset"]["accuracy"] == 0.25 and lift["preset"]["absorb_seconds"] == 12.5
     base = [p for p in points if p["arm"] == "rag"]
     assert len(base) == 1 and base[0]["recipe"] == "plain base"  # once, whatever the tags
     assert base[0]["trained_tokens"] == 0 and base[0]["accuracy"] == 0.5
