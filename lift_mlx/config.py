@@ -174,7 +174,8 @@ class TrainSettings:
     # SmolLM2's own system message is 20 of a 46-token cloze sample (measured: the preset's why)
     system_prompt: str = setting("model", "The system message of every prompt the adapter trains "
                                  "on and answers with: the chat template's own (model), or none "
-                                 "(an empty one: its tokens saved in every sample).",
+                                 "(an empty one, which saves the tokens of a template's default "
+                                 "message in every sample).",
                                  flag="--system-prompt", choices=SYSTEM_PROMPTS, keyed="changed")
     # measured on SmolLM2 (scripts/token_curve.py): see the smollm2 preset's why
     recite_epochs: int = setting(0, "Passes over the recite segments (0: as many as --epochs); "
