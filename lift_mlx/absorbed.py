@@ -22,6 +22,14 @@ PLAIN_READER = ("the plain base model reading the document in its prompt, no ada
                 "docs/answer-modes.md)")
 
 
+def trained_prompting(tokenizer, meta: dict):
+    """What builds the prompts of a stored adapter (`meta`: its lift_meta.json) as its
+    training samples were built (`prompts.prompt_tokenizer`); an entry made before
+    --system-prompt existed was trained with the template's own."""
+    trained = meta.get("settings", {}).get("train", {})
+    return prompt_tokenizer(tokenizer, trained.get("system_prompt", "model"))
+
+
 def reset_adapter(lm: LoadedModel) -> None:
     """Take any adapter off the model, so it is the plain base again."""
     adapters.remove(lm.model)
@@ -43,9 +51,7 @@ class Absorbed:
         self._doc_tokens: list[int] | None = None
         self._base = None
         self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
-        # builds the adapter's prompts as its training samples were (`prompts.prompt_tokenizer`)
-        trained = meta.get("settings", {}).get("train", {})
-        self.prompting = prompt_tokenizer(lm.tokenizer, trained.get("system_prompt", "model"))
+        self.prompting = trained_prompting(lm.tokenizer, meta)
 
     @property
     def doc_tokens(self) -> list[int]:

@@ -25,11 +25,11 @@ from mlx_lm import stream_generate
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
 from .. import adapters, library, store
-from ..absorbed import reset_adapter
+from ..absorbed import reset_adapter, trained_prompting
 from ..answer import about_document, document_prompt
 from ..config import AnswerSettings
 from ..errors import LiftError
-from ..prompts import encode, prompt_tokenizer
+from ..prompts import encode
 from ..retrieval import Passage, PassageIndex, entry_index
 
 ANSWER = AnswerSettings()  # how a chat is answered unless its request says else: as `ask`
@@ -58,7 +58,7 @@ class _Adapter:
     doc_tokens: list[int]
     text: str  # the document, which decides what questions are about it
     path: Path  # the entry
-    system_prompt: str = "model"  # what its prompts were trained with (TrainSettings')
+    prompting: object  # builds its prompts as it was trained (absorbed.trained_prompting)
     index: PassageIndex | None = None  # its passages for "retrieve", read on first use
 
 
@@ -101,8 +101,7 @@ class ServedModel:
         except (OSError, ValueError) as e:
             raise store.damaged(entry.path, f"unreadable: {e}") from None
         loaded = _Adapter(entry.key, checksum, config, weights, encode(self.lm.tokenizer, text),
-                          text, entry.path,
-                          entry.field("settings", "train", "system_prompt", default="model"))
+                          text, entry.path, trained_prompting(self.lm.tokenizer, entry.meta or {}))
         self._cache[entry.key] = loaded
         while len(self._cache) > self.kept:
             self._cache.popitem(last=False)
@@ -188,7 +187,7 @@ def chat_prompt(served: ServedModel, messages: list[dict], adapter: _Adapter | N
             adapter.index = entry_index(tok, adapter.text, adapter.path, ANSWER.passage_len,
                                         keep=True)
         settings = replace(ANSWER, context=context, retrieve=retrieve, max_tokens=max_tokens)
-        prompting = prompt_tokenizer(tok, adapter.system_prompt) if answers else tok
+        prompting = adapter.prompting if answers else tok
         prompt, held = document_prompt(prompting, question, adapter.doc_tokens, settings, window,
                                        adapter.index)
     else:
