@@ -9,7 +9,14 @@ from pathlib import Path
 
 from . import adapters, store
 from .adapters import base_view
-from .answer import about_document, document_prompt, stream_answer
+from .answer import (
+    MEMORY_TOKENS,
+    about_document,
+    backing,
+    document_prompt,
+    short_answer,
+    stream_answer,
+)
 from .config import AnswerSettings
 from .errors import LiftError
 from .models import LoadedModel, config_fingerprint, load_model
@@ -52,6 +59,7 @@ class Absorbed:
         self._base = None
         self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
         self.prompting = trained_prompting(lm.tokenizer, meta)
+        self._checked: tuple[tuple, tuple[str, Passage | None]] | None = None  # the last check
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -67,10 +75,37 @@ class Absorbed:
     def sources(self, question: str, settings: AnswerSettings | None = None, *,
                 route: bool = True, **changes) -> list[Passage]:
         """The retrieved passages the prompt for `question` holds, in document order (none
-        without `settings.retrieve`, or where the view or the question alone answers)."""
+        without `settings.retrieve`, or where the view or the question alone answers); with
+        `check`, the passage that backs the adapter's answer where one does."""
         model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
                                        route)
-        return self._prompt(question, settings, model is self.lm.model)[1]
+        checks = self._checks(model, settings)
+        if checks and (source := self.check(question, settings)[1]) is not None:
+            return [source]
+        return self._prompt(question, settings, model is self.lm.model and not checks)[1]
+
+    def check(self, question: str, settings: AnswerSettings | None = None
+              ) -> tuple[str, Passage | None]:
+        """The adapter's answer to `question` alone (at most MEMORY_TOKENS tokens), and the
+        passage of those retrieved for it that backs it (`answer.backing`; None: none does).
+        The last one is kept, so that the answer shown, its source and `answered_by` agree
+        even where sampling (`temp` > 0) would answer differently the next time."""
+        settings = settings or AnswerSettings()
+        key = (question, settings.temp, settings.retrieved_len, settings.passage_len)
+        if self._checked is None or self._checked[0] != key:
+            ids = self._prompt(question, replace(settings, context=False))[0]
+            memory = "".join(stream_answer(self.lm.model, self.lm.tokenizer, ids,
+                                           min(settings.max_tokens, MEMORY_TOKENS),
+                                           settings.temp))
+            held = self._prompt(question, settings, adapter=False)[1]
+            self._checked = key, (memory, backing(memory, question, held))
+        return self._checked[1]
+
+    def _checks(self, model, settings: AnswerSettings) -> bool:
+        """Whether the adapter's answer from memory is checked (`--check`) where `model`
+        answers with `settings`."""
+        return (model is self.lm.model and bool(settings.check) and settings.context
+                and settings.retrieve)
 
     def _prompt(self, question: str, settings: AnswerSettings,
                 adapter: bool = True) -> tuple[list[int], list]:
@@ -90,12 +125,15 @@ class Absorbed:
         base, with no document in the prompt, where the question is not about the document."""
         about = self.uses_adapter(question) if route else True
         if not about or settings.use_adapter is False:
-            if self._base is None:
-                self._base = base_view(self.lm.model)
             # the plain base knows nothing of the document: it reads it (the passages, or the
             # view) where the question is about it, and gets the question alone where not
-            return self._base, replace(settings, context=about)
+            return self._base_model(), replace(settings, context=about)
         return self.lm.model, settings
+
+    def _base_model(self):
+        if self._base is None:
+            self._base = base_view(self.lm.model)
+        return self._base
 
     def answered_by(self, question: str, settings: AnswerSettings | None = None, *,
                     route: bool = True) -> str:
@@ -103,8 +141,15 @@ class Absorbed:
         if route and not self.uses_adapter(question):
             return ("the plain base model (the question names nothing of the document, so "
                     "the document's adapter is left out)")
-        if settings is not None and settings.use_adapter is False:
+        settings = settings or AnswerSettings()
+        if settings.use_adapter is False:
             return PLAIN_READER
+        if self._checks(self.lm.model, settings):
+            memory, source = self.check(question, settings)
+            if source is not None:
+                return "the document's adapter, from memory (the source below holds its answer)"
+            return (f"the plain base model reading the passages below (the adapter's answer "
+                    f"from memory, {short_answer(memory)[:40]!r}, is in none of them)")
         return "the document's adapter"
 
     def uses_adapter(self, question: str) -> bool:
@@ -120,6 +165,12 @@ class Absorbed:
         the plain base (no adapter, no document view)."""
         model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
                                        route)
+        if self._checks(model, settings):
+            memory, source = self.check(question, settings)
+            if source is not None:
+                yield memory
+                return
+            model = self._base_model()  # the plain base reads the passages
         ids = self._prompt(question, settings, model is self.lm.model)[0]
         yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
                                  settings.temp)

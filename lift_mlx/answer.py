@@ -3,13 +3,14 @@ match it or a head+tail view of it) streamed through mlx-lm's generation loop.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from . import prompts
 from .errors import LiftError
-from .split import head_tail_context
-from .text import answer_spans, content_words, has_words, words
+from .split import head_tail_context, sentence_spans
+from .text import answer_spans, content_words, has_words, whole_words, words
 
 if TYPE_CHECKING:  # retrieval brings bm25s (~0.3 s), which `lift-mlx --help` need not load
     from .config import AnswerSettings
@@ -20,6 +21,9 @@ if TYPE_CHECKING:  # retrieval brings bm25s (~0.3 s), which `lift-mlx --help` ne
 # their prompts then share everything up to the question, and a `PromptCache` prefills the
 # view once for all of them.
 QUESTION_STEP = 64
+# Most tokens of the adapter's answer from memory that `--check` looks for in the passages:
+# what it can find there is a short span.
+MEMORY_TOKENS = 64
 
 
 def _overhead(tokenizer, question: str) -> int:
@@ -146,6 +150,32 @@ def stream_answer(
     ):
         if response.text:
             yield response.text
+
+
+def short_answer(answer: str) -> str:
+    """`answer` as a span to look for in the document: its first line, without the
+    whitespace, quotes and end punctuation around it."""
+    lines = answer.strip().splitlines()
+    return lines[0].strip().strip("\"'`").rstrip(".!?;:,").strip() if lines else ""
+
+
+def backing(answer: str, question: str, held: Sequence[Passage]) -> Passage | None:
+    """The first passage of `held` with a sentence that holds `answer` (`short_answer`, as
+    whole words, in any case) and shares a content word with `question` other than the
+    answer's own words: the check an adapter's answer from memory passes before `--check`
+    shows it, with that passage as its source. None where no passage backs it (an answer
+    of one character never does: it is found everywhere)."""
+    span = short_answer(answer)
+    if len(span) < 2 or not any(c.isalnum() for c in span):
+        return None
+    asked = set(content_words(question)) - set(content_words(span))
+    pattern = re.compile(whole_words(span), re.IGNORECASE)
+    for passage in held:
+        for a, b in sentence_spans(passage.text):
+            sentence = passage.text[a:b]
+            if pattern.search(sentence) and asked & set(content_words(sentence)):
+                return passage
+    return None
 
 
 def about_document(question: str, document: str) -> bool:

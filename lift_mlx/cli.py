@@ -19,7 +19,7 @@ from .config import AnswerSettings
 from .errors import LiftError, raise_interrupt
 from .library import Entry, absorb_time, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
-from .presets import adapter_answers
+from .presets import adapter_answers, adapter_checks
 from .progress import Progress
 
 # Commands defined in other modules, imported only when run (click's lazy group): name ->
@@ -143,12 +143,10 @@ def _load(target: str, model, opts, answer: AnswerSettings, now: bool = False):
 
 
 def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> AnswerSettings:
-    """`answer` with use_adapter decided: as given; with --now, the adapter (it trains for
-    it); else what models/presets.json measured best for the model that answers."""
-    if answer.use_adapter is not None:
+    """`answer` with use_adapter and check decided: as given; else what models/presets.json
+    measured best for the model that answers (with --now, the adapter: it trains for it)."""
+    if answer.use_adapter is not None and answer.check is not None:
         return answer
-    if now:
-        return replace(answer, use_adapter=True)
     name, path = model, Path(target)
     if name is None and target != "-" and (path.is_dir() or not path.exists()):
         entry = path if path.is_dir() else getattr(_library_entry(target), "path", None)
@@ -156,7 +154,11 @@ def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> Answe
             name = store.read_meta(entry)["model"]["name"] if entry is not None else None
         except (OSError, KeyError, TypeError, ValueError, LiftError):
             name = None  # loading it says what is wrong
-    return replace(answer, use_adapter=adapter_answers(name))
+    use = answer.use_adapter
+    if use is None:
+        use = True if now else adapter_answers(name)
+    check = adapter_checks(name) if answer.check is None else answer.check
+    return replace(answer, use_adapter=use, check=check)
 
 
 def _library_entry(ident: str):

@@ -243,6 +243,15 @@ class AnswerSettings:
                                        shown="the mode measured best for the model: the plain "
                                        "base for smollm2 (docs/answer-modes.md), the adapter "
                                        "for others; --now: the adapter")
+    # None: what models/presets.json measured best for the model ("answer"), else off
+    check: bool | None = setting(None, "Where the adapter answers: it answers from memory "
+                                 "first (the question alone), and that answer is shown "
+                                 "where a retrieved passage backs it (a sentence there holds "
+                                 "it and shares a word with the question), with that passage "
+                                 "as its source; else the plain base answers from the "
+                                 "passages (--no-check: the adapter reads the passages).",
+                                 flag="--check", shown="what was measured best for the model "
+                                 "(docs/answer-modes.md)")
     # a short prefill whatever the model's window: a whole 4k-token document in an 8k window
     # took 134-198 s per answer on a 2-core CPU, the question alone 3-4 s
     view_len: int = setting(VIEW_LEN, "Most tokens of the document's head+tail view in the "

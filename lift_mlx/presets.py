@@ -45,5 +45,13 @@ def adapter_answers(name: str | None) -> bool:
     return bool(entry.get("answer", {}).get("use_adapter", True))
 
 
+def adapter_checks(name: str | None) -> bool:
+    """Whether the adapter's answers from memory are checked against the retrieved passages
+    by default on model alias `name` (`--check`): models/presets.json's measured "answer"
+    choice, else no."""
+    entry = presets()["models"].get(name or default_model()) or {}
+    return bool(entry.get("answer", {}).get("check", False))
+
+
 def default_model() -> str:
     return os.environ.get("LIFT_MLX_MODEL") or presets()["default"]

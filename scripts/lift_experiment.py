@@ -19,6 +19,8 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
 - rag        the base model with the passages that match the question (BM25), at most
              --retrieved-len tokens of them
 - lift+rag   the lift adapter with the same passages
+- checked    lift's answer where a passage of rag's prompt backs it (a sentence there holds
+             it and shares a word with the question), else rag's answer (`--check`)
 - lift (oracle tasks)  recite + a perfect generator's QA tasks (each fact, asked once)
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
@@ -65,10 +67,10 @@ from lift_mlx.config import AnswerSettings  # noqa: E402
 from lift_mlx.eval.datasets import EvalDoc, load_native  # noqa: E402
 from lift_mlx.eval.metrics import answer_contains, exact_match, token_f1  # noqa: E402
 
-ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
+ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag", "checked",
         "lift (oracle tasks)")
 # answered within --window
-WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag")
+WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag", "checked")
 ORACLE = "lift (oracle tasks)"
 REGIONS = ("inside", "outside", "all")
 METRICS = {"contains": answer_contains, "f1": token_f1, "em": exact_match}

@@ -5,10 +5,13 @@ from lift_mlx.answer import (
     QUESTION_STEP,
     PromptCache,
     about_document,
+    backing,
     question_prompt,
+    short_answer,
     stream_answer,
 )
 from lift_mlx.errors import LiftError
+from lift_mlx.retrieval import Passage
 from lift_mlx.samples import qa_sample
 
 
@@ -120,3 +123,31 @@ def test_the_view_holds_at_most_view_len_tokens_whatever_the_window(tiny_lm, dem
     assert bare + 150 < len(bounded) <= bare + header + 200
     # the same view as a window that leaves 200 tokens gives (head and tail of the document)
     assert bounded == question_prompt(tok, question, doc_tokens, 200 + 16 + 64, 16)
+
+
+HELD = [Passage(0, 60, "The slipway is below the lighthouse. Orla Vell keeps the light.", ()),
+        Passage(200, 260, "In 8.32, ls got faster on NFS. Storms come in November.", ())]
+
+
+@pytest.mark.parametrize("answer, question, found", [
+    ("Orla Vell", "Who keeps the light?", 0),  # in a sentence sharing "light" with the question
+    ("orla vell.", "Who keeps the light?", 0),  # any case, end punctuation dropped
+    ('"Orla Vell"\nShe has kept it since 1990.', "Who keeps the light?", 0),  # first line only
+    ("8.32", "Which version made ls faster?", 1),
+    ("November", "When do storms come?", 1),
+    ("Orla Vell", "When do storms come?", None),  # held, but in a sentence about other things
+    ("Tam Vell", "Who keeps the light?", None),  # not held at all
+    ("Vel", "Who keeps the light?", None),  # whole words only
+    ("8", "Which version made ls faster?", None),  # one character is found everywhere
+    ("", "Who keeps the light?", None),
+    ("lighthouse", "Where is the lighthouse?", None),  # the question's own word backs nothing
+])
+def test_an_answer_is_backed_by_a_sentence_that_holds_it_and_is_about_the_question(
+        answer, question, found):
+    got = backing(answer, question, HELD)
+    assert got is (None if found is None else HELD[found])
+
+
+def test_short_answer_is_the_first_line_without_quotes_or_end_punctuation():
+    assert short_answer("  'Bouwaindford.'\nmore") == "Bouwaindford"
+    assert short_answer("\n\n") == ""

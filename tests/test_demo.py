@@ -5,7 +5,9 @@ import re
 from click.testing import CliRunner
 
 from lift_mlx import store
+from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
+from lift_mlx.config import AnswerSettings
 from lift_mlx.demo import QUESTIONS
 
 STAGES = ("model load", "split", "synthesize", "train", "base answers", "adapted answers")
@@ -34,3 +36,35 @@ def test_demo_on_smollm2_answers_what_the_base_cannot(smollm2):
     print(out)
     assert n == len(QUESTIONS) == 3
     assert base == 0 and adapted >= 2, out
+    checked_answers_show_the_passage_that_holds_them()
+
+
+def checked_answers_show_the_passage_that_holds_them():
+    """`ask --check` on the demo's adapter: each fact it answers right from memory is
+    shown with the passage that holds it; an answer no passage backs is not shown, and the
+    plain base answers from the passages instead, as `--no-use-adapter` answers."""
+    adapter = store.home() / "demo-adapter"
+    absorbed = load_absorbed(adapter)
+    settings = AnswerSettings(use_adapter=True, check=True, max_tokens=32)
+    right = 0
+    for question, reference in QUESTIONS:
+        memory, source = absorbed.check(question, settings)
+        r = CliRunner().invoke(cli, ["ask", str(adapter), question, "--use-adapter", "--check",
+                                     "--max-tokens", "32"])
+        assert r.exit_code == 0, r.output
+        if source is not None:
+            assert r.stdout.strip() == memory.strip()
+            assert "answered by the document's adapter, from memory" in r.stderr
+            assert f"[chars {source.start:,}-{source.end:,}]" in r.stderr
+            if reference in memory:
+                right += 1
+                assert reference in source.text  # the source a user checks it against
+        else:
+            assert "answered by the plain base model reading the passages" in r.stderr
+            plain = absorbed.ask(question, settings, use_adapter=False)
+            assert r.stdout.strip() == plain.strip()
+    assert right >= 2  # the facts the demo's adapter knows (adapted >= 2 above)
+    # A fact the document does not hold: whatever the adapter answers, no passage backs it.
+    question = "Who painted the door of the Kestrel Point lighthouse?"
+    memory, source = absorbed.check(question, settings)
+    assert source is None, memory

@@ -8,7 +8,7 @@ from conftest import FAST
 
 import lift_mlx
 from lift_mlx import store
-from lift_mlx.answer import context_budget, question_prompt
+from lift_mlx.answer import backing, context_budget, question_prompt
 from lift_mlx.cli import cli
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
@@ -22,6 +22,7 @@ from lift_mlx.eval.records import record_key as key
 from lift_mlx.eval.run import RECORDS_FILE, run_eval, select
 from lift_mlx.eval.summary import format_summary, summarize
 from lift_mlx.progress import Progress
+from lift_mlx.retrieval import Passage
 
 SAMPLES = Path(lift_mlx.__file__).parent / "data" / "samples"
 SETS = ["loogle_sample.jsonl", "longbench_sample.jsonl", "native_sample.jsonl"]
@@ -134,6 +135,44 @@ def test_arms_share_prompts(sample_run):
     assert any(r["arm"] == "rag" and r["context"] == "passages" for r in records)
 
 
+def test_the_checked_arm_shows_the_memory_answer_only_where_a_passage_backs_it(sample_run):
+    """`checked` answers as `--check` does: the adapter's answer from the question alone
+    where a passage of the rag prompt backs it, else the plain base's answer from those
+    passages; it costs the adapter's seconds, and the base's too where the base answers."""
+    docs, records, _ = sample_run
+    by_key = {key(r): r for r in records}
+    texts = {d.id: d.document for d in docs}
+    checked = [r for r in records if r["arm"] == "checked"]
+    assert len(checked) == len([r for r in records if r["arm"] == "rag"]) > 0
+    for r in checked:
+        lift = by_key[(r["doc_id"], r["question_id"], "lift")]
+        rag = by_key[(r["doc_id"], r["question_id"], "rag")]
+        held = [Passage(a, b, texts[r["doc_id"]][a:b], ()) for a, b in rag.get("passages", [])]
+        backed = backing(lift["prediction"], r["question"], held) is not None
+        assert r["answered_by"] == ("memory" if backed else "reading")
+        chosen = lift if backed else rag
+        assert (r["prediction"], r["scores"]) == (chosen["prediction"], chosen["scores"])
+        assert r["seconds"] == pytest.approx(lift["seconds"] + (0 if backed else rag["seconds"]),
+                                             abs=1e-3)
+        assert r.get("passages") == rag.get("passages") and r["adapter"] == lift["adapter"]
+
+
+def test_asking_for_the_checked_arm_alone_answers_the_arms_it_is_made_of(lm, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("LIFT_MLX_HOME", str(tmp_path / "home"))
+    docs = select(load_eval_set(SAMPLES / "native_sample.jsonl"), limit=2)
+    settings = SETTINGS.replace(tasks=("recite",))
+    records = run_eval(docs, lm, tmp_path / "out", arms=["checked"], settings=settings,
+                       max_tokens=MAX_TOKENS, window=WINDOW)
+    assert {r["arm"] for r in records} == {"checked"}
+    assert len(records) == sum(len(d.questions) for d in docs) > 0
+    kept = {r["arm"] for r in read_jsonl(tmp_path / "out" / RECORDS_FILE)}
+    assert kept == {"lift", "rag", "checked"}  # on record, so a rerun resumes
+    again = run_eval(docs, lm, tmp_path / "out", arms=["checked", "lift"], settings=settings,
+                     max_tokens=MAX_TOKENS, window=WINDOW)
+    assert [key(r) for r in again if r["arm"] == "checked"] == [key(r) for r in records]
+
+
 def test_every_arm_answers_as_its_entry_says(sample_run):
     _, records, _ = sample_run
     assert {arm.adapter for arm in ARMS.values()} - {None} <= set(ADAPTERS)
@@ -162,7 +201,7 @@ def test_an_arm_is_one_entry_of_the_table(lm, tmp_path, monkeypatch):
     command = eval_command()
     assert next(p for p in command.params if p.name == "arms").default == ",".join(ARMS)
     text = CliRunner().invoke(command, ["--help"]).output
-    assert "[default: all eight]" in text  # seven arms and this one
+    assert "[default: all nine]" in text  # eight arms and this one
     for name, arm in ARMS.items():
         assert f"  {name:<9}  {arm.help}" in text
 

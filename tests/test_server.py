@@ -36,6 +36,7 @@ from lift_mlx.models import load_model
 from lift_mlx.serve.http import BODY_BYTES_PER_S, HEADER_WAIT_S, LiftServer, _is_loopback
 from lift_mlx.serve.model import Sampling, ServedModel, _StopMatcher, chat_prompt, generate
 from lift_mlx.serve.requests import ApiError, chat_request
+from lift_mlx.serve.responses import sources_json
 
 QUESTION = "Who calls the assembly of members?"  # about both halves of the charter
 GENERAL = "What is the capital of France?"  # about neither
@@ -168,6 +169,26 @@ def test_a_chat_with_retrieve_answers_as_ask_does_and_returns_its_sources(tiny_l
             "model": "charter", "messages": [{"role": "user", "content": QUESTION}],
             "use_adapter": "no"})
         assert status == 400 and body["error"]["param"] == "use_adapter", body
+        # "check": true: the adapter's answer from memory where a passage backs it, with
+        # that passage as the one source, else the plain base's from the passages (`ask
+        # --check`); whole and streamed alike
+        memory, source = absorbed.check(QUESTION, AnswerSettings(max_tokens=TOKENS))
+        checked = absorbed.ask(QUESTION, check=True, max_tokens=TOKENS)
+        reading = absorbed.ask(QUESTION, use_adapter=False, max_tokens=TOKENS)
+        assert checked == (memory if source is not None else reading)
+        asked = dict(model="charter", max_tokens=TOKENS, extra_body={"check": True},
+                     messages=[{"role": "user", "content": QUESTION}])
+        whole = c.chat.completions.create(**asked)
+        chunks = list(c.chat.completions.create(**asked, stream=True))
+        assert whole.choices[0].message.content == checked
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == checked
+        shown = sources_json(absorbed.sources(QUESTION, check=True))
+        assert shown == (sources_json([source]) if source is not None else sources)
+        assert whole.model_extra["lift_sources"] == chunks[-1].model_extra["lift_sources"] == shown
+        status, body = raw(server, "POST", "/v1/chat/completions", {
+            "model": "charter", "messages": [{"role": "user", "content": QUESTION}],
+            "check": "yes"})
+        assert status == 400 and body["error"]["param"] == "check", body
 
 
 def test_models_and_chat_answer_as_ask_does(tiny_lm, documents):

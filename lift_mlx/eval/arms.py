@@ -28,6 +28,10 @@ class Arm:
     context: bool = False  # the prompt holds a head+tail view of the document
     retrieve: bool = False  # with context: the passages that match the question instead
     whole: bool = False  # the whole document or nothing: skipped where it does not fit
+    # (memory arm, reading arm): answers with the first arm's answer where a passage the
+    # second arm's prompt holds backs it (`answer.backing`), else with the second's, as
+    # `--check` answers; made from those two arms' records, which are answered for it
+    checks: tuple[str, str] | None = None
 
 
 ARMS: dict[str, Arm] = {
@@ -44,4 +48,7 @@ ARMS: dict[str, Arm] = {
                "apps answer", context=True, retrieve=True),
     "lift+rag": Arm("the document's adapter with the same passages", adapter="lift",
                     context=True, retrieve=True),
+    "checked": Arm("lift's answer where a passage of rag's prompt backs it, else rag's "
+                   "(--check)", adapter="lift", context=True, retrieve=True,
+                   checks=("lift", "rag")),
 }

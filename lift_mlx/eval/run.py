@@ -16,13 +16,13 @@ from pathlib import Path
 from .. import __version__, prompts
 from ..absorb import absorb
 from ..absorbed import reset_adapter
-from ..answer import PromptCache, context_budget, document_prompt, stream_answer
+from ..answer import PromptCache, backing, context_budget, document_prompt, stream_answer
 from ..config import AnswerSettings, Settings
 from ..errors import LiftError
 from ..ingest import text_document
 from ..models import LoadedModel
 from ..progress import Progress
-from ..retrieval import PassageIndex, passage_index
+from ..retrieval import Passage, PassageIndex, passage_index
 from .arms import ADAPTERS, ARMS
 from .datasets import EvalDoc, Question
 from .metrics import score
@@ -106,6 +106,23 @@ def _answer(lm: LoadedModel, doc: EvalDoc, q: Question, arm: str, doc_tokens: li
             "scores": score(prediction, q), "seconds": round(time.perf_counter() - start, 4)}
 
 
+def _checked(doc: EvalDoc, q: Question, arm: str, memory: dict, reading: dict,
+             text: str) -> dict:
+    """`arm`'s record, made from its two arms' records (`Arm.checks`): the memory arm's
+    answer where a passage the reading arm's prompt held backs it, else the reading arm's
+    answer; the seconds of both where both were needed, as `--check` spends them."""
+    held = [Passage(a, b, text[a:b], ()) for a, b in reading.get("passages", [])]
+    source = backing(memory["prediction"], q.question, held)
+    chosen = memory if source is not None else reading
+    seconds = memory["seconds"] + (0.0 if source is not None else reading["seconds"])
+    return {**_record(doc, q, arm), "doc_tokens": reading["doc_tokens"],
+            "context": reading["context"], "passages": reading.get("passages", []),
+            "prompt_tokens": chosen["prompt_tokens"], "prediction": chosen["prediction"],
+            "answered_by": "memory" if source is not None else "reading",
+            "adapter": memory.get("adapter"), "scores": score(chosen["prediction"], q),
+            "seconds": round(seconds, 4)}
+
+
 def run_eval(
     docs: Sequence[EvalDoc],
     lm: LoadedModel,
@@ -132,6 +149,8 @@ def run_eval(
     unknown = [a for a in arms if a not in ARMS]
     if unknown:
         raise LiftError(f"unknown arm {unknown[0]!r}; choose from {', '.join(ARMS)}")
+    asked = list(arms)  # what the caller gets back; `arms`: also what a checked arm needs
+    arms = list(dict.fromkeys(a for arm in asked for a in (*(ARMS[arm].checks or ()), arm)))
     settings = settings or Settings()
     window = window or lm.window
     if not max_tokens < window <= lm.window:
@@ -166,7 +185,8 @@ def run_eval(
                 index = passage_index(lm.tokenizer, document.text, base.passage_len)
             for kind in dict.fromkeys(a.adapter for a in ARMS.values()):  # one at a time
                 # Arm by arm, so that consecutive prompts share their document view.
-                batch = sorted([(q, arm) for q, arm in todo if ARMS[arm].adapter == kind],
+                batch = sorted([(q, arm) for q, arm in todo
+                                if ARMS[arm].adapter == kind and not ARMS[arm].checks],
                                key=lambda qa: arms.index(qa[1]))
                 if not batch:
                     continue
@@ -200,9 +220,16 @@ def run_eval(
                         records.write(record)
                         done.add((doc.id, q.id, arm))
                         update(n, n, arm)
+            made = {(r["question_id"], r["arm"]): r for r in read_jsonl(records.path)
+                    if r["doc_id"] == doc.id}
+            for q, arm in todo:
+                if ARMS[arm].checks:
+                    memory, reading = (made[q.id, a] for a in ARMS[arm].checks)
+                    records.write(_checked(doc, q, arm, memory, reading, document.text))
+                    done.add((doc.id, q.id, arm))
     finally:
         records.close()
         absorbs.close()
         reset_adapter(lm)  # hand the caller back the plain base
-    wanted = {(d.id, q.id, a) for d in docs for q in d.questions for a in arms}
+    wanted = {(d.id, q.id, a) for d in docs for q in d.questions for a in asked}
     return [r for r in read_jsonl(records.path) if record_key(r) in wanted]

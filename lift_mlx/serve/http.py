@@ -23,15 +23,25 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__, library, store
+from ..answer import MEMORY_TOKENS, backing
 from ..errors import LiftError
-from ..presets import adapter_answers
+from ..presets import adapter_answers, adapter_checks
 from .jobs import Absorber, QueueFull
-from .model import DocumentGone, PromptRefused, ServedModel, chat_prompt, generate, route
+from .model import (
+    DocumentGone,
+    PromptRefused,
+    ServedModel,
+    chat_prompt,
+    generate,
+    last_question,
+    route,
+)
 from .requests import (
     DEFAULT_DOCUMENT_MB,
     MAX_CHAT_BYTES,
@@ -345,12 +355,30 @@ class Handler(BaseHTTPRequestHandler):
                     adapter = None
                 if adapter is not None and not use:
                     adapter = None  # the plain base reads the document's passages, as `ask`
+                check = self.server.adapter_checks if req.check is None else req.check
+                checking = adapter is not None and check and req.context and req.retrieve
+                if checking:  # the adapter answers from memory first; the base reads if need be
+                    memory_prompt, _ = chat_prompt(served, req.messages, adapter, context=False,
+                                                   max_tokens=req.sampling.max_tokens)
+                    prompt, held = chat_prompt(served, req.messages, adapter, context=True,
+                                               max_tokens=req.sampling.max_tokens,
+                                               answers=False)
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
             except store.Damaged as e:  # its index, found damaged when it was first read
                 raise ApiError(500, str(e), "document_damaged") from None
             if self._client_gone():
                 return
+            if checking:
+                served.run(served.activate, adapter)
+                memory = replace(req.sampling,
+                                 max_tokens=min(req.sampling.max_tokens, MEMORY_TOKENS))
+                said = list(served.stream(generate(served, memory_prompt, memory)))
+                source = backing("".join(p[0] for p in said), last_question(req.messages), held)
+                if source is not None:  # shown, with the passage that holds it
+                    return self._reply(req, iter(said), len(memory_prompt),
+                                       sources_json([source]))
+                adapter = None  # no passage backs it: the plain base reads them
             served.run(served.activate, adapter)
             pieces = served.stream(generate(served, prompt, req.sampling))
             try:
@@ -472,6 +500,7 @@ class LiftServer(ThreadingHTTPServer):
         self.base_id = base_model_id(lm.name)
         # what answers a document's chat that leaves use_adapter out (models/presets.json)
         self.adapter_answers = adapter_answers(lm.name)
+        self.adapter_checks = adapter_checks(lm.name)  # and whether it checks (--check)
         self.started = int(time.time())
         self.absorber = Absorber(lm, self.log)
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)  # requests

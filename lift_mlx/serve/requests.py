@@ -93,6 +93,9 @@ class ChatRequest:
     # a document's adapter answers (true), or the plain base reading the document (false);
     # None: what models/presets.json measured best for the served model, as `ask` decides
     use_adapter: bool | None = None
+    # the adapter's answer from memory, shown where a retrieved passage backs it, else the
+    # plain base's from the passages (`--check`); None: as models/presets.json measured
+    check: bool | None = None
 
 
 def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
@@ -163,7 +166,8 @@ def chat_request(body: dict, window: int, vocab: int) -> ChatRequest:
                        _flag(body, "retrieve", ANSWER.retrieve),
                        Sampling(**numbers, stops=stops, logit_bias=bias),
                        None if body.get("use_adapter") is None else _flag(body, "use_adapter",
-                                                                           True))
+                                                                           True),
+                       None if body.get("check") is None else _flag(body, "check", False))
 
 
 def _fits(value, default) -> bool:
