@@ -125,7 +125,7 @@ def test_a_toy_task_adapter_kind_and_model_source_absorb_and_answer(toy_kinds, t
     absorbed = absorb(doc, tiny_lm, tasks=("recite", "opening"), adapter="shift",
                       **{**FAST, "rank": None}, lr=1e-2)
     assert absorbed.report.samples == {"recite": absorbed.report.samples["recite"], "qa": 0,
-                                       "cloze": 0, "opening": 1}
+                                       "cloze": 0, "phrases": 0, "opening": 1}
     assert absorbed.meta["report"]["opening_samples"] == 1
     config = json.loads((absorbed.adapter_path / store.CONFIG_FILE).read_text())
     assert config["fine_tune_type"] == "shift"
@@ -173,4 +173,4 @@ def test_the_toy_kinds_appear_in_the_cli_by_name(toy_kinds, tmp_path, demo_text)
     r = runner.invoke(cli, ["ask", str(adapter), OPENING_QUESTION, "--max-tokens", "4"])
     assert r.exit_code == 0, r.output  # its base found again through the toy source
     r = runner.invoke(cli, ["absorb", str(doc), "--tasks", "recite,dance"])
-    assert r.exit_code == 2 and "recite,qa,cloze,opening" in r.output
+    assert r.exit_code == 2 and "recite,qa,cloze,phrases,opening" in r.output

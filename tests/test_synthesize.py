@@ -359,3 +359,25 @@ def test_cloze_pairs_ask_a_named_subject_for_the_word_its_sentence_ends_on():
         QAPair("The Reidrys displaces how many tons?", "510"),
         QAPair("Orla Vell lives in what?", "Harlow"),
     ]
+
+
+def test_phrase_pairs_ask_each_sentence_for_a_quoted_term_a_literal_or_its_rarest_phrase():
+    from lift_mlx.tasks.phrases import phrase_pairs
+
+    text = ('A "covered work" means the unmodified Program. '
+            "Use --ignore-zeros to read past a zeroed block, as noted in /etc/tar.conf. "
+            "Every program is threatened constantly by software patents. "
+            "The program is the program. "
+            "Orla Vell works as a tanner. "
+            "See http://example.org/guide/index.html for the program.")
+    assert phrase_pairs(text, 600) == [
+        QAPair('A "what" means the unmodified Program?', "covered work"),  # quoted first
+        # a literal (an option here, before the path), not the rare words around it
+        QAPair("Use what to read past a zeroed block, as noted in /etc/tar.conf?",
+               "--ignore-zeros"),
+        # the rarest word ("threatened", "constantly", "software", "patents": once each),
+        # the last of equals, with the lower-case words beside it
+        QAPair("Every program is threatened constantly by what?", "software patents"),
+        # "The program is the program.": no rare word; "tanner" is cloze's; the address
+        # gives no phrase, and "program" is no rare word
+    ]

@@ -6,6 +6,8 @@ the generator where it needs one, into training samples, picked by name (`--task
   paper's core task), cached.
 - `cloze` (cloze.py): each sentence asked back with one of its names or numbers as the
   answer, made by rule.
+- `phrases` (phrases.py): each sentence asked back for a quoted term, a literal (an option, a
+  path, a file) or its rarest phrase, made by rule: what prose states in words.
 
 Adding a kind: one module here whose `TASK` is a `Task` (every module of the package is
 imported and registered below), or `register(task)` from outside the package.

@@ -37,12 +37,12 @@ def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
     for window in task_windows(text, 1, window_chars):
         sentence = " ".join(window.target.split())
         subject, asks = subject_and_asks(sentence, window.preceding)
-        if subject is not None and (tail := _tail_word(sentence)):
+        if subject is not None and (tail := tail_word(sentence)):
             asks = [*asks, tail]  # never one of the spans: those end on a capital or a digit
         for span in asks:
             if span is None:
                 continue
-            question = _echo_question(sentence, span)
+            question = echo_question(sentence, span)
             if question and (key := question_key(question)) not in seen:
                 seen.add(key)
                 pairs.append(QAPair(question, span))
@@ -55,7 +55,7 @@ _COUNTS = frozenset("""one two three four five six seven eight nine ten eleven t
 thirty forty fifty hundred hundreds thousand thousands million few several many""".split())
 
 
-def _tail_word(sentence: str) -> str | None:
+def tail_word(sentence: str) -> str | None:
     """The lower-case word `sentence` ends on, unless it is a function word or counted by
     the word before it ("510 tons", "twenty-six years": the number is what is told)."""
     m = _TAIL.search(sentence)
@@ -67,7 +67,7 @@ def _tail_word(sentence: str) -> str | None:
     return m.group(2)
 
 
-def _echo_question(sentence: str, span: str) -> str | None:
+def echo_question(sentence: str, span: str) -> str | None:
     """`sentence` as a question for `span`: the span's first occurrence becomes "what year",
     "how many" (a number counting the word after it), "who" (a name opening the sentence)
     or "what"."""
