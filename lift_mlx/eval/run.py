@@ -165,7 +165,9 @@ def run_eval(
     out = Path(out)
     _check_run(out, {"model": lm.fingerprint, "settings": settings.to_dict(),
                      "max_tokens": max_tokens, "window": window,
-                     **({"answer": dataclasses.asdict(base)} if answer else {}),
+                     # `check` is the arms' own (`Arm.checks`): folders made before it resume
+                     **({"answer": {k: v for k, v in dataclasses.asdict(base).items()
+                                    if k != "check"}} if answer else {}),
                      "generator": generator.fingerprint if generator else "self"})
     progress = progress or Progress(quiet=True)
     records = JsonlLog(out / RECORDS_FILE)
