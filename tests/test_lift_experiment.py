@@ -43,7 +43,8 @@ def test_targets_are_met_or_missed_by_their_margins(experiment):
             + rows_for("icl-trunc", {("a", "inside"): [1], ("a", "outside"): [1, 0, 0, 0]})
             + rows_for("raw-ft", {("a", "inside"): [0], ("a", "outside"): [1, 0, 0, 0]}))
     general = {4096: {"lift": {"kept": 9, "of": 10, "share": 0.9}}}
-    checks = {c["target"]: c for c in experiment.targets(experiment.summarize(rows), general)}
+    checks = {c["target"]: c for c in experiment.targets(experiment.summarize(rows), general,
+                                                       "tiny")}
     outside = checks["lift (outside) >= icl-trunc (outside) + 10"]
     assert outside["met"] and outside["value"] == pytest.approx(15.0)  # 50 vs 25, +10 margin
     raw = checks["lift (all) >= raw-ft (all) + 10"]
@@ -87,7 +88,7 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     summary = result["summary"]["1024"]
     # icl-full: a 1k-token document does not fit the tiny model's own 1k window: skipped.
     assert set(summary) == {"icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
-                            "lift (oracle tasks)"}
+                            "checked", "lift (oracle tasks)"}
     (run,) = result["runs"]
     assert run["inside"] == 2 and run["questions"] == 4
     regions = {(r["arm"], r["region"]) for r in result["rows"]}
