@@ -130,15 +130,17 @@ HELD = [Passage(0, 60, "The slipway is below the lighthouse. Orla Vell keeps the
 
 
 @pytest.mark.parametrize("answer, question, found", [
-    ("Orla Vell", "Who keeps the light?", 0),  # in a sentence sharing "light" with the question
+    ("Orla Vell", "Who keeps the light?", 0),  # in a sentence with "keeps" and "light"
     ("orla vell.", "Who keeps the light?", 0),  # any case, end punctuation dropped
     ('"Orla Vell"\nShe has kept it since 1990.', "Who keeps the light?", 0),  # first line only
-    ("8.32", "Which version made ls faster?", 1),
+    ("8.32", "Which version made ls faster on NFS?", 1),  # two of its words: faster, nfs
+    ("8.32", "Which version made ls faster?", None),  # one of its three words only
     ("November", "When do storms come?", 1),
+    ("November", "When do the storms of Ambry come?", 1),  # two of its three words
     ("Orla Vell", "When do storms come?", None),  # held, but in a sentence about other things
     ("Tam Vell", "Who keeps the light?", None),  # not held at all
     ("Vel", "Who keeps the light?", None),  # whole words only
-    ("8", "Which version made ls faster?", None),  # one character is found everywhere
+    ("8", "Which version made ls faster on NFS?", None),  # one character is found everywhere
     ("", "Who keeps the light?", None),
     ("lighthouse", "Where is the lighthouse?", None),  # the question's own word backs nothing
 ])
