@@ -287,9 +287,11 @@ def ask(target, question, model, now, **opts):
     Given an adapter directory, or the name or key of a document in the library (`lift-mlx
     docs list`), its own base model is used (or --model, which must be the same base).
 
-    Where the plain base reading the document's passages was measured to answer better than
-    the adapter (smollm2: docs/answer-modes.md), that is the default: the answer comes at
-    once and nothing is absorbed; --use-adapter absorbs and answers with the adapter.
+    Who answers is the mode measured best for the model (docs/answer-modes.md). For smollm2
+    that is the plain base reading the document's passages: the answer comes at once and
+    nothing is absorbed; --use-adapter absorbs, and the adapter's answer from memory is then
+    shown only where a retrieved passage backs it (listed as its source), else the plain
+    base answers from the passages (--check; --no-check: the adapter reads them).
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")

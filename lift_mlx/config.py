@@ -235,7 +235,7 @@ class AnswerSettings:
                              "matches, and with --no-retrieve, the head+tail view.",
                              flag="--retrieve")
     # None: what models/presets.json measured best for the model ("answer"), else the adapter.
-    # SmolLM2 reads retrieved passages far better without its adapter (docs/answer-modes.md)
+    # SmolLM2 reads retrieved passages better without its adapter (docs/answer-modes.md)
     use_adapter: bool | None = setting(None, "Answer with the document's adapter on the base "
                                        "(--use-adapter), or with the plain base reading the "
                                        "document in the prompt, no absorb needed "
@@ -247,11 +247,11 @@ class AnswerSettings:
     check: bool | None = setting(None, "Where the adapter answers: it answers from memory "
                                  "first (the question alone), and that answer is shown "
                                  "where a retrieved passage backs it (a sentence there holds "
-                                 "it and shares a word with the question), with that passage "
+                                 "it and two of the question's words), with that passage "
                                  "as its source; else the plain base answers from the "
                                  "passages (--no-check: the adapter reads the passages).",
-                                 flag="--check", shown="what was measured best for the model "
-                                 "(docs/answer-modes.md)")
+                                 flag="--check", shown="what was measured best for the model: on "
+                                 "for smollm2, off for others (docs/answer-modes.md)")
     # a short prefill whatever the model's window: a whole 4k-token document in an 8k window
     # took 134-198 s per answer on a 2-core CPU, the question alone 3-4 s
     view_len: int = setting(VIEW_LEN, "Most tokens of the document's head+tail view in the "

@@ -19,6 +19,7 @@ from lift_mlx.absorb import Reading, absorb
 from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.answer import question_prompt, stream_answer
 from lift_mlx.cli import cli
+from lift_mlx.config import AnswerSettings
 from lift_mlx.models import load_model
 from lift_mlx.prompts import encode
 
@@ -125,6 +126,38 @@ def test_cli_ask_reads_the_passages_with_the_plain_base_by_default(smollm2, tmp_
     assert after == before  # nothing absorbed, nothing stored
     reader = Reading(str(doc), "smollm2")
     assert reader.ask(question, max_tokens=16).strip() == r.stdout.strip()  # what it printed
+
+
+def test_cli_ask_use_adapter_shows_an_answer_from_memory_only_where_a_passage_backs_it(
+        smollm2, tmp_path):
+    """Where the adapter answers on smollm2 (--use-adapter), it is checked against the
+    passages by default (models/presets.json, measured best of the adapter's modes): the
+    adapter's answer where a retrieved passage backs it (listed as its source), else the plain
+    base's answer from the passages."""
+    doc = tmp_path / "ship-log.txt"
+    doc.write_text(SHIP_LOG)
+    question = "Who was the captain of the Marigold?"
+    r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
+                                 "--use-adapter", "--max-tokens", "16"])
+    assert r.exit_code == 0, r.output
+    adapter = Path(re.search(r"^adapter\s+(\S+) \(", r.stderr, re.M)[1])
+    absorbed = load_absorbed(adapter)
+    memory, source = absorbed.check(question, AnswerSettings(max_tokens=16))
+    print(f"\nfrom memory: {memory!r}, backed by: {source}")
+    if source is not None:
+        assert "answered by the document's adapter, from memory" in r.stderr
+        assert r.stdout.strip() == memory.strip()
+        assert f"[chars {source.start:,}-{source.end:,}]" in r.stderr
+    else:
+        assert "answered by the plain base model reading the passages" in r.stderr
+        plain = absorbed.ask(question, use_adapter=False, max_tokens=16)
+        assert r.stdout.strip() == plain.strip()
+    assert "sources (the passages the prompt held):" in r.stderr
+    r = CliRunner().invoke(cli, ["ask", str(adapter), question, "--use-adapter", "--no-check",
+                                 "--max-tokens", "16"])
+    assert r.exit_code == 0, r.output
+    assert "answered by the document's adapter\n" in r.stderr  # it reads the passages itself
+    assert r.stdout.strip() == absorbed.ask(question, max_tokens=16).strip()
 
 
 def test_cli_ask_absorbs_and_answers(smollm2, tmp_path):
