@@ -267,8 +267,8 @@ def test_invalid_option_values_are_usage_errors(runner, doc, args):
     (["--rank", "0"], "Invalid value for '--rank': must be at least 1, not 0"),
     (["--context-len", "-8"], "Invalid value for '--context-len': must be at least 0, not -8"),
     (["--generator-batch-size", "0"], "'--generator-batch-size': must be at least 1, not 0"),
-    (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa,cloze,phrases, not "
-                                  "recite,dance"),
+    (["--tasks", "recite,dance"], "must be a comma-separated subset of recite,qa,cloze,phrases, "
+                                  "not recite,dance"),
     (["--rank", "1000000"], "Invalid value for '--rank': must be at most 1024, not 1000000"),
     (["--batch-size", "1000000"], "'--batch-size': must be at most 1024, not 1000000"),
     (["--qa-per-sentence", "1000000"], "'--qa-per-sentence': must be at most 64, not 1000000"),

@@ -126,7 +126,8 @@ def test_every_float_setting_refuses_nan_and_infinity():
     (dict(min_overlap=1.5), "min_overlap must be between 0 and 1, not 1.5"),
     (dict(style="xml"),
      "--generator-style must be one of auto, json, lines, answers, about, not xml"),
-    (dict(tasks=()), "--tasks must be a comma-separated subset of recite,qa,cloze,phrases, not none"),
+    (dict(tasks=()),
+     "--tasks must be a comma-separated subset of recite,qa,cloze,phrases, not none"),
     (dict(seg_len=256, stride=300), "--stride must be between 1 and --seg-len"),
 ])
 def test_python_overrides_out_of_range_say_which_and_why(overrides, message):

@@ -4,25 +4,13 @@ answer, made by rule with no model (see `cloze_pairs`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from ..generator_styles import QAPair
 from ..samples import Sample
 from ..synthesize import FUNCTION_WORDS, question_key, task_windows
 from ..text import subject_and_asks, whole_words
 from .base import Task, TaskInput
-
-
-class Cloze(Task):
-    name = "cloze"
-    help = ("each sentence asked back with a name or number of it as the answer: made by rule, "
-            "no generation")
-    order = 2
-
-    def samples(self, given: TaskInput) -> list[Sample]:
-        return given.qa(cloze_pairs(given.doc.text, given.settings.synth.window_chars))
-
-
-TASK = Cloze()
 
 
 def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
@@ -33,15 +21,25 @@ def cloze_pairs(text: str, window_chars: int) -> list[QAPair]:
     subject, in the sentence's own words; a sentence about a named subject is also asked for
     the common word it ends on ("Orla Vell works as a tanner." -> "tanner"), where values
     such as trades and goods sit."""
+    return echo_pairs(text, window_chars, cloze_asks)
+
+
+def cloze_asks(sentence: str, preceding: str) -> list[str]:
+    """What `cloze_pairs` asks `sentence` for (`preceding`: the text before it)."""
+    subject, asks = subject_and_asks(sentence, preceding)
+    if subject is not None and (tail := tail_word(sentence)):
+        asks = [*asks, tail]  # never one of the spans: those end on a capital or a digit
+    return [span for span in asks if span is not None]
+
+
+def echo_pairs(text: str, window_chars: int,
+               asks_of: Callable[[str, str], list[str]]) -> list[QAPair]:
+    """Each sentence of `text` asked back (`echo_question`) for each span that
+    `asks_of(sentence, preceding text)` gives, each question once."""
     pairs, seen = [], set()
     for window in task_windows(text, 1, window_chars):
         sentence = " ".join(window.target.split())
-        subject, asks = subject_and_asks(sentence, window.preceding)
-        if subject is not None and (tail := tail_word(sentence)):
-            asks = [*asks, tail]  # never one of the spans: those end on a capital or a digit
-        for span in asks:
-            if span is None:
-                continue
+        for span in asks_of(sentence, window.preceding):
             question = echo_question(sentence, span)
             if question and (key := question_key(question)) not in seen:
                 seen.add(key)
@@ -84,3 +82,17 @@ def echo_question(sentence: str, span: str) -> str | None:
     if at.start() == 0:
         word = word.capitalize()
     return (sentence[:at.start()] + word + after).rstrip(" .!;:") + "?"
+
+
+class Cloze(Task):
+    name = "cloze"
+    help = ("each sentence asked back with a name or number of it as the answer: made by rule, "
+            "no generation")
+    order = 2
+    pairs = staticmethod(cloze_pairs)  # (text, window_chars) -> its question/answer pairs
+
+    def samples(self, given: TaskInput) -> list[Sample]:
+        return given.qa(self.pairs(given.doc.text, given.settings.synth.window_chars))
+
+
+TASK = Cloze()

@@ -10,24 +10,9 @@ import re
 from collections import Counter
 
 from ..generator_styles import QAPair
-from ..samples import Sample
-from ..synthesize import FUNCTION_WORDS, question_key, task_windows
-from ..text import QUESTION_WORDS, subject_and_asks, words
-from .base import Task, TaskInput
-from .cloze import echo_question, tail_word
-
-
-class Phrases(Task):
-    name = "phrases"
-    help = ("each sentence asked back with a quoted term, a literal (option, path, file) or "
-            "its rarest phrase as the answer: made by rule, no generation")
-    order = 3
-
-    def samples(self, given: TaskInput) -> list[Sample]:
-        return given.qa(phrase_pairs(given.doc.text, given.settings.synth.window_chars))
-
-
-TASK = Phrases()
+from ..synthesize import FUNCTION_WORDS
+from ..text import QUESTION_WORDS, answer_spans, words
+from .cloze import Cloze, echo_pairs, tail_word
 
 RARE = 2  # a word found at most this many times in the document sets its sentence apart
 LONGEST = 3  # words of the longest phrase asked for
@@ -44,22 +29,17 @@ def phrase_pairs(text: str, window_chars: int) -> list[QAPair]:
     """Question/answer pairs made from the document by rule: each sentence asked back, its
     answer turned into a question word as `cloze` does, for its first quoted term, else its
     first literal, else its rarest phrase (up to LONGEST lower-case words around a word found
-    at most RARE times in the document); never for what `cloze` asks of it (its names,
-    numbers and the word a sentence about a name ends on), and at most once per sentence."""
+    at most RARE times in the document); never for what `cloze` asks of it or its subject,
+    and at most once per sentence."""
     counts = Counter(words(text))
-    pairs, seen = [], set()
-    for window in task_windows(text, 1, window_chars):
-        sentence = " ".join(window.target.split())
-        subject, asks = subject_and_asks(sentence, window.preceding)
-        taken = {a.lower() for a in (*asks, subject, tail_word(sentence)) if a}
+
+    def asks(sentence: str, preceding: str) -> list[str]:
         span = _ask(sentence, counts)
-        if span is None or span.lower() in taken:
-            continue
-        question = echo_question(sentence, span)
-        if question and (key := question_key(question)) not in seen:
-            seen.add(key)
-            pairs.append(QAPair(question, span))
-    return pairs
+        taken = {a.lower() for a in (*answer_spans(sentence, preceding), tail_word(sentence))
+                 if a}
+        return [] if span is None or span.lower() in taken else [span]
+
+    return echo_pairs(text, window_chars, asks)
 
 
 def _ask(sentence: str, counts: Counter) -> str | None:
@@ -104,3 +84,14 @@ def _rare_phrase(sentence: str, counts: Counter) -> str | None:
 def _joined(sentence: str, found: list, i: int) -> bool:
     """Whether words i and i + 1 are separated by one space alone."""
     return sentence[found[i].end():found[i + 1].start()] == " "
+
+
+class Phrases(Cloze):
+    name = "phrases"
+    help = ("each sentence asked back with a quoted term, a literal (option, path, file) or "
+            "its rarest phrase as the answer: made by rule, no generation")
+    order = 3
+    pairs = staticmethod(phrase_pairs)
+
+
+TASK = Phrases()
