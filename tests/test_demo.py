@@ -1,14 +1,17 @@
 """`lift-mlx demo`: on the tiny model for the mechanics, on SmolLM2 for what it shows."""
 
 import re
+import shutil
 
 from click.testing import CliRunner
+from test_server import client, running
 
 from lift_mlx import store
 from lift_mlx.absorbed import load_absorbed
 from lift_mlx.cli import cli
 from lift_mlx.config import AnswerSettings
 from lift_mlx.demo import QUESTIONS
+from lift_mlx.serve.responses import sources_json
 
 STAGES = ("model load", "split", "synthesize", "train", "base answers", "adapted answers")
 
@@ -68,3 +71,25 @@ def checked_answers_show_the_passage_that_holds_them():
     question = "Who painted the door of the Kestrel Point lighthouse?"
     memory, source = absorbed.check(question, settings)
     assert source is None, memory
+    served_as_asked(absorbed, adapter)
+
+
+def served_as_asked(absorbed, adapter):
+    """The server's `"check": true` answers as `Absorbed` does, from memory with the backing
+    passage as the one source, on the demo's real adapter (in the library for the server)."""
+    shutil.copytree(adapter, store.adapters_dir() / absorbed.meta["key"])
+    question, reference = QUESTIONS[1]
+    memory, source = absorbed.check(question, AnswerSettings(max_tokens=32))
+    assert source is not None and reference in memory  # the case this checks
+    with running(absorbed.lm) as server:
+        c = client(server)
+        name = next(m.id for m in c.models.list().data if m.id != "smollm2")
+        for stream in (False, True):
+            reply = c.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": question}], max_tokens=32,
+                stream=stream, extra_body={"use_adapter": True, "check": True})
+            chunks = list(reply) if stream else [reply]
+            text = ("".join(ch.choices[0].delta.content or "" for ch in chunks) if stream
+                    else reply.choices[0].message.content)
+            assert text == memory
+            assert chunks[-1].model_extra["lift_sources"] == sources_json([source])
