@@ -247,8 +247,8 @@ class AnswerSettings:
     check: bool | None = setting(None, "Where the adapter answers: it answers from memory "
                                  "first (the question alone), and that answer is shown "
                                  "where a retrieved passage backs it (a sentence there holds "
-                                 "it and two of the question's words), with that passage "
-                                 "as its source; else the plain base answers from the "
+                                 "it with two of the question's words near it), with that "
+                                 "passage as its source; else the plain base answers from the "
                                  "passages (--no-check: the adapter reads the passages).",
                                  flag="--check", shown="what was measured best for the model: on "
                                  "for smollm2, off for others (docs/answer-modes.md)")

@@ -20,7 +20,7 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
              --retrieved-len tokens of them
 - lift+rag   the lift adapter with the same passages
 - checked    lift's answer where a passage of rag's prompt backs it (a sentence there holds
-             it and two of the question's words), else rag's answer (`--check`)
+             it with two of the question's words near it), else rag's answer (`--check`)
 - lift (oracle tasks)  recite + a perfect generator's QA tasks (each fact, asked once)
 
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),

@@ -126,7 +126,9 @@ def test_the_view_holds_at_most_view_len_tokens_whatever_the_window(tiny_lm, dem
 
 
 HELD = [Passage(0, 60, "The slipway is below the lighthouse. Orla Vell keeps the light.", ()),
-        Passage(200, 260, "In 8.32, ls got faster on NFS. Storms come in November.", ())]
+        Passage(200, 260, "In 8.32, ls got faster on NFS. Storms come in November.", ()),
+        Passage(300, 420, "Orla Vell keeps the light, and the bell, the boat, the shed, the "
+                "path, the garden and the store were all new in 1990.", ())]
 
 
 @pytest.mark.parametrize("answer, question, found", [
@@ -143,6 +145,9 @@ HELD = [Passage(0, 60, "The slipway is below the lighthouse. Orla Vell keeps the
     ("8", "Which version made ls faster on NFS?", None),  # one character is found everywhere
     ("", "Who keeps the light?", None),
     ("lighthouse", "Where is the lighthouse?", None),  # the question's own word backs nothing
+    # the question's words are in the sentence, but not within 8 words of the answer
+    ("1990", "When did Orla Vell first keep the light?", None),
+    ("1990", "When were the garden and the store new?", 2),
 ])
 def test_an_answer_is_backed_by_a_sentence_that_holds_it_and_is_about_the_question(
         answer, question, found):
