@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from . import prompts
 from .errors import LiftError
 from .split import head_tail_context, sentence_spans
-from .text import answer_spans, content_words, has_words, whole_words, words
+from .text import WORD, answer_spans, content_words, has_words, whole_words, words
 
 if TYPE_CHECKING:  # retrieval brings bm25s (~0.3 s), which `lift-mlx --help` need not load
     from .config import AnswerSettings
@@ -191,12 +191,9 @@ def backing(answer: str, question: str, held: Sequence[Passage]) -> Passage | No
     return None
 
 
-_WORDS = re.compile(r"[\w'-]+")
-
-
 def _around(sentence: str, found: re.Match, near: int) -> str:
     """The text of `sentence` from `near` words before `found` to `near` words after it."""
-    spans = [(m.start(), m.end()) for m in _WORDS.finditer(sentence)]
+    spans = [(m.start(), m.end()) for m in WORD.finditer(sentence)]
     before = [s for s, e in spans if e <= found.start()]
     after = [e for s, e in spans if s >= found.end()]
     start = before[-near] if len(before) >= near else 0

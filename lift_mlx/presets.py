@@ -38,19 +38,23 @@ def recommended_settings(name: str) -> dict:
     return dict(entry.get("settings", {})) if entry else {}
 
 
-def adapter_answers(name: str | None) -> bool:
-    """Whether the document's adapter answers by default on model alias `name` (the default
-    model where None): models/presets.json's measured "answer" choice, else yes."""
+def _answer(name: str | None) -> dict:
+    """models/presets.json's measured "answer" choice for model alias `name` (the default
+    model where None); empty for a model without one."""
     entry = presets()["models"].get(name or default_model()) or {}
-    return bool(entry.get("answer", {}).get("use_adapter", True))
+    return entry.get("answer", {})
+
+
+def adapter_answers(name: str | None) -> bool:
+    """Whether the document's adapter answers by default on model alias `name`: the measured
+    choice (`_answer`), else yes."""
+    return bool(_answer(name).get("use_adapter", True))
 
 
 def adapter_checks(name: str | None) -> bool:
     """Whether the adapter's answers from memory are checked against the retrieved passages
-    by default on model alias `name` (`--check`): models/presets.json's measured "answer"
-    choice, else no."""
-    entry = presets()["models"].get(name or default_model()) or {}
-    return bool(entry.get("answer", {}).get("check", False))
+    by default on model alias `name` (`--check`): the measured choice, else no."""
+    return bool(_answer(name).get("check", False))
 
 
 def default_model() -> str:

@@ -12,12 +12,12 @@ a an the in on at of to by for from with and or is was are were be been it its t
 those what which when where who whom whose why how many much does did do has have had can could
 would should will shall may might there their they them he she his her him i you your we our
 me my name called tell give please about than then so if not no any some one all""".split())
-_TOKEN = re.compile(r"[\w'-]+")
+WORD = re.compile(r"[\w'-]+")  # a word: letters, digits, hyphens, apostrophes
 
 
 def words(text: str) -> list[str]:
     """`text`'s words, lower-cased (hyphens and apostrophes kept inside them)."""
-    return [t.lower() for t in _TOKEN.findall(text)]
+    return [t.lower() for t in WORD.findall(text)]
 
 
 def content_words(text: str) -> list[str]:
