@@ -59,7 +59,9 @@ class Absorbed:
         self._base = None
         self._indexes: dict[int, PassageIndex] = {}  # passage length -> the document's index
         self.prompting = trained_prompting(lm.tokenizer, meta)
-        self._checked: tuple[tuple, tuple[str, Passage | None]] | None = None  # the last check
+        # the last check: (its question and settings, the answer from memory, the passage
+        # backing it, and the plain base's prompt from the passages with the passages it holds)
+        self._checked: tuple | None = None
 
     @property
     def doc_tokens(self) -> list[int]:
@@ -79,10 +81,10 @@ class Absorbed:
         `check`, the passage that backs the adapter's answer where one does."""
         model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
                                        route)
-        checks = self._checks(model, settings)
-        if checks and (source := self.check(question, settings)[1]) is not None:
-            return [source]
-        return self._prompt(question, settings, model is self.lm.model and not checks)[1]
+        if self._checks(model, settings):
+            _, source, _, held = self._check(question, settings)
+            return [source] if source is not None else held
+        return self._prompt(question, settings, model is self.lm.model)[1]
 
     def check(self, question: str, settings: AnswerSettings | None = None
               ) -> tuple[str, Passage | None]:
@@ -90,16 +92,21 @@ class Absorbed:
         passage of those retrieved for it that backs it (`answer.backing`; None: none does).
         The last one is kept, so that the answer shown, its source and `answered_by` agree
         even where sampling (`temp` > 0) would answer differently the next time."""
-        settings = settings or AnswerSettings()
-        key = (question, settings.temp, settings.retrieved_len, settings.passage_len)
+        return self._check(question, settings or AnswerSettings())[:2]
+
+    def _check(self, question: str, settings: AnswerSettings) -> tuple:
+        """`check`'s answer and passage, and the plain base's prompt from the passages and
+        the passages it holds (what answers where no passage backs the adapter's answer)."""
+        key = (question, settings.temp, settings.max_tokens, settings.retrieved_len,
+               settings.passage_len)
         if self._checked is None or self._checked[0] != key:
             ids = self._prompt(question, replace(settings, context=False))[0]
             memory = "".join(stream_answer(self.lm.model, self.lm.tokenizer, ids,
                                            min(settings.max_tokens, MEMORY_TOKENS),
                                            settings.temp))
-            held = self._prompt(question, settings, adapter=False)[1]
-            self._checked = key, (memory, backing(memory, question, held))
-        return self._checked[1]
+            reading, held = self._prompt(question, settings, adapter=False)
+            self._checked = key, memory, backing(memory, question, held), reading, held
+        return self._checked[1:]
 
     def _checks(self, model, settings: AnswerSettings) -> bool:
         """Whether the adapter's answer from memory is checked (`--check`) where `model`
@@ -166,12 +173,13 @@ class Absorbed:
         model, settings = self._routed(question, replace(settings or AnswerSettings(), **changes),
                                        route)
         if self._checks(model, settings):
-            memory, source = self.check(question, settings)
+            memory, source, reading, _ = self._check(question, settings)
             if source is not None:
                 yield memory
                 return
-            model = self._base_model()  # the plain base reads the passages
-        ids = self._prompt(question, settings, model is self.lm.model)[0]
+            model, ids = self._base_model(), reading  # the plain base reads the passages
+        else:
+            ids = self._prompt(question, settings, model is self.lm.model)[0]
         yield from stream_answer(model, self.lm.tokenizer, ids, settings.max_tokens,
                                  settings.temp)
 
