@@ -344,9 +344,14 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(500, str(e), "document_damaged") from None
             try:
                 use = self.server.adapter_answers if req.use_adapter is None else req.use_adapter
+                check = self.server.adapter_checks if req.check is None else req.check
+                checks = use and check and req.context and req.retrieve
+                # checked, the prompt is the plain base's, for where no passage backs the
+                # adapter's answer from memory
                 prompt, held = chat_prompt(served, req.messages, adapter, context=req.context,
                                            retrieve=req.retrieve,
-                                           max_tokens=req.sampling.max_tokens, answers=use)
+                                           max_tokens=req.sampling.max_tokens,
+                                           answers=use and not checks)
                 if adapter is not None and route(adapter, req.messages) is None:
                     # not about the document: the plain base answers, as `ask` does
                     prompt, held = chat_prompt(served, req.messages, adapter, context=False,
@@ -355,14 +360,10 @@ class Handler(BaseHTTPRequestHandler):
                     adapter = None
                 if adapter is not None and not use:
                     adapter = None  # the plain base reads the document's passages, as `ask`
-                check = self.server.adapter_checks if req.check is None else req.check
-                checking = adapter is not None and check and req.context and req.retrieve
+                checking = adapter is not None and checks
                 if checking:  # the adapter answers from memory first; the base reads if need be
                     memory_prompt, _ = chat_prompt(served, req.messages, adapter, context=False,
                                                    max_tokens=req.sampling.max_tokens)
-                    prompt, held = chat_prompt(served, req.messages, adapter, context=True,
-                                               max_tokens=req.sampling.max_tokens,
-                                               answers=False)
             except PromptRefused as e:
                 raise ApiError(400, str(e), e.code, "messages") from None
             except store.Damaged as e:  # its index, found damaged when it was first read
