@@ -174,7 +174,7 @@ def run_eval(
     progress = progress or Progress(quiet=True)
     records = JsonlLog(out / RECORDS_FILE)
     absorbs = JsonlLog(out / ABSORBS_FILE)
-    done = {record_key(r) for r in read_jsonl(records.path)}
+    done = {record_key(r): r for r in read_jsonl(records.path)}  # key -> its record
     try:
         for i, doc in enumerate(docs, start=1):
             todo = [(q, arm) for q in doc.questions for arm in arms
@@ -222,15 +222,14 @@ def run_eval(
                         if kind is not None:
                             record["adapter"] = absorbed.adapter_path.name
                         records.write(record)
-                        done.add((doc.id, q.id, arm))
+                        done[doc.id, q.id, arm] = record
                         update(n, n, arm)
-            made = {(r["question_id"], r["arm"]): r for r in read_jsonl(records.path)
-                    if r["doc_id"] == doc.id}
             for q, arm in todo:
                 if ARMS[arm].checks:
-                    memory, reading = (made[q.id, a] for a in ARMS[arm].checks)
-                    records.write(_checked(doc, q, arm, memory, reading, document.text))
-                    done.add((doc.id, q.id, arm))
+                    memory, reading = (done[doc.id, q.id, a] for a in ARMS[arm].checks)
+                    record = _checked(doc, q, arm, memory, reading, document.text)
+                    records.write(record)
+                    done[doc.id, q.id, arm] = record
     finally:
         records.close()
         absorbs.close()
