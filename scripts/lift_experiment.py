@@ -26,6 +26,8 @@ lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
 Scores: answer containment (the reference in the answer's first sentence; lift_mlx.metrics),
 token F1 and exact match, split by whether the fact's sentence (a real document's evidence
 sentence) lies inside the head+tail view of the in-context arms, and seconds per answer.
+Memorised or learned: the lift adapter is also asked --own of its own training questions (the
+cloze or phrases pairs it trained on), alone, to set beside the held-out ones.
 Collateral damage: how many of the general questions the base answers right
 (scripts/data/general_questions.jsonl) each adapter still answers. Documents, adapters and
 answers are kept in --work; each finished document's rows in --out's records/ folder (a
@@ -187,6 +189,64 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
         reset_adapter(lm)
 
 
+def own_questions(lm, adapter: str, document: str, settings, n: int,
+                  max_tokens: int) -> dict | None:
+    """The `lift` adapter (a stored adapter's folder) asked `n` of its own training questions,
+    picked at random among those of the rule-made tasks it trained on (cloze, phrases), each
+    alone, as the held-out questions are asked: whether it learned its tasks, to set beside
+    how it answers questions in other words. None where it trained on no such task."""
+    from mlx_lm import batch_generate
+
+    from lift_mlx.absorbed import load_absorbed, reset_adapter
+    from lift_mlx.tasks import tasks_named
+
+    made = [t for t in tasks_named(tuple(settings.train.tasks)) if hasattr(t, "pairs")]
+    pairs = [p for t in made for p in t.pairs(document, settings.synth.window_chars)]
+    if not pairs or n < 1:
+        return None
+    pairs = random.Random(0).sample(pairs, min(n, len(pairs)))
+    prompting = load_absorbed(adapter, lm).prompting
+    try:
+        ids = [question_prompt(prompting, p.question, None, lm.window, max_tokens)
+               for p in pairs]
+        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
+    finally:
+        reset_adapter(lm)
+    scores = [answer_contains(t, [p.answer]) for t, p in zip(texts, pairs)]
+    return {"right": sum(scores), "of": len(pairs), "tasks": [t.name for t in made],
+            "examples": [{"question": p.question, "answer": p.answer, "prediction": t,
+                          "right": s} for p, t, s in list(zip(pairs, texts, scores))[:8]]}
+
+
+def add_own(result: dict, lm, args, settings, done: Path) -> dict:
+    """`result` (a document's record) with its `lift` adapter's `own_questions`, asked and
+    kept in its record file where they are not there yet and the adapter still is."""
+    from lift_mlx.store import DOCUMENT_FILE, write_atomic
+
+    run = result["run"]
+    if args.own < 1 or "own" in run or args.recorded:
+        return result
+    absorb = next((a for a in run["absorbs"] if a["adapter"] == "lift"), None)
+    if absorb is None or not Path(absorb["path"]).is_dir():
+        return result
+    document = (Path(absorb["path"]) / DOCUMENT_FILE).read_text(encoding="utf-8")
+    run["own"] = own_questions(lm, absorb["path"], document, settings, args.own,
+                               args.max_tokens)
+    write_atomic(done, json.dumps(result, indent=1))
+    return result
+
+
+def format_own(runs: list[dict]) -> str:
+    """One line per document: its `lift` adapter on its own training questions."""
+    lines = []
+    for run in runs:
+        own = run.get("own")
+        if own:
+            lines.append(f"{run['doc']}: lift answers {own['right']:.0f} of {own['of']} of "
+                         f"its own training questions ({', '.join(own['tasks'])}), asked alone")
+    return "\n".join(lines)
+
+
 def gate_values(lm, adapter: str, doc: EvalDoc, max_tokens: int) -> dict | None:
     """For a Gated Memory adapter: the mean gate (over layers, heads and the prompt's tokens,
     and at the prompt's last token, where the answer starts) on the document's questions and on
@@ -239,7 +299,7 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
     folder = work / name
     done = records / f"{name}.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return add_own(json.loads(done.read_text()), lm, args, settings, done)
     folder.mkdir(parents=True, exist_ok=True)
     if spec[0] == "world":
         length, index = spec[1], spec[2]
@@ -322,7 +382,7 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
                         for r in records[:: max(1, len(records) // 16)]]}
     result = {"run": run, "rows": rows}
     write_atomic(done, json.dumps(result, indent=1))
-    return result
+    return add_own(result, lm, args, settings, done)
 
 
 def doc_specs(args) -> list[tuple]:
@@ -585,6 +645,9 @@ def arguments() -> argparse.ArgumentParser:
                         help="a setting over the model's preset (repeatable)")
     parser.add_argument("--no-general", dest="general", action="store_false",
                         help="skip the general questions")
+    parser.add_argument("--own", type=int, default=40,
+                        help="training questions of its own (cloze, phrases) the lift adapter "
+                             "is asked per document, beside the held-out ones (0: none)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "lift_experiment"))
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "lift-experiment"),
                         help="documents, adapters and records (a rerun resumes from them)")
@@ -649,6 +712,8 @@ def main() -> None:
     checks = targets(summary, general, args.model)
     print(f"\nAnswer contains the fact (%), mean ± stdev over documents "
           f"({time.perf_counter() - start:.0f} s):\n{table}")
+    if own := format_own(runs):
+        print(own)
     for c in checks:
         print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']} ({label(c['length'])}): "
               f"{c['value']:+.1f} points")

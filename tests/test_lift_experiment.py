@@ -98,6 +98,9 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     assert set(adapters) == {"raw-ft", "lift", "lift (oracle tasks)"}
     assert adapters["lift (oracle tasks)"]["qa_pairs"] == run["facts"]
     assert set(run["general"]) == {"base", *adapters, *(f"{a} (routed)" for a in adapters)}
+    # The tiny model's preset trains recite + qa: no rule-made questions of its own to ask.
+    assert run["own"] is None
+    own_questions_of_a_cloze_adapter(experiment, adapters["lift"]["path"], tiny_model_path)
     text = readme.read_text()
     assert "old" not in text and "| ~1k tokens | lift |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
@@ -119,6 +122,29 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     # the table names the command that made it
     assert "made by `python scripts/lift_experiment.py --model" in readme.read_text()
     assert "--max_tokens=24 --recorded`" in readme.read_text().replace("--set ", "--")
+
+
+def own_questions_of_a_cloze_adapter(experiment, adapter: str, model_path) -> None:
+    """`own_questions` asks an adapter its cloze pairs: a sample of them, each scored as the
+    held-out questions are."""
+    from lift_mlx.config import preset
+    from lift_mlx.eval.metrics import answer_contains
+    from lift_mlx.models import load_model
+    from lift_mlx.tasks.cloze import cloze_pairs
+
+    lm = load_model(str(model_path))
+    settings = preset("default", {"tasks": ["recite", "cloze"]})
+    document = (Path(adapter) / "document.txt").read_text()
+    pairs = {(p.question, p.answer) for p in cloze_pairs(document, settings.synth.window_chars)}
+    assert len(pairs) > 5
+    own = experiment.own_questions(lm, adapter, document, settings, 5, 8)
+    assert own["of"] == 5 and own["tasks"] == ["cloze"] and len(own["examples"]) == 5
+    assert 0 <= own["right"] <= 5
+    assert own["right"] == sum(e["right"] for e in own["examples"])
+    for e in own["examples"]:
+        assert (e["question"], e["answer"]) in pairs
+        assert e["right"] == answer_contains(e["prediction"], [e["answer"]])
+    assert experiment.own_questions(lm, adapter, document, settings, 0, 8) is None
 
 
 def test_the_table_goes_into_the_docs_page_with_its_image_linked_from_there(
