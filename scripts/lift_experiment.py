@@ -189,15 +189,32 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
         reset_adapter(lm)
 
 
-def own_questions(lm, adapter: str, document: str, settings, n: int,
-                  max_tokens: int) -> dict | None:
-    """The `lift` adapter (a stored adapter's folder) asked `n` of its own training questions,
-    picked at random among those of the rule-made tasks it trained on (cloze, phrases), each
-    alone, as the held-out questions are asked: whether it learned its tasks, to set beside
-    how it answers questions in other words. None where it trained on no such task."""
+def ask_alone(lm, adapter: str, pairs: list[tuple[str, list[str]]], max_tokens: int) -> dict:
+    """The adapter (a stored adapter's folder) asked each question of `pairs` (question,
+    references) alone, as `lift` asks the held-out ones (decoded together, greedy): how many
+    it answers right, and the first answers."""
     from mlx_lm import batch_generate
 
     from lift_mlx.absorbed import load_absorbed, reset_adapter
+
+    prompting = load_absorbed(adapter, lm).prompting
+    try:
+        ids = [question_prompt(prompting, q, None, lm.window, max_tokens) for q, _ in pairs]
+        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
+    finally:
+        reset_adapter(lm)
+    scores = [answer_contains(t, refs) for t, (_, refs) in zip(texts, pairs)]
+    return {"right": sum(scores), "of": len(pairs),
+            "examples": [{"question": q, "answers": refs, "prediction": t, "right": s}
+                         for (q, refs), t, s in list(zip(pairs, texts, scores))[:8]]}
+
+
+def own_questions(lm, adapter: str, document: str, settings, n: int,
+                  max_tokens: int) -> dict | None:
+    """The `lift` adapter asked `n` of its own training questions, picked at random among
+    those of the rule-made tasks it trained on (cloze, phrases), each alone: whether it
+    learned its tasks, to set beside how it answers questions in other words. None where it
+    trained on no such task."""
     from lift_mlx.tasks import tasks_named
 
     made = [t for t in tasks_named(tuple(settings.train.tasks)) if hasattr(t, "pairs")]
@@ -205,22 +222,45 @@ def own_questions(lm, adapter: str, document: str, settings, n: int,
     if not pairs or n < 1:
         return None
     pairs = random.Random(0).sample(pairs, min(n, len(pairs)))
-    prompting = load_absorbed(adapter, lm).prompting
-    try:
-        ids = [question_prompt(prompting, p.question, None, lm.window, max_tokens)
-               for p in pairs]
-        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
-    finally:
-        reset_adapter(lm)
-    scores = [answer_contains(t, [p.answer]) for t, p in zip(texts, pairs)]
-    return {"right": sum(scores), "of": len(pairs), "tasks": [t.name for t in made],
-            "examples": [{"question": p.question, "answer": p.answer, "prediction": t,
-                          "right": s} for p, t, s in list(zip(pairs, texts, scores))[:8]]}
+    asked = ask_alone(lm, adapter, [(p.question, [p.answer]) for p in pairs], max_tokens)
+    return {**asked, "tasks": [t.name for t in made]}
 
 
-def add_own(result: dict, lm, args, settings, done: Path) -> dict:
-    """`result` (a document's record) with its `lift` adapter's `own_questions`, asked and
-    kept in its record file where they are not there yet and the adapter still is."""
+def evidence_sentence(document: str, meta: dict) -> str | None:
+    """The sentence a held-out question was written from: a real document's `evidence`, or
+    the knowledge-world sentence at its `char_offset`."""
+    from lift_mlx.split import sentence_spans
+
+    if "evidence" in meta:
+        return meta["evidence"]
+    at = meta.get("char_offset")
+    return next((document[a:b] for a, b in sentence_spans(document) if a <= at < b), None)
+
+
+def echoed_questions(lm, adapter: str, document: str, records: list[dict],
+                     max_tokens: int) -> dict | None:
+    """The `lift` adapter asked the held-out questions' facts in the document's own words:
+    each question's evidence sentence asked back for its answer as the cloze task asks
+    (`echo_question`), alone. Beside `lift` (the same facts asked in other words), it tells a
+    fact the adapter does not hold from one it holds but cannot reach from a rewording. None
+    where no sentence holds its answer."""
+    from lift_mlx.tasks.cloze import echo_question
+
+    pairs = []
+    for r in records:
+        sentence = evidence_sentence(document, r["meta"])
+        for ref in r["references"] if sentence else []:
+            if question := echo_question(sentence, ref):
+                pairs.append((question, r["references"]))
+                break
+    return ask_alone(lm, adapter, pairs, max_tokens) if pairs else None
+
+
+def add_own(result: dict, lm, args, settings, done: Path, folder: Path) -> dict:
+    """`result` (a document's record) with its `lift` adapter's `own_questions` and
+    `echoed_questions` (the latter from the `lift` records in `folder`), asked and kept in
+    its record file where they are not there yet and the adapter still is."""
+    from lift_mlx.eval.records import read_jsonl
     from lift_mlx.store import DOCUMENT_FILE, write_atomic
 
     run = result["run"]
@@ -232,18 +272,25 @@ def add_own(result: dict, lm, args, settings, done: Path) -> dict:
     document = (Path(absorb["path"]) / DOCUMENT_FILE).read_text(encoding="utf-8")
     run["own"] = own_questions(lm, absorb["path"], document, settings, args.own,
                                args.max_tokens)
+    asked = [r for r in read_jsonl(folder / "window" / "records.jsonl") if r["arm"] == "lift"]
+    run["echoed"] = echoed_questions(lm, absorb["path"], document, asked, args.max_tokens)
     write_atomic(done, json.dumps(result, indent=1))
     return result
 
 
 def format_own(runs: list[dict]) -> str:
-    """One line per document: its `lift` adapter on its own training questions."""
+    """One line per document: its `lift` adapter on its own training questions, and on the
+    held-out facts asked in the document's words."""
     lines = []
     for run in runs:
-        own = run.get("own")
+        own, echoed = run.get("own"), run.get("echoed")
         if own:
-            lines.append(f"{run['doc']}: lift answers {own['right']:.0f} of {own['of']} of "
-                         f"its own training questions ({', '.join(own['tasks'])}), asked alone")
+            line = (f"{run['doc']}: lift answers {own['right']:.0f} of {own['of']} of its own "
+                    f"training questions ({', '.join(own['tasks'])})")
+            if echoed:
+                line += (f", {echoed['right']:.0f} of {echoed['of']} held-out facts asked in "
+                         f"the document's words")
+            lines.append(line + ", each asked alone")
     return "\n".join(lines)
 
 
@@ -299,7 +346,7 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
     folder = work / name
     done = records / f"{name}.json"
     if done.exists():
-        return add_own(json.loads(done.read_text()), lm, args, settings, done)
+        return add_own(json.loads(done.read_text()), lm, args, settings, done, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if spec[0] == "world":
         length, index = spec[1], spec[2]
@@ -382,7 +429,7 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
                         for r in records[:: max(1, len(records) // 16)]]}
     result = {"run": run, "rows": rows}
     write_atomic(done, json.dumps(result, indent=1))
-    return add_own(result, lm, args, settings, done)
+    return add_own(result, lm, args, settings, done, folder)
 
 
 def doc_specs(args) -> list[tuple]:

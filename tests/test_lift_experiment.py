@@ -100,6 +100,14 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     assert set(run["general"]) == {"base", *adapters, *(f"{a} (routed)" for a in adapters)}
     # The tiny model's preset trains recite + qa: no rule-made questions of its own to ask.
     assert run["own"] is None
+    # Each held-out fact asked again in its sentence's own words, scored as `lift` is.
+    from lift_mlx.eval.metrics import answer_contains
+    echoed = run["echoed"]
+    assert echoed["of"] == run["questions"] == len(echoed["examples"])
+    assert echoed["right"] == sum(e["right"] for e in echoed["examples"])
+    for e in echoed["examples"]:
+        assert e["right"] == answer_contains(e["prediction"], e["answers"])
+        assert e["question"].endswith("?") and e["answers"][0] not in e["question"]
     own_questions_of_a_cloze_adapter(experiment, adapters["lift"]["path"], tiny_model_path)
     text = readme.read_text()
     assert "old" not in text and "| ~1k tokens | lift |" in text
@@ -142,8 +150,8 @@ def own_questions_of_a_cloze_adapter(experiment, adapter: str, model_path) -> No
     assert 0 <= own["right"] <= 5
     assert own["right"] == sum(e["right"] for e in own["examples"])
     for e in own["examples"]:
-        assert (e["question"], e["answer"]) in pairs
-        assert e["right"] == answer_contains(e["prediction"], [e["answer"]])
+        assert (e["question"], *e["answers"]) in pairs
+        assert e["right"] == answer_contains(e["prediction"], e["answers"])
     assert experiment.own_questions(lm, adapter, document, settings, 0, 8) is None
 
 
