@@ -209,21 +209,36 @@ def ask_alone(lm, adapter: str, pairs: list[tuple[str, list[str]]], max_tokens: 
                          for (q, refs), t, s in list(zip(pairs, texts, scores))[:8]]}
 
 
-def own_questions(lm, adapter: str, document: str, settings, n: int,
-                  max_tokens: int) -> dict | None:
-    """The `lift` adapter asked `n` of its own training questions, picked at random among
-    those of the rule-made tasks it trained on (cloze, phrases), each alone: whether it
-    learned its tasks, to set beside how it answers questions in other words. None where it
-    trained on no such task."""
+def training_pairs(document: str, settings) -> tuple[list[str], list]:
+    """The rule-made tasks (cloze, phrases) among those `settings` train on, and their
+    question/answer pairs for `document`."""
     from lift_mlx.tasks import tasks_named
 
     made = [t for t in tasks_named(tuple(settings.train.tasks)) if hasattr(t, "pairs")]
-    pairs = [p for t in made for p in t.pairs(document, settings.synth.window_chars)]
+    return [t.name for t in made], [p for t in made
+                                    for p in t.pairs(document, settings.synth.window_chars)]
+
+
+def own_questions(lm, adapter: str, document: str, settings, n: int,
+                  max_tokens: int) -> dict | None:
+    """The `lift` adapter asked `n` of its own training questions, picked at random among
+    those of the rule-made tasks it trained on (`training_pairs`), each alone: whether it
+    learned its tasks, to set beside how it answers questions in other words. None where it
+    trained on no such task."""
+    tasks, pairs = training_pairs(document, settings)
     if not pairs or n < 1:
         return None
     pairs = random.Random(0).sample(pairs, min(n, len(pairs)))
     asked = ask_alone(lm, adapter, [(p.question, [p.answer]) for p in pairs], max_tokens)
-    return {**asked, "tasks": [t.name for t in made]}
+    return {**asked, "tasks": tasks}
+
+
+def covered(document: str, settings, records: list[dict]) -> dict:
+    """How many of the held-out questions (`records`) have an answer (any case) that some
+    training question of the rule-made tasks asks for: the facts the tasks teach as answers."""
+    answers = {p.answer.lower() for p in training_pairs(document, settings)[1]}
+    hit = sum(any(ref.lower() in answers for ref in r["references"]) for r in records)
+    return {"covered": hit, "of": len(records)}
 
 
 def evidence_sentence(document: str, meta: dict) -> str | None:
@@ -257,36 +272,44 @@ def echoed_questions(lm, adapter: str, document: str, records: list[dict],
 
 
 def add_own(result: dict, lm, args, settings, done: Path, folder: Path) -> dict:
-    """`result` (a document's record) with its `lift` adapter's `own_questions` and
-    `echoed_questions` (the latter from the `lift` records in `folder`), asked and kept in
-    its record file where they are not there yet and the adapter still is."""
+    """`result` (a document's record) with its `lift` adapter's `own_questions`,
+    `echoed_questions` and `covered` (the latter two from the `lift` records in `folder`),
+    asked and kept in its record file where they are not there yet and the adapter still
+    is."""
     from lift_mlx.eval.records import read_jsonl
     from lift_mlx.store import DOCUMENT_FILE, write_atomic
 
     run = result["run"]
-    if args.own < 1 or "own" in run or args.recorded:
+    if args.own < 1 or all(k in run for k in ("own", "echoed", "covered")) or args.recorded:
         return result
     absorb = next((a for a in run["absorbs"] if a["adapter"] == "lift"), None)
     if absorb is None or not Path(absorb["path"]).is_dir():
         return result
     document = (Path(absorb["path"]) / DOCUMENT_FILE).read_text(encoding="utf-8")
-    run["own"] = own_questions(lm, absorb["path"], document, settings, args.own,
-                               args.max_tokens)
+    if "own" not in run:
+        run["own"] = own_questions(lm, absorb["path"], document, settings, args.own,
+                                   args.max_tokens)
     asked = [r for r in read_jsonl(folder / "window" / "records.jsonl") if r["arm"] == "lift"]
-    run["echoed"] = echoed_questions(lm, absorb["path"], document, asked, args.max_tokens)
+    if "echoed" not in run:
+        run["echoed"] = echoed_questions(lm, absorb["path"], document, asked, args.max_tokens)
+    run["covered"] = covered(document, settings, asked)
     write_atomic(done, json.dumps(result, indent=1))
     return result
 
 
 def format_own(runs: list[dict]) -> str:
-    """One line per document: its `lift` adapter on its own training questions, and on the
-    held-out facts asked in the document's words."""
+    """One line per document: its `lift` adapter on its own training questions, how many
+    held-out answers those ask for, and the adapter on the held-out facts asked in the
+    document's words."""
     lines = []
     for run in runs:
         own, echoed = run.get("own"), run.get("echoed")
         if own:
             line = (f"{run['doc']}: lift answers {own['right']:.0f} of {own['of']} of its own "
                     f"training questions ({', '.join(own['tasks'])})")
+            if cover := run.get("covered"):
+                line += (f"; {cover['covered']} of {cover['of']} held-out answers are answers "
+                         f"of its training questions")
             if echoed:
                 line += (f", {echoed['right']:.0f} of {echoed['of']} held-out facts asked in "
                          f"the document's words")

@@ -99,7 +99,7 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     assert adapters["lift (oracle tasks)"]["qa_pairs"] == run["facts"]
     assert set(run["general"]) == {"base", *adapters, *(f"{a} (routed)" for a in adapters)}
     # The tiny model's preset trains recite + qa: no rule-made questions of its own to ask.
-    assert run["own"] is None
+    assert run["own"] is None and run["covered"] == {"covered": 0, "of": run["questions"]}
     # Each held-out fact asked again in its sentence's own words, scored as `lift` is.
     from lift_mlx.eval.metrics import answer_contains
     echoed = run["echoed"]
@@ -153,6 +153,10 @@ def own_questions_of_a_cloze_adapter(experiment, adapter: str, model_path) -> No
         assert (e["question"], *e["answers"]) in pairs
         assert e["right"] == answer_contains(e["prediction"], e["answers"])
     assert experiment.own_questions(lm, adapter, document, settings, 0, 8) is None
+    # a held-out answer counts as covered where a training question asks for it, in any case
+    first = sorted(pairs)[0][1]
+    records = [{"references": ["no such answer", first.upper()]}, {"references": ["zzz qqq"]}]
+    assert experiment.covered(document, settings, records) == {"covered": 1, "of": 2}
 
 
 def test_the_table_goes_into_the_docs_page_with_its_image_linked_from_there(
