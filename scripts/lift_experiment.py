@@ -171,8 +171,8 @@ def general_questions() -> list[dict]:
     return [json.loads(line) for line in GENERAL.read_text().splitlines() if line.strip()]
 
 
-def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
-    """Containment score of every general question (decoded together, greedy), with
+def answers_alone(lm, adapter: str | None, questions: list[str], max_tokens: int) -> list[str]:
+    """The answer to each of `questions`, asked alone (decoded together, greedy), with
     `adapter` (a stored adapter's folder) on the model, or the plain base."""
     from mlx_lm import batch_generate
 
@@ -180,29 +180,25 @@ def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
 
     prompting = load_absorbed(adapter, lm).prompting if adapter else lm.tokenizer
     try:
-        questions = general_questions()
-        ids = [question_prompt(prompting, q["question"], None, lm.window, max_tokens)
-               for q in questions]
-        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
-        return [answer_contains(t, q["answers"]) for t, q in zip(texts, questions)]
+        ids = [question_prompt(prompting, q, None, lm.window, max_tokens) for q in questions]
+        return batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
     finally:
         reset_adapter(lm)
+
+
+def answer_general(lm, adapter: str | None, max_tokens: int) -> list[float]:
+    """Containment score of every general question (`answers_alone`), with `adapter` on the
+    model, or the plain base."""
+    questions = general_questions()
+    texts = answers_alone(lm, adapter, [q["question"] for q in questions], max_tokens)
+    return [answer_contains(t, q["answers"]) for t, q in zip(texts, questions)]
 
 
 def ask_alone(lm, adapter: str, pairs: list[tuple[str, list[str]]], max_tokens: int) -> dict:
-    """The adapter (a stored adapter's folder) asked each question of `pairs` (question,
-    references) alone, as `lift` asks the held-out ones (decoded together, greedy): how many
-    it answers right, and the first answers."""
-    from mlx_lm import batch_generate
-
-    from lift_mlx.absorbed import load_absorbed, reset_adapter
-
-    prompting = load_absorbed(adapter, lm).prompting
-    try:
-        ids = [question_prompt(prompting, q, None, lm.window, max_tokens) for q, _ in pairs]
-        texts = batch_generate(lm.model, lm.tokenizer, ids, max_tokens=max_tokens).texts
-    finally:
-        reset_adapter(lm)
+    """The adapter asked each question of `pairs` (question, references) alone, as `lift`
+    asks the held-out ones (`answers_alone`): how many it answers right, and the first
+    answers."""
+    texts = answers_alone(lm, adapter, [q for q, _ in pairs], max_tokens)
     scores = [answer_contains(t, refs) for t, (_, refs) in zip(texts, pairs)]
     return {"right": sum(scores), "of": len(pairs),
             "examples": [{"question": q, "answers": refs, "prediction": t, "right": s}
