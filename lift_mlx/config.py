@@ -201,11 +201,10 @@ class TrainSettings:
                                "gradients summed before the one update (the same step in less "
                                "memory); 0 = the whole batch.", flag="--micro-batch", min=0,
                                max=MOST_ROWS, keyed=False)
-    # None: on for Metal; on the CPU the optimizer's update only (a whole step is no faster)
+    # None: on for Metal, off for the CPU (no faster there)
     compile: bool | None = setting(None, "Compile the training step with mx.compile.",
-                                   flag="--compile", shown="on for GPUs; on the CPU only the "
-                                   "optimizer's update, as a compiled step is no faster there; "
-                                   "--no-compile: nothing")
+                                   flag="--compile", shown="on for GPUs, off on the CPU, where "
+                                   "compiled steps are no faster")
     seed: int = setting(0, "Random seed.", flag="--seed", min=0, max=SEED_MAX)
     # mlx-lm saves every 100 steps too (steps_per_save); a million steps outlast any absorb
     checkpoint_every: int = setting(100, "Keep the adapter and optimizer state every N training "

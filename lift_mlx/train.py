@@ -181,13 +181,6 @@ class Trainer:
             enable_grad_checkpoint(model)
         loss_and_grad = nn.value_and_grad(model, target_loss if self.split else masked_loss)
 
-        def update(grads):
-            # each rank's loss is its share of the whole batch's mean: the sum over the ranks
-            # is the single-process gradient
-            grads = world.sum(grads)
-            grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
-            self.optimizer.update(model, grads)
-
         # One step for the whole batch (no gradients in, update) and for each micro-batch of
         # one (the sum of the parts before it in, the update on the last part only).
         def step(batch, prev_grads, do_update):
@@ -196,25 +189,21 @@ class Trainer:
             if prev_grads is not None:
                 grads = tree_map(mx.add, grads, prev_grads)
             if do_update:
-                self._update(grads)
+                # each rank's loss is its share of the whole batch's mean: the sum over the
+                # ranks is the single-process gradient
+                grads = world.sum(grads)
+                grads, _ = optim.clip_grad_norm(grads, settings.grad_clip)
+                self.optimizer.update(model, grads)
                 grads = None
             return loss, grads
 
         self.micro = settings.micro_batch
-        self._update = update
-        # the random state too, as mlx-lm's trainer has it (dropout); the model state is an
-        # output even of the parts that do not update: value_and_grad leaves traced
-        # parameters in it. `prev_grads is None` and `do_update` are constants of a trace.
-        state = [model.state, self.optimizer.state, mx.random.state]
         if self.compiled:
+            # the random state too, as mlx-lm's trainer has it (dropout); the model state is
+            # an output even of the parts that do not update: value_and_grad leaves traced
+            # parameters in it. `prev_grads is None` and `do_update` are constants of a trace.
+            state = [model.state, self.optimizer.state, mx.random.state]
             step = mx.compile(step, inputs=state, outputs=state)
-        elif settings.compile is None:
-            # The eager step's update alone, fused: clipping and AdamW are a dozen
-            # element-wise ops on each of the adapter's arrays (420 for LoRA on SmolLM2), 83
-            # ms a step eagerly against 28 ms fused on the 2-core CPU, of a ~0.8 s step on
-            # short samples. MLX builds fused CPU kernels with the system's C++ compiler
-            # (kept under /tmp/mlx for later runs); without one it runs them unfused.
-            self._update = mx.compile(update, inputs=state[:2], outputs=state[:2])
         self._step = step
 
     def _arrays(self, batch: Batch, total: float | None = None) -> list[mx.array]:
