@@ -8,8 +8,8 @@ Same model, the same samples, LoRA rank, batch size and number of measured steps
 the same warm-up), and lift-mlx's driver with Gated Memory instead of LoRA. All are timed on
 real (unpadded) tokens per second: lift-mlx pads to fixed buckets (trimmed again when the step
 is not compiled), runs the output layer only where the loss is taken and keeps one step in
-flight; mlx-lm pads each batch to a multiple of 32 and synchronises after every step; the plain
-loop takes full logits over the padded batch and synchronises after every step. Two more arms
+flight; mlx-lm pads each batch to a multiple of 32 and synchronises after every step; the
+plain loop takes full logits over the padded batch and synchronises after every step. Two more arms
 run lift-mlx's driver with gradient checkpointing (each block's activations recomputed in the
 backward pass) and with micro-batches (half the batch's rows through the model at a time, the
 gradients summed before the one update), for what they save in memory and cost in speed.
