@@ -9,6 +9,8 @@ its SOURCES.md), reported as a group of their own. The answer-time window is cap
 question is a held-out phrasing: never used by the oracle's tasks. The arms, through
 lift-mlx's own evaluation (`lift_mlx.eval.run.run_eval`):
 
+- base       the base model with the question alone: what it knows without the document,
+             and what a question costs without it
 - icl-full   the base model with the whole document in its own (8k) window: the reading bar
 - icl-trunc  the base model with the head+tail view that fits --window
 - raw-ft     an adapter trained on recite segments only (fine-tuning on the raw text)
@@ -69,10 +71,10 @@ from lift_mlx.config import AnswerSettings  # noqa: E402
 from lift_mlx.eval.datasets import EvalDoc, load_native  # noqa: E402
 from lift_mlx.eval.metrics import answer_contains, exact_match, token_f1  # noqa: E402
 
-ARMS = ("icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag", "checked",
-        "lift (oracle tasks)")
+ARMS = ("base", "icl-full", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
+        "checked", "lift (oracle tasks)")
 # answered within --window
-WINDOW_ARMS = ("icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag", "checked")
+WINDOW_ARMS = ("base", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag", "checked")
 ORACLE = "lift (oracle tasks)"
 REGIONS = ("inside", "outside", "all")
 METRICS = {"contains": answer_contains, "f1": token_f1, "em": exact_match}
@@ -602,11 +604,34 @@ def _gap(summary: dict, group, a: str, ra: str, b: str, rb: str, margin: float):
             "value": round(x - y - margin, 1), "met": x >= y + margin}
 
 
+def _seconds(summary: dict, group, arm: str) -> float | None:
+    return summary.get(group, {}).get(arm, {}).get("all", {}).get("seconds")
+
+
+def _time_ratio(summary: dict, group, a: str, b: str, most: float):
+    """Arm `a`'s seconds per answer against `b`'s: at most `most` times as long."""
+    x, y = _seconds(summary, group, a), _seconds(summary, group, b)
+    if x is None or not y:
+        return None
+    return {"length": group, "target": f"{a} s per answer <= {most:g}x {b}'s",
+            "value": round(x / y, 2), "unit": "x", "met": x <= most * y}
+
+
+def margin(check: dict) -> str:
+    """A target's measured value as its line shows it: points over the margin, or a ratio."""
+    if check.get("unit") == "x":
+        return f"measured {check['value']:.2f}x"
+    return f"margin {check['value']:+.1f} points"
+
+
 def targets(summary: dict, general: dict, model: str) -> list[dict]:
     """The targets, each met or missed, in points of answer containment; "length" is the
     group (a length in tokens, or "real")."""
+    from lift_mlx.eval.arms import ARMS as EVAL_ARMS
+
     checks = []
     default = default_arm(model)
+    alone = "lift" if EVAL_ARMS[default].adapter else "base"
     for group in summary:
         checks += [c for c in (
             _gap(summary, group, "lift", "outside", "icl-trunc", "outside", 10),
@@ -617,6 +642,8 @@ def targets(summary: dict, general: dict, model: str) -> list[dict]:
             _gap(summary, group, default, "all", "lift", "all", 5) if default != "lift" else None,
             _gap(summary, group, "lift+rag", "inside", "icl-trunc", "inside", 0),
             _gap(summary, group, "lift", "all", "rag", "all", 0) if group == "real" else None,
+            # the same model asked the question alone: the plain base, or the adapter
+            _time_ratio(summary, group, default, alone, 2.0),
         ) if c]
         for name in ("lift", "lift (routed)"):
             g = general.get(group, {}).get(name)
@@ -666,7 +693,7 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
         return
     lines = [README_START, "", table, ""]
     lines += [f"- {'met' if c['met'] else 'missed'}: {c['target']} on {label(c['length'])} "
-              f"(margin {c['value']:+.1f} points)" for c in checks]
+              f"({margin(c)})" for c in checks]
     docs = {group: len({r["doc"] for r in result["rows"] if group_of(r) == group})
             for group in result["summary"]}
     counts = ", ".join(f"{n} of {label(k)}" for k, n in docs.items())
@@ -782,7 +809,7 @@ def main() -> None:
         print(own)
     for c in checks:
         print(f"{'met   ' if c['met'] else 'MISSED'} {c['target']} ({label(c['length'])}): "
-              f"{c['value']:+.1f} points")
+              f"{margin(c)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": lm.name, "tag": tag, "window": args.window,

@@ -186,22 +186,23 @@ def test_every_arm_answers_as_its_entry_says(sample_run):
 
 
 def test_an_arm_is_one_entry_of_the_table(lm, tmp_path, monkeypatch):
-    """A new arm (here the plain base asked the question alone) runs, is summarised, and is
-    offered and described by `lift-mlx eval` from its entry in ARMS alone."""
-    monkeypatch.setitem(ARMS, "base", Arm("the base model, the question alone"))
+    """A new arm (here the plain base asked the question alone, as `base` is, under another
+    name) runs, is summarised, and is offered and described by `lift-mlx eval` from its entry
+    in ARMS alone."""
+    monkeypatch.setitem(ARMS, "bare", Arm("the base model, the question alone"))
     docs = select(load_eval_set(SAMPLES / "native_sample.jsonl"), limit=1)
-    records = run_eval(docs, lm, tmp_path / "out", arms=("base", "icl-trunc"),
+    records = run_eval(docs, lm, tmp_path / "out", arms=("bare", "icl-trunc"),
                        settings=SETTINGS, max_tokens=MAX_TOKENS, window=WINDOW)
-    base = [r for r in records if r["arm"] == "base"]
+    base = [r for r in records if r["arm"] == "bare"]
     assert len(base) == len(docs) and all("adapter" not in r for r in base)
     for r in base:
         bare = question_prompt(lm.tokenizer, r["question"], None, WINDOW, MAX_TOKENS)
         assert r["context"] == "none" and r["prompt_tokens"] == len(bare)
-    assert list(summarize(records)) == ["icl-trunc", "base"]  # the table's order
+    assert list(summarize(records)) == ["icl-trunc", "bare"]  # the table's order
     command = eval_command()
     assert next(p for p in command.params if p.name == "arms").default == ",".join(ARMS)
     text = CliRunner().invoke(command, ["--help"]).output
-    assert "[default: all nine]" in text  # eight arms and this one
+    assert "[default: all ten]" in text  # nine arms and this one
     for name, arm in ARMS.items():
         assert f"  {name:<9}  {arm.help}" in text
 

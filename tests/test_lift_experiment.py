@@ -87,8 +87,15 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     result = json.loads((out / "results.json").read_text())
     summary = result["summary"]["1024"]
     # icl-full: a 1k-token document does not fit the tiny model's own 1k window: skipped.
-    assert set(summary) == {"icl-trunc", "raw-ft", "lift", "lift+icl", "rag", "lift+rag",
-                            "checked", "lift (oracle tasks)"}
+    assert set(summary) == {"base", "icl-trunc", "raw-ft", "lift", "lift+icl", "rag",
+                            "lift+rag", "checked", "lift (oracle tasks)"}
+    # the default mode's time per answer against the same model's with the question alone
+    default = experiment.default_arm(str(tiny_model_path))
+    alone = "base" if default in ("rag", "icl-trunc") else "lift"
+    (timed,) = [t for t in result["targets"] if "s per answer" in t["target"]]
+    ratio = summary[default]["all"]["seconds"] / summary[alone]["all"]["seconds"]
+    assert timed["target"] == f"{default} s per answer <= 2x {alone}'s"
+    assert timed["value"] == round(ratio, 2) and timed["met"] == (ratio <= 2)
     (run,) = result["runs"]
     assert run["inside"] == 2 and run["questions"] == 4
     regions = {(r["arm"], r["region"]) for r in result["rows"]}
@@ -111,6 +118,7 @@ def test_runs_end_to_end_on_the_tiny_model(experiment, tiny_model_path, tmp_path
     own_questions_of_a_cloze_adapter(experiment, adapters["lift"]["path"], tiny_model_path)
     text = readme.read_text()
     assert "old" not in text and "| ~1k tokens | lift |" in text
+    assert f"{timed['target']} on ~1k tokens (measured {timed['value']:.2f}x)" in text
     assert text.startswith("before\n") and text.endswith("after\n")
     assert (tmp_path / "README.md").read_text() == "untouched\n"
     # A rerun resumes: the document's rows are read back, nothing is trained again, even

@@ -35,6 +35,8 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {
+    "base": Arm("the base model, the question alone: what it knows without the document, "
+                "and what a question costs without it"),
     "icl-trunc": Arm("the base model, head+tail of the document that fits the window",
                      context=True),
     "icl-full": Arm("the base model, the whole document; skipped where it does not fit",
