@@ -9,10 +9,11 @@ the same warm-up), and lift-mlx's driver with Gated Memory instead of LoRA. All 
 real (unpadded) tokens per second: lift-mlx pads to fixed buckets (trimmed again when the step
 is not compiled), runs the output layer only where the loss is taken and keeps one step in
 flight; mlx-lm pads each batch to a multiple of 32 and synchronises after every step; the
-plain loop takes full logits over the padded batch and synchronises after every step. Two more arms
-run lift-mlx's driver with gradient checkpointing (each block's activations recomputed in the
-backward pass) and with micro-batches (half the batch's rows through the model at a time, the
-gradients summed before the one update), for what they save in memory and cost in speed.
+plain loop takes full logits over the padded batch and synchronises after every step. Two
+more arms run lift-mlx's driver with gradient checkpointing (each block's activations
+recomputed in the backward pass) and with micro-batches (half the batch's rows through the
+model at a time, the gradients summed before the one update), for what they save in memory
+and cost in speed.
 Peak memory is MLX's, per arm (the model is loaded anew for each). Prints a table and writes
 JSON.
 
@@ -175,7 +176,7 @@ RATIOS = (("mlx-lm", "lift-mlx / mlx-lm trainer: {:.2f}x training tokens/s (targ
               help="Comma-separated arms; the lift-mlx baseline always runs first.")
 @click.option("--samples", "kind", type=click.Choice(["recite", "cloze"]), default="recite",
               show_default=True, help="What the arms train on (see the module's help).")
-@click.option("--repeats", default=1, show_default=True,
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs of every arm, taken in turn (A B C A B C ...); each arm's fastest "
                    "counts, so that a moment of load on a shared machine does not decide a "
                    "ratio.")
@@ -200,8 +201,8 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, arm_names, kin
     samples = samples[: len(samples) // batch_size * batch_size]
     # mlx-lm's loop is always compiled; lift-mlx's compiles on GPUs only (CPU: no faster).
     settings = TrainSettings(rank=rank, batch_size=batch_size, grad_checkpoint=False)
-    records = {}
-    for _ in range(max(1, repeats)):
+    runs: dict[str, list[dict]] = {}
+    for _ in range(repeats):
         for arm in chosen:
             gc.collect()
             mx.clear_cache()
@@ -211,19 +212,18 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, arm_names, kin
                 settings, grad_checkpoint=arm == "checkpoint",
                 micro_batch=max(1, batch_size // 2) if arm == "micro" else 0)
             n_tokens, seconds = fn(model, samples, arm_settings, warmup, steps)
-            runs = records.get(arm, {}).get("runs_tok_s", []) + [n_tokens / seconds]
-            if arm not in records or n_tokens / seconds > records[arm]["tok_s"]:
-                records[arm] = {"arm": label, "steps": steps, "tokens": n_tokens,
-                                "seconds": seconds, "tok_s": n_tokens / seconds,
-                                "peak_gb": mx.get_peak_memory() / 1e9}
-            records[arm]["runs_tok_s"] = runs
+            runs.setdefault(arm, []).append(
+                {"arm": label, "steps": steps, "tokens": n_tokens, "seconds": seconds,
+                 "tok_s": n_tokens / seconds, "peak_gb": mx.get_peak_memory() / 1e9})
+    records = {arm: {**max(mine, key=lambda r: r["tok_s"]),
+                     "runs_tok_s": [r["tok_s"] for r in mine]} for arm, mine in runs.items()}
     columns = [("arm", "arm", "{}"), ("steps", "steps", "{}"), ("tokens", "tokens", "{:,}"),
                ("seconds", "seconds", "{:.1f}"), ("tok/s", "tok_s", "{:,.0f}"),
                ("peak GB", "peak_gb", "{:.2f}")]
     sizes = sorted(len(s) for s in samples)
     click.echo(f"{len(samples)} {kind} samples of {sizes[0]}-{sizes[-1]} tokens (median "
                f"{sizes[len(sizes) // 2]}), rank {rank}, batch {batch_size}; the fastest of "
-               f"{max(1, repeats)} run(s) per arm")
+               f"{repeats} run(s) per arm")
     click.echo(format_table(list(records.values()), columns))
     base = records[BASELINE]["tok_s"]
     ratios = {}
@@ -236,7 +236,7 @@ def main(model, tokens, seg_len, rank, batch_size, warmup, steps, arm_names, kin
     Path(out).write_text(json.dumps({"model": lm.name, "machine": machine_info(),
                                      "samples": {"kind": kind, "count": len(samples),
                                                  "tokens": sum(sizes)},
-                                     "repeats": max(1, repeats),
+                                     "repeats": repeats,
                                      "records": list(records.values()), **ratios},
                                      indent=1))
     click.echo(f"wrote {out}")

@@ -625,8 +625,8 @@ def margin(check: dict) -> str:
 
 
 def targets(summary: dict, general: dict, model: str) -> list[dict]:
-    """The targets, each met or missed, in points of answer containment; "length" is the
-    group (a length in tokens, or "real")."""
+    """The targets, each met or missed, in points of answer containment (the time per answer:
+    a ratio, "unit" "x"); "length" is the group (a length in tokens, or "real")."""
     from lift_mlx.eval.arms import ARMS as EVAL_ARMS
 
     checks = []
