@@ -217,13 +217,13 @@ def training_pairs(document: str, settings) -> tuple[list[str], list]:
                                     for p in t.pairs(document, settings.synth.window_chars)]
 
 
-def own_questions(lm, adapter: str, document: str, settings, n: int,
+def own_questions(lm, adapter: str, made: tuple[list[str], list], n: int,
                   max_tokens: int) -> dict | None:
     """The `lift` adapter asked `n` of its own training questions, picked at random among
-    those of the rule-made tasks it trained on (`training_pairs`), each alone: whether it
-    learned its tasks, to set beside how it answers questions in other words. None where it
-    trained on no such task."""
-    tasks, pairs = training_pairs(document, settings)
+    the pairs of the rule-made tasks it trained on (`made`: `training_pairs`), each alone:
+    whether it learned its tasks, to set beside how it answers questions in other words.
+    None where it trained on no such task."""
+    tasks, pairs = made
     if not pairs or n < 1:
         return None
     pairs = random.Random(0).sample(pairs, min(n, len(pairs)))
@@ -231,10 +231,11 @@ def own_questions(lm, adapter: str, document: str, settings, n: int,
     return {**asked, "tasks": tasks}
 
 
-def covered(document: str, settings, records: list[dict]) -> dict:
+def covered(pairs: list, records: list[dict]) -> dict:
     """How many of the held-out questions (`records`) have an answer (any case) that some
-    training question of the rule-made tasks asks for: the facts the tasks teach as answers."""
-    answers = {p.answer.lower() for p in training_pairs(document, settings)[1]}
+    training question of the rule-made tasks (`pairs`) asks for: the facts the tasks teach as
+    answers."""
+    answers = {p.answer.lower() for p in pairs}
     hit = sum(any(ref.lower() in answers for ref in r["references"]) for r in records)
     return {"covered": hit, "of": len(records)}
 
@@ -284,13 +285,13 @@ def add_own(result: dict, lm, args, settings, done: Path, folder: Path) -> dict:
     if absorb is None or not Path(absorb["path"]).is_dir():
         return result
     document = (Path(absorb["path"]) / DOCUMENT_FILE).read_text(encoding="utf-8")
+    made = training_pairs(document, settings)
     if "own" not in run:
-        run["own"] = own_questions(lm, absorb["path"], document, settings, args.own,
-                                   args.max_tokens)
+        run["own"] = own_questions(lm, absorb["path"], made, args.own, args.max_tokens)
     asked = [r for r in read_jsonl(folder / "window" / "records.jsonl") if r["arm"] == "lift"]
     if "echoed" not in run:
         run["echoed"] = echoed_questions(lm, absorb["path"], document, asked, args.max_tokens)
-    run["covered"] = covered(document, settings, asked)
+    run["covered"] = covered(made[1], asked)
     write_atomic(done, json.dumps(result, indent=1))
     return result
 

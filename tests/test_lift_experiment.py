@@ -153,18 +153,19 @@ def own_questions_of_a_cloze_adapter(experiment, adapter: str, model_path) -> No
     document = (Path(adapter) / "document.txt").read_text()
     pairs = {(p.question, p.answer) for p in cloze_pairs(document, settings.synth.window_chars)}
     assert len(pairs) > 5
-    own = experiment.own_questions(lm, adapter, document, settings, 5, 8)
+    made = experiment.training_pairs(document, settings)
+    own = experiment.own_questions(lm, adapter, made, 5, 8)
     assert own["of"] == 5 and own["tasks"] == ["cloze"] and len(own["examples"]) == 5
     assert 0 <= own["right"] <= 5
     assert own["right"] == sum(e["right"] for e in own["examples"])
     for e in own["examples"]:
         assert (e["question"], *e["answers"]) in pairs
         assert e["right"] == answer_contains(e["prediction"], e["answers"])
-    assert experiment.own_questions(lm, adapter, document, settings, 0, 8) is None
+    assert experiment.own_questions(lm, adapter, made, 0, 8) is None
     # a held-out answer counts as covered where a training question asks for it, in any case
     first = sorted(pairs)[0][1]
     records = [{"references": ["no such answer", first.upper()]}, {"references": ["zzz qqq"]}]
-    assert experiment.covered(document, settings, records) == {"covered": 1, "of": 2}
+    assert experiment.covered(made[1], records) == {"covered": 1, "of": 2}
 
 
 def test_the_table_goes_into_the_docs_page_with_its_image_linked_from_there(
