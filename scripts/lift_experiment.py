@@ -455,10 +455,16 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
 
 
 def doc_specs(args) -> list[tuple]:
-    """The documents of a run: --docs knowledge-world documents of each of --lengths, then the
-    --real ones."""
-    specs = [("world", int(x), i) for x in args.lengths.split(",") if x.strip()
-             for i in range(args.docs)]
+    """The documents of a run: --docs knowledge-world documents of each of --lengths (one
+    count for all, or one per length), then the --real ones."""
+    lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+    counts = [int(n) for n in str(args.docs).split(",")]
+    if len(counts) == 1:
+        counts *= len(lengths)
+    if len(counts) != len(lengths) or min(counts, default=0) < 0:
+        raise SystemExit(f"--docs {args.docs}: one count, or one per length of --lengths "
+                         f"({len(lengths)})")
+    specs = [("world", length, i) for length, n in zip(lengths, counts) for i in range(n)]
     names = ([p.stem for p in sorted(REAL.glob("*.jsonl"))] if args.real == "all"
              else [n.strip() for n in args.real.split(",") if n.strip()])
     return specs + [("real", name) for name in names]
@@ -720,7 +726,8 @@ def arguments() -> argparse.ArgumentParser:
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--lengths", default="4096,8192", help="document lengths in tokens")
-    parser.add_argument("--docs", type=int, default=3, help="documents per length")
+    parser.add_argument("--docs", default="3",
+                        help="documents per length: one count, or one per length (4,2)")
     parser.add_argument("--real", default="",
                         help="real documents of scripts/data/real_docs (comma-separated names, "
                         "or 'all'), after the knowledge-world ones (--lengths '' for none)")

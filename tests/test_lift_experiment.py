@@ -267,3 +267,18 @@ def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_
     assert any(t["target"] == "lift (all) >= rag (all) + 0" for t in result["targets"])
     (record,) = (out / "records").glob("*/real-harbour.json")
     assert json.loads(record.read_text())["run"]["questions"] == 2
+
+
+def test_docs_gives_one_count_for_every_length_or_one_per_length(experiment):
+    def specs(lengths, docs, real=""):
+        return experiment.doc_specs(argparse.Namespace(lengths=lengths, docs=docs, real=real))
+
+    assert specs("4096,8192", "2") == [("world", 4096, 0), ("world", 4096, 1),
+                                       ("world", 8192, 0), ("world", 8192, 1)]
+    assert specs("4096,8192", "3,1", "gpl3-license") == [
+        ("world", 4096, 0), ("world", 4096, 1), ("world", 4096, 2), ("world", 8192, 0),
+        ("real", "gpl3-license")]
+    assert specs("", "3", "gpl3-license") == [("real", "gpl3-license")]
+    for bad in ("1,2,3", "2,-1"):
+        with pytest.raises(SystemExit, match="one per length"):
+            specs("4096,8192", bad)
