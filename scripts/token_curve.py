@@ -82,8 +82,12 @@ def points(folders: list[Path], arms: tuple[str, ...]) -> list[dict]:
                         "accuracy": statistics.mean(hits), "questions": len(hits),
                         "absorb_seconds": absorb["seconds"] if absorb else None,
                         "tag": tagged.name})
-    # a plain-base arm recorded under several tags is one point; each adapter is its own run
-    unique = {(p["doc"], p["arm"]) if p["recipe"] == "plain base" else id(p): p for p in out}
+    # a plain-base arm recorded under several tags is one point; an adapter is one point per
+    # absorb, however many folders hold a copy of its record (a study's folder keeps the runs
+    # it compares, which may include the main table's)
+    unique = {(p["doc"], p["arm"]) if p["recipe"] == "plain base" else
+              (p["doc"], p["arm"], p["tag"], p["trained_tokens"], p["absorb_seconds"],
+               p["accuracy"]): p for p in out}
     return sorted(unique.values(), key=lambda p: (p["doc"], p["arm"], p["recipe"],
                                                   p["per_doc_token"]))
 

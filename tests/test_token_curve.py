@@ -66,3 +66,22 @@ def test_the_committed_records_place_the_earlier_preset_at_its_25_tokens(tmp_pat
     # two epochs: a quarter of the tokens
     assert all(5 < r["per_doc_token"] < 7.5 for r in preset_4k if r["epochs"] == 2)
     assert "trained tok / doc tok" in printed.stdout
+
+
+def test_a_record_copied_into_several_folders_is_one_point(tmp_path):
+    """A study keeps copies of the runs it compares: the same absorb, found in two records
+    folders, is placed once; two absorbs of one recipe stay two points."""
+    curve = load_script("token_curve")
+    values = preset("default", recommended_settings("smollm2")).to_dict()
+    for study in ("records", "study/records"):
+        folder = tmp_path / study / "smollm2-c3"
+        folder.mkdir(parents=True)
+        (folder / "settings.json").write_text(json.dumps(values))
+        _record(folder, "x", 400, 4000, {"lift": [1, 0]})
+    folders = [tmp_path / "records", tmp_path / "study" / "records"]
+    assert len(curve.points(folders, ("lift",))) == 1
+    again = tmp_path / "again" / "records" / "smollm2-c3"
+    again.mkdir(parents=True)
+    (again / "settings.json").write_text(json.dumps(values))
+    _record(again, "x", 400, 4000, {"lift": [1, 1]})  # another absorb: other answers
+    assert len(curve.points(folders + [tmp_path / "again" / "records"], ("lift",))) == 2
