@@ -690,6 +690,20 @@ def plot(summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def rebuild_arguments(argv: list[str]) -> list[str]:
+    """The command's arguments less `--work`: a scratch folder of this machine, which changes
+    no result, has no place in the command a reader copies to rebuild the table."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--work":
+            skip = True
+        elif not arg.startswith("--work="):
+            out.append(arg)
+    return out
+
+
 def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
     """The table, the targets and the command that made them, between the markers of
     docs/lift-experiment.md (the page the README links to; the flag kept its old name)."""
@@ -710,7 +724,7 @@ def write_readme(table: str, checks: list[dict], args, result: dict) -> None:
               f"answers of at most {args.max_tokens} tokens, settings tag `{result['tag']}` "
               f"(everything in `{where}/results.json`, each document's rows in "
               f"`{where}/records/`); made by `python scripts/lift_experiment.py "
-              f"{' '.join(sys.argv[1:])}`."]
+              f"{' '.join(rebuild_arguments(sys.argv[1:]))}`."]
     if (out / "lift_experiment.png").exists():
         image = Path(os.path.relpath(out / "lift_experiment.png", page.parent)).as_posix()
         lines += ["", f"![answer containment per arm and region]({image})"]

@@ -182,7 +182,9 @@ def test_the_table_goes_into_the_docs_page_with_its_image_linked_from_there(
     summary = experiment.summarize(rows)
     result = {"rows": rows, "summary": summary, "model": "smollm2", "tag": "abc"}
     args = argparse.Namespace(out=str(out), window=1024, max_tokens=24)
-    monkeypatch.setattr(sys, "argv", ["lift_experiment.py", "--recorded", "--readme"])
+    # the scratch folder is this machine's: the command a reader copies leaves it out
+    monkeypatch.setattr(sys, "argv", ["lift_experiment.py", "--recorded", "--work", "/tmp/w",
+                                      "--readme", "--work=/tmp/v"])
     experiment.write_readme(experiment.format_table(summary, {}), [], args, result)
     text = page.read_text()
     assert text.startswith("# Title\n") and "old" not in text
@@ -229,6 +231,25 @@ def test_the_recorded_runs_keep_their_settings_tag():
     tag = script.settings_tag(settings, args)
     records = Path(script.ROOT) / "docs" / "lift_experiment" / "records" / f"smollm2-{tag}"
     assert tag == "7cc604d8a9" and len(list(records.glob("doc-*.json"))) == 6
+
+
+def test_the_page_table_is_recorded_under_the_current_presets_tag():
+    """docs/lift-experiment.md's table is rebuilt from records made with the `smollm2` preset
+    as it stands and the default experiment settings: if the preset or a default that shapes
+    the adapter changes, the tag moves and the page's command would run every document again,
+    so the page must be rebuilt with it."""
+    from lift_mlx.config import preset
+    from lift_mlx.presets import recommended_settings
+
+    script = load_script("lift_experiment")
+    args = script.arguments().parse_args(["--lengths", "4096,8192", "--docs", "4,2",
+                                          "--real", "all"])
+    tag = script.settings_tag(preset("default", recommended_settings(args.model)), args)
+    records = Path(script.ROOT) / "docs" / "lift_experiment" / "records" / f"smollm2-{tag}"
+    names = {p.stem for p in records.glob("*.json")} - {"settings"}
+    assert names == {script.doc_name(spec) for spec in script.doc_specs(args)}
+    page = (Path(script.ROOT) / "docs" / "lift-experiment.md").read_text(encoding="utf-8")
+    assert f"settings tag `{tag}`" in page
 
 
 def test_real_documents_run_with_their_own_questions_and_group(experiment, tiny_model_path,
