@@ -12,6 +12,9 @@ looked for, in this order:
   that one, its soname set back to ``libgfortran.so.5``, is loaded first (from memory: no file
   is written).
 
+A library built for one CPU core (no DYNAMIC_ARCH) is bound only where this CPU has that
+core's instructions; elsewhere it would die with SIGILL at the first matmul.
+
 Without either everything still runs, only slower, and `warn_if_slow_blas` says so once. On
 macOS MLX uses Accelerate and Metal, and nothing is done.
 
@@ -39,6 +42,10 @@ PIP_MACHINES = ("x86_64", "aarch64")  # those cmeel-openblas has wheels for
 # other work (best of 15): reference BLAS 6.1 / 6.1, apt OpenBLAS 140 / 104, cmeel-openblas
 # 108 / 100; with more load on the cores the optimised ones fall to ~50, the reference to ~3
 SLOWDOWN = "10-20x"
+# OpenBLAS cores that need more than their architecture's baseline: the /proc/cpuinfo flag of
+# the newest instructions each one's kernels use
+CORE_NEEDS = {"sandybridge": "avx", "haswell": "avx2", "zen": "avx2", "skylakex": "avx512f",
+              "cooperlake": "avx512_bf16", "sapphirerapids": "avx512_fp16"}
 
 _SYSTEM = (
     "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",
@@ -141,8 +148,43 @@ def _load_gfortran() -> None:
     ctypes.CDLL(_GFORTRAN_SONAME, mode=ctypes.RTLD_GLOBAL)
 
 
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this CPU (/proc/cpuinfo), empty where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def missing_instructions(config: str, core: str, flags: set[str]) -> str | None:
+    """Why an OpenBLAS built as `config` (openblas_get_config) for `core` cannot run on a CPU
+    with `flags`, else None. A DYNAMIC_ARCH build picks its kernels at run time and runs
+    anywhere; one built for a single core dies with SIGILL at its first matmul on a CPU without
+    that core's instructions (measured: cmeel-openblas 0.3.31's x86_64 wheel is built for
+    SKYLAKEX, and an AVX2 AMD EPYC without AVX-512 crashed on it)."""
+    need = CORE_NEEDS.get(core.lower())
+    if "DYNAMIC_ARCH" in config.split() or need is None or not flags or need in flags:
+        return None
+    return f"it is built for {core} CPUs only and this CPU lacks {need}"
+
+
 def _load(path: str | Path, source: str) -> Blas:
-    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    library = ctypes.CDLL(str(path), mode=ctypes.RTLD_LOCAL)  # not yet visible to MLX
+    try:
+        config, core = library.openblas_get_config, library.openblas_get_corename
+    except AttributeError:  # no OpenBLAS query functions: nothing to check
+        pass
+    else:
+        config.restype = core.restype = ctypes.c_char_p
+        why = missing_instructions((config() or b"").decode(errors="replace"),
+                                   (core() or b"").decode(errors="replace"), cpu_flags())
+        if why:
+            raise OSError(why)
+    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)  # promoted: MLX binds its BLAS here
     return Blas(source, str(path))
 
 

@@ -35,6 +35,7 @@ PROBE = """if True:
     a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
     maps = open("/proc/self/maps").read()
     print(json.dumps({"source": backend.blas.source, "path": backend.blas.path,
+                      "note": backend.blas.note,
                       "mapped": bool(backend.blas.path) and backend.blas.path in maps,
                       "right": np.allclose(np.array(mx.array(a) @ mx.array(a)), a @ a,
                                            rtol=1e-4, atol=1e-3)}))
@@ -63,9 +64,32 @@ def test_pip_alone_brings_an_optimised_blas(tmp_path):
         assert found["source"] is None
         assert len(stderr) == 1 and "pip install cmeel-openblas" in stderr[0], stderr
         return
+    lacks = [f for f in set(backend.CORE_NEEDS.values()) - backend.cpu_flags()
+             if found["note"].endswith(f"this CPU lacks {f}")]
+    if lacks:  # the wheel is built for one core whose instructions this CPU does not have:
+        # refused before MLX binds it (it would die with SIGILL), said once, with a fix
+        assert found["source"] is None and len(stderr) == 1, stderr
+        assert "did not load: it is built for" in stderr[0] and "fix: " in stderr[0]
+        return
     assert found["source"] == "pip" and found["path"] == str(backend.pip_library())
     assert found["mapped"] and stderr == []
     assert not any(tmp_path.iterdir())  # the libgfortran copy lives in memory only
+
+
+def test_an_openblas_built_for_one_core_runs_only_where_the_cpu_has_its_instructions():
+    """The configurations two real libraries report: cmeel-openblas 0.3.31's x86_64 wheel
+    (one core, SKYLAKEX) and Debian's libopenblas0-pthread (DYNAMIC_ARCH)."""
+    wheel = "OpenBLAS 0.3.31 NO_AFFINITY SKYLAKEX MAX_THREADS=4"
+    debian = "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY Zen MAX_THREADS=64"
+    avx2 = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # an AMD EPYC's, less most of its flags
+    why = backend.missing_instructions(wheel, "SKYLAKEX", avx2)
+    assert why == "it is built for SKYLAKEX CPUs only and this CPU lacks avx512f"
+    assert backend.missing_instructions(wheel, "SKYLAKEX", avx2 | {"avx512f"}) is None
+    assert backend.missing_instructions(debian, "Zen", {"sse2"}) is None  # picks at run time
+    assert backend.missing_instructions(wheel, "NEOVERSEN1", {"asimd"}) is None  # not listed
+    assert backend.missing_instructions(wheel, "SKYLAKEX", set()) is None  # flags unreadable
+    if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
+        assert "sse2" in backend.cpu_flags()  # every x86_64 CPU has it: the flags were read
 
 
 @linux_only
