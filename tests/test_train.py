@@ -165,11 +165,19 @@ def test_a_compiled_micro_batched_run_traces_a_few_times_per_length(tiny_model_p
             trainer.step(b)
         assert trainer.traces == 2 * per_length, micro  # eight steps, never traced again
         params[micro] = _flat(trainer.model.trainable_parameters())
+    def norm(tree_a, tree_b):
+        return sum(mx.sum((tree_a[k] - tree_b[k]) ** 2).item() for k in start) ** 0.5
+
     moved = max(mx.abs(params[0][k] - start[k]).max().item() for k in start)
     assert moved > 1e-3  # eight steps moved the adapter
-    for micro in (1, 3):  # the same eight updates (measured: within 3e-4 of the move)
+    # the same eight updates. Measured, |difference| / |move|: 6e-6 with MLX's reference BLAS,
+    # 4e-5 with OpenBLAS's Zen kernels; a part left out or scaled wrong moves it by > 1e-1.
+    # Adam turns float sums in another order into a larger step for a few elements: with Zen
+    # kernels one element of 512 ends 1.2e-4 away (0.5% of its own move, 2.7e-3 of the largest)
+    for micro in (1, 3):
+        ratio = norm(params[micro], params[0]) / norm(params[0], start)
         diff = max(mx.abs(params[micro][k] - params[0][k]).max().item() for k in start)
-        assert diff <= 1e-3 * moved, (micro, diff, moved)
+        assert ratio <= 1e-3 and diff <= 1e-2 * moved, (micro, ratio, diff, moved)
 
 
 def test_qlora_on_a_4bit_base_trains_only_the_adapter(tiny_q4_path, demo_text):
