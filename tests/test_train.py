@@ -165,13 +165,14 @@ def test_a_compiled_micro_batched_run_traces_a_few_times_per_length(tiny_model_p
             trainer.step(b)
         assert trainer.traces == 2 * per_length, micro  # eight steps, never traced again
         params[micro] = _flat(trainer.model.trainable_parameters())
+
     def norm(tree_a, tree_b):
         return sum(mx.sum((tree_a[k] - tree_b[k]) ** 2).item() for k in start) ** 0.5
 
     moved = max(mx.abs(params[0][k] - start[k]).max().item() for k in start)
     assert moved > 1e-3  # eight steps moved the adapter
     # the same eight updates. Measured, |difference| / |move|: 6e-6 with MLX's reference BLAS,
-    # 4e-5 with OpenBLAS's Zen kernels; a part left out or scaled wrong moves it by > 1e-1.
+    # 4e-5 with OpenBLAS's Zen kernels: the bound is 25x the larger.
     # Adam turns float sums in another order into a larger step for a few elements: with Zen
     # kernels one element of 512 ends 1.2e-4 away (0.5% of its own move, 2.7e-3 of the largest)
     for micro in (1, 3):
