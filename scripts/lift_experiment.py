@@ -457,8 +457,12 @@ def run_doc(lm, spec: tuple, args, settings, work: Path, cpt: float,
 def doc_specs(args) -> list[tuple]:
     """The documents of a run: --docs knowledge-world documents of each of --lengths (one
     count for all, or one per length), then the --real ones."""
-    lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
-    counts = [int(n) for n in str(args.docs).split(",")]
+    try:
+        lengths = [int(x) for x in args.lengths.split(",") if x.strip()]
+        counts = [int(n) for n in str(args.docs).split(",")]
+    except ValueError:
+        raise SystemExit(f"--lengths {args.lengths!r} --docs {args.docs!r}: whole numbers, "
+                         "separated by commas") from None
     if len(counts) == 1:
         counts *= len(lengths)
     if len(counts) != len(lengths) or min(counts, default=0) < 0:

@@ -303,3 +303,6 @@ def test_docs_gives_one_count_for_every_length_or_one_per_length(experiment):
     for bad in ("1,2,3", "2,-1"):
         with pytest.raises(SystemExit, match="one per length"):
             specs("4096,8192", bad)
+    for lengths, docs in (("4096", "x"), ("4k", "1"), ("4096", "1.5")):
+        with pytest.raises(SystemExit, match="whole numbers"):
+            specs(lengths, docs)
