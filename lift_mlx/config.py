@@ -131,6 +131,12 @@ class SynthSettings:
                                  "generator's window.", min=0.0, max=1.0)
     # greedy, so a cached run reproduces
     temp: float = setting(0.0, "Generator sampling temperature.", min=0.0)
+    cloze_phrasings: int = setting(1, "Ways each cloze and phrases question is asked: 1, the "
+                                   "sentence asked back (\"The Reidrys is captained by "
+                                   "what?\"); 2 adds the question word first (\"What is the "
+                                   "Reidrys captained by?\") where the sentence allows it, "
+                                   "else a blank to fill; 3 both. Each is a sample of its own.",
+                                   flag="--cloze-phrasings", min=1, max=3, keyed="changed")
     verify_qa: bool = setting(False, "Ask each kept pair's question back of the generator with "
                               "its target sentence in the prompt, and keep the pair only if "
                               "the reply holds its answer.", flag="--verify-qa")

@@ -1,4 +1,5 @@
 import dataclasses
+import random
 
 import pytest
 
@@ -359,6 +360,88 @@ def test_cloze_pairs_ask_a_named_subject_for_the_word_its_sentence_ends_on():
         QAPair("The Reidrys displaces how many tons?", "510"),
         QAPair("Orla Vell lives in what?", "Harlow"),
     ]
+
+
+def test_cloze_phrasings_ask_each_fact_again_with_the_question_word_first_or_as_a_blank():
+    from lift_mlx.tasks.cloze import cloze_pairs
+
+    text = ("The Reidrys is captained by Thulath Shethoke. Orla Vell works as a tanner. "
+            "The Reidrys carries 510 tons. Nouhei Trading employs Orla Vell.")
+    assert cloze_pairs(text, 600, 1) == [
+        QAPair("The Reidrys is captained by what?", "Thulath Shethoke"),
+        QAPair("Orla Vell works as a what?", "tanner"),
+        QAPair("The Reidrys carries how many tons?", "510"),
+        QAPair("Who employs Orla Vell?", "Nouhei Trading"),
+    ]
+    assert cloze_pairs(text, 600, 2) == [
+        QAPair("The Reidrys is captained by what?", "Thulath Shethoke"),
+        # an auxiliary after a short subject goes before it
+        QAPair("What is the Reidrys captained by?", "Thulath Shethoke"),
+        QAPair("Orla Vell works as a what?", "tanner"),
+        # a verb in -s after a name takes "does" (the article before the answer goes)
+        QAPair("What does Orla Vell work as?", "tanner"),
+        QAPair("The Reidrys carries how many tons?", "510"),
+        # "how many" takes the word it counts along; "carries" -> "carry"
+        QAPair("How many tons does the Reidrys carry?", "510"),
+        QAPair("Who employs Orla Vell?", "Nouhei Trading"),
+        # a sentence that opens with its answer cannot be turned: a blank instead
+        QAPair("Fill in the blank: ___ employs Orla Vell.", "Nouhei Trading"),
+    ]
+    three = cloze_pairs(text, 600, 3)
+    assert three[:3] == [
+        QAPair("The Reidrys is captained by what?", "Thulath Shethoke"),
+        QAPair("What is the Reidrys captained by?", "Thulath Shethoke"),
+        QAPair("Fill in the blank: The Reidrys is captained by ___.", "Thulath Shethoke"),
+    ]
+    assert len(three) == 11  # every fact three ways but the last, which has no fronted form
+
+
+def test_the_cloze_task_trains_each_phrasing_as_a_sample_of_its_own(tiny_lm, tmp_path):
+    from lift_mlx.config import preset
+    from lift_mlx.ingest import read_document
+    from lift_mlx.progress import Progress
+    from lift_mlx.prompts import encode
+    from lift_mlx.samples import QASamples
+    from lift_mlx.tasks import TASKS, TaskInput
+
+    path = tmp_path / "doc.txt"
+    path.write_text("The Reidrys is captained by Thulath Shethoke. Orla Vell works as a tanner.")
+    doc = read_document(path)
+    tokens = encode(tiny_lm.tokenizer, doc.text)
+
+    def questions(phrasings: int) -> list[str]:
+        settings = preset("default", tasks=["recite", "cloze"], cloze_phrasings=phrasings)
+        given = TaskInput(doc, tokens, tiny_lm.tokenizer, settings,
+                          QASamples(tiny_lm.tokenizer, tokens, 0, 0.0, random.Random(0)),
+                          tiny_lm, tiny_lm.model, Progress(quiet=True))
+        samples = TASKS["cloze"].samples(given)
+        assert all(s.kind == "qa" for s in samples)
+        return [tiny_lm.tokenizer.decode(list(s.tokens)) for s in samples]
+
+    one, two = questions(1), questions(2)
+    assert len(one) == 2 and len(two) == 4
+    assert not any("What is the Reidrys captained by?" in q for q in one)
+    assert sum("What is the Reidrys captained by?" in q for q in two) == 1
+    assert sum("What does Orla Vell work as?" in q for q in two) == 1
+
+
+def test_a_question_is_turned_around_only_where_its_subject_is_short_and_plain():
+    from lift_mlx.tasks.cloze import fronted_question
+
+    assert fronted_question("Dravein Foutaidraind was born in 1786.", "1786") \
+        == "What year was Dravein Foutaidraind born in?"
+    assert fronted_question("Zourailby lies on the river Wukri.", "Wukri") \
+        == "What does Zourailby lie on the river?"
+    assert fronted_question("The Reidrys goes to Harlow.", "Harlow") \
+        == "What does the Reidrys go to?"
+    # a clause, a list, punctuation or a long subject before the answer: no question
+    assert fronted_question("If the Program does not specify a version of the License, "
+                            "you may choose any.", "License") is None
+    assert fronted_question("-c, --create Create a new archive.", "archive") is None
+    assert fronted_question("The old grey stone house by the mill is owned by Orla Vell.",
+                            "Orla Vell") is None
+    assert fronted_question("Orla Vell works as a tanner.", "Orla Vell") is None  # opens it
+    assert fronted_question("Orla Vell was a tanner.", "Harlow") is None  # not in it
 
 
 def test_phrase_pairs_ask_each_sentence_for_a_quoted_term_a_literal_or_its_rarest_phrase():

@@ -25,7 +25,7 @@ _WORD = re.compile(r"[A-Za-z][\w'-]*")
 _COMMON = QUESTION_WORDS | FUNCTION_WORDS
 
 
-def phrase_pairs(text: str, window_chars: int) -> list[QAPair]:
+def phrase_pairs(text: str, window_chars: int, phrasings: int = 1) -> list[QAPair]:
     """Question/answer pairs made from the document by rule: each sentence asked back, its
     answer turned into a question word as `cloze` does, for its first quoted term, else its
     first literal, else its rarest phrase (up to LONGEST lower-case words around a word found
@@ -39,7 +39,7 @@ def phrase_pairs(text: str, window_chars: int) -> list[QAPair]:
                  if a}
         return [] if span is None or span.lower() in taken else [span]
 
-    return echo_pairs(text, window_chars, asks)
+    return echo_pairs(text, window_chars, asks, phrasings)
 
 
 def _ask(sentence: str, counts: Counter) -> str | None:
