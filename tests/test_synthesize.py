@@ -441,6 +441,7 @@ def test_a_question_is_turned_around_only_where_its_subject_is_short_and_plain()
     assert fronted_question("The old grey stone house by the mill is owned by Orla Vell.",
                             "Orla Vell") is None
     assert fronted_question("Orla Vell works as a tanner.", "Orla Vell") is None  # opens it
+    assert fronted_question("The shops sells salt from Harlow.", "Harlow") is None  # no name
     assert fronted_question("Orla Vell was a tanner.", "Harlow") is None  # not in it
 
 

@@ -141,10 +141,11 @@ def _turned(words: list[str]) -> str | None:
     for i, w in enumerate(words[:_SUBJECT + 1]):
         if i > 0 and w in _AUXILIARIES:
             return " ".join([w, *_subject(words[:i]), *words[i + 1:]])
-    names = 1 if words[0].lower() in _LEADS else 0
+    lead = 1 if words[0].lower() in _LEADS else 0
+    names = lead
     while names < len(words) and words[names][:1].isupper():
         names += 1
-    if not 0 < names <= _SUBJECT or names >= len(words) or words[names][:1].isupper():
+    if not lead < names <= _SUBJECT or names >= len(words):  # [The] Name..., then a verb
         return None
     verb = words[names]
     if verb in FUNCTION_WORDS or not _PRESENT.fullmatch(verb):
@@ -179,7 +180,8 @@ class Cloze(Task):
     help = ("each sentence asked back with a name or number of it as the answer: made by rule, "
             "no generation")
     order = 2
-    pairs = staticmethod(cloze_pairs)  # (text, window_chars) -> its question/answer pairs
+    # (text, window_chars, phrasings) -> its question/answer pairs
+    pairs = staticmethod(cloze_pairs)
 
     def samples(self, given: TaskInput) -> list[Sample]:
         synth = given.settings.synth
