@@ -32,6 +32,7 @@ GIVEN = {
     "--generator-style": ("synth", "style", ["--generator-style", "json"], "json"),
     "--generator-batch-size": ("synth", "generator_batch_size",
                                ["--generator-batch-size", "3"], 3),
+    "--cloze-phrasings": ("synth", "cloze_phrasings", ["--cloze-phrasings", "2"], 2),
     "--verify-qa": ("synth", "verify_qa", ["--verify-qa"], True),
     "--tasks": ("train", "tasks", ["--tasks", "recite"], ("recite",)),
     "--adapter": ("train", "adapter", ["--adapter", "gated"], "gated"),
