@@ -30,7 +30,8 @@ def phrase_pairs(text: str, window_chars: int, phrasings: int = 1) -> list[QAPai
     answer turned into a question word as `cloze` does, for its first quoted term, else its
     first literal, else its rarest phrase (up to LONGEST lower-case words around a word found
     at most RARE times in the document); never for what `cloze` asks of it or its subject,
-    and at most once per sentence."""
+    and for one span per sentence at most, asked `phrasings` ways as `cloze` asks
+    (`echo_questions`)."""
     counts = Counter(words(text))
 
     def asks(sentence: str, preceding: str) -> list[str]:
