@@ -19,7 +19,7 @@ from lift_mlx.eval.judge import JUDGEMENTS_FILE, judge_records, verdict_score
 from lift_mlx.eval.metrics import score
 from lift_mlx.eval.records import read_jsonl
 from lift_mlx.eval.records import record_key as key
-from lift_mlx.eval.run import RECORDS_FILE, run_eval, select
+from lift_mlx.eval.run import RECORDS_FILE, RUN_FILE, run_eval, select
 from lift_mlx.eval.summary import format_summary, summarize
 from lift_mlx.progress import Progress
 from lift_mlx.retrieval import Passage
@@ -389,6 +389,15 @@ def test_cli_runs_resumes_and_summarises(tiny_model_path, tmp_path, monkeypatch)
         ["icl-trunc", "untyped"], ["lift", "untyped"]]  # no "all" row: one type only
 
     r = runner.invoke(cli, [*args, "--out", str(out), "--rank", "8"])
+    assert r.exit_code == 1 and "another settings" in r.stderr
+    # a folder written before a setting existed resumes: it was made as that setting's default
+    run = json.loads((out / RUN_FILE).read_text())
+    del run["settings"]["synth"]["cloze_phrasings"]
+    (out / RUN_FILE).write_text(json.dumps(run))
+    r = runner.invoke(cli, [*args, "--out", str(out), "--arms", "lift"])
+    assert r.exit_code == 0, r.output
+    assert len(read_jsonl(out / RECORDS_FILE)) == 2 * len(ARMS)  # resumed, nothing redone
+    r = runner.invoke(cli, [*args, "--out", str(out), "--cloze-phrasings", "2"])
     assert r.exit_code == 1 and "another settings" in r.stderr
     r = runner.invoke(cli, [*args, "--docs", "nope"])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "its ids: fenwick" in r.stderr

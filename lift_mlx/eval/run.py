@@ -44,6 +44,8 @@ def _check_run(out: Path, identity: dict) -> None:
         before = json.loads(path.read_text())
         if isinstance(before.get("answer"), dict):  # written while `check` was part of it
             before["answer"].pop("check", None)
+        if isinstance(before.get("settings"), dict):  # written before a setting existed: the
+            before["settings"] = _filled(before["settings"])  # default it came in with
         for key, value in identity.items():
             if before.get(key) != value:
                 raise LiftError(
@@ -53,6 +55,15 @@ def _check_run(out: Path, identity: dict) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**identity, "lift_mlx_version": __version__}, indent=2))
+
+
+def _filled(settings: dict) -> dict:
+    """A run's stored settings with every setting added since at its default (which keeps
+    what was done before it existed); as stored where they no longer read as settings."""
+    try:
+        return Settings.from_dict(settings).to_dict()
+    except (TypeError, ValueError, LiftError):
+        return settings
 
 
 def select(docs: Sequence[EvalDoc], doc_ids: Iterable[str] | None = None,
