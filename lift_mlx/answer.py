@@ -164,16 +164,19 @@ NEAR = 8  # words either side of an answer from memory where the question's word
 
 def backing(answer: str, question: str, held: Sequence[Passage]) -> Passage | None:
     """The first passage of `held` with a sentence that holds `answer` (`short_answer`, as
-    whole words, in any case) and, within NEAR words of it, two of the content words of
-    `question` other than the answer's own (its one, where it has one): the check an
-    adapter's answer from memory passes before `--check` shows it, with that passage as its
-    source. None where no passage backs it (an answer of one character never does: it is
-    found everywhere).
+    whole words, in the case it is written in) and, within NEAR words of it, two of the
+    content words of `question` other than the answer's own (its one, where it has one): the
+    check an adapter's answer from memory passes before `--check` shows it, with that passage
+    as its source. None where no passage backs it (an answer of one character never does: it
+    is found everywhere).
 
     Two words near the answer, rather than one anywhere in the sentence, were chosen on the
     development documents (a ~4k knowledge-world document and coreutils' NEWS): the same
     answers on the first; on NEWS 2 answers shown from memory instead of 5 (1 right either
-    way), and one more question right (docs/answer-modes.md)."""
+    way), and one more question right. The case: an answer the adapter knows is the
+    document's own words, written as the document writes them; where it does not know, it
+    answers a capitalised word of the right kind ("Level", "Number" on tar's page, whose
+    sentences have "level" and "number") (docs/answer-modes.md)."""
     span = short_answer(answer)
     if len(span) < 2 or not any(c.isalnum() for c in span):
         return None
@@ -181,7 +184,7 @@ def backing(answer: str, question: str, held: Sequence[Passage]) -> Passage | No
     if not asked:
         return None
     need = min(2, len(asked))
-    pattern = re.compile(whole_words(span), re.IGNORECASE)
+    pattern = re.compile(whole_words(span))
     for passage in held:
         for a, b in sentence_spans(passage.text):
             sentence = passage.text[a:b]

@@ -133,7 +133,10 @@ HELD = [Passage(0, 60, "The slipway is below the lighthouse. Orla Vell keeps the
 
 @pytest.mark.parametrize("answer, question, found", [
     ("Orla Vell", "Who keeps the light?", 0),  # in a sentence with "keeps" and "light"
-    ("orla vell.", "Who keeps the light?", 0),  # any case, end punctuation dropped
+    ("Orla Vell.", "Who keeps the light?", 0),  # end punctuation dropped
+    ("orla vell", "Who keeps the light?", None),  # as the passage writes it, or not at all
+    ("light", "What does Orla Vell keep?", 0),
+    ("Light", "What does Orla Vell keep?", None),  # a capitalised "light" is another answer
     ('"Orla Vell"\nShe has kept it since 1990.', "Who keeps the light?", 0),  # first line only
     ("8.32", "Which version made ls faster on NFS?", 1),  # two of its words: faster, nfs
     ("8.32", "Which version made ls faster?", None),  # one of its three words only
