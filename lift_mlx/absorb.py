@@ -156,11 +156,7 @@ def absorb(
     if generator is not None and "qa" in settings.train.tasks:
         gen = as_model(generator)
     gen_id = gen.fingerprint if gen else "self"
-    style = resolve_style(settings.synth.style, (gen or lm).model).version
-    versions = {t.name: t.version for t in tasks_named(settings.train.tasks) if t.version}
-    key = store.adapter_key(doc.sha256, lm.fingerprint,
-                            {**settings.keyed(), "gen": gen_id, "style": style,
-                             **({"task_versions": versions} if versions else {})})
+    key = _adapter_key(doc, lm, settings, gen)
     target = Path(out) if out else store.adapters_dir() / key
     checkpoint = None
     if world.size == 1:
@@ -293,6 +289,31 @@ def _meta(run: Run) -> dict:
         "settings_from": run.sources,
         "report": run.report.to_dict(),
     }
+
+
+def _adapter_key(doc: Document, lm: LoadedModel, settings: Settings,
+                 gen: LoadedModel | None) -> str:
+    """The store's key for `doc` absorbed on `lm` with `settings` (and QA tasks written by
+    `gen`, None: by `lm` itself)."""
+    style = resolve_style(settings.synth.style, (gen or lm).model).version
+    versions = {t.name: t.version for t in tasks_named(settings.train.tasks) if t.version}
+    return store.adapter_key(doc.sha256, lm.fingerprint,
+                             {**settings.keyed(), "gen": gen.fingerprint if gen else "self",
+                              "style": style, **({"task_versions": versions} if versions else {})})
+
+
+def stored_adapter(doc: Document, lm: LoadedModel, preset_name: str = "default",
+                   generator: str | LoadedModel | None = None, **overrides) -> Path | None:
+    """The store's adapter for `doc` on `lm` with these settings (as `absorb` takes them),
+    where one is stored whole and undamaged; else None. Loads no model: with QA tasks written
+    by another model, that model's adapter is looked up only where `generator` is loaded."""
+    settings = preset(preset_name, recommended_settings(lm.name), **overrides)
+    settings.validate()
+    gen = generator if isinstance(generator, LoadedModel) else None
+    if generator is not None and gen is None and "qa" in settings.train.tasks:
+        return None  # keyed by a generator not loaded here: absorb finds it
+    target = store.adapters_dir() / _adapter_key(doc, lm, settings, gen)
+    return target if _stored(target, target.name, Progress(quiet=True)) else None
 
 
 def _stored(target: Path, key: str, progress: Progress) -> bool:

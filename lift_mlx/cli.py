@@ -19,7 +19,7 @@ from .config import AnswerSettings
 from .errors import LiftError, raise_interrupt
 from .library import Entry, absorb_time, describe
 from .options import answer_options, model_option, pop_answer, pop_settings, setting_options
-from .presets import adapter_answers, adapter_checks
+from .presets import absorbs_to_answer, adapter_answers, adapter_checks
 from .progress import Progress
 
 # Commands defined in other modules, imported only when run (click's lazy group): name ->
@@ -124,7 +124,9 @@ def _absorb(document, model, opts, now: bool = False) -> object:
 def _load(target: str, model, opts, answer: AnswerSettings, now: bool = False):
     """An Absorbed for a document (absorbing it if needed) or an adapter directory; with
     `now`, an Absorbing that answers from the base until the adapter is ready; a Reading (the
-    plain base, nothing absorbed) for a document where `answer` leaves the adapter out."""
+    plain base, nothing absorbed) for a document where `answer` leaves the adapter out, or
+    leaves it undecided (use_adapter None: the model absorbs nothing to answer) and none is
+    stored."""
 
     backend.use_recommended_wired_limit()
     backend.warn_if_slow_blas()
@@ -139,7 +141,29 @@ def _load(target: str, model, opts, answer: AnswerSettings, now: bool = False):
                    f"using the file (the stored one: {named.path})", err=True)
     if answer.use_adapter is False:
         return _answering()[0].Reading(target, model)
+    if answer.use_adapter is None and not opts["force"]:  # the adapter where one is stored,
+        return _stored_or_read(target, model, opts)  # else the plain base reads the document
     return _absorb(target, model, opts, now)
+
+
+def _stored_or_read(document: str, model, opts):
+    """The stored adapter of `document` with these settings, loaded; else a Reading of it,
+    with a line that says how to answer with an adapter."""
+    absorb = _answering()[0]
+    overrides = pop_settings(opts, model)
+    if document != "-":  # stdin is read once: the plain base reads it
+        doc = absorb.read_document(document)
+        lm = _answering()[1].as_model(model)
+        stored = absorb.stored_adapter(doc, lm, opts["preset_name"], opts["generator"],
+                                       **overrides)
+        if stored is not None:
+            return _answering()[1].load_absorbed(stored, lm)
+        document, model = doc, lm
+    if not opts["quiet"]:
+        click.echo("note: no adapter of this document is stored for these settings, so the "
+                   "plain base reads it; `lift-mlx absorb` it (or ask with --use-adapter) to "
+                   "answer with one", err=True)
+    return absorb.Reading(document, model)
 
 
 def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> AnswerSettings:
@@ -155,8 +179,11 @@ def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> Answe
         except (OSError, KeyError, TypeError, ValueError, LiftError):
             name = None  # loading it says what is wrong
     use = answer.use_adapter
-    if use is None:
-        use = True if now else adapter_answers(name)
+    if use is None and (now or not adapter_answers(name)):
+        use = now  # --now trains the adapter that answers once it is ready
+    elif use is None and absorbs_to_answer(name):
+        use = True
+    # else None: the adapter where one is stored, else the plain base reading (_load)
     check = adapter_checks(name) if answer.check is None else answer.check
     return replace(answer, use_adapter=use, check=check)
 
@@ -288,10 +315,11 @@ def ask(target, question, model, now, **opts):
     docs list`), its own base model is used (or --model, which must be the same base).
 
     Who answers is the mode measured best for the model (docs/answer-modes.md). For smollm2
-    that is the plain base reading the document's passages: the answer comes at once and
-    nothing is absorbed; --use-adapter absorbs, and the adapter's answer from memory is then
-    shown only where a retrieved passage backs it (listed as its source), else the plain
-    base answers from the passages (--check; --no-check: the adapter reads them).
+    that is the document's adapter where one is stored (`lift-mlx absorb` first), checked:
+    its answer from memory is shown only where a retrieved passage holds it (listed as its
+    source), else the plain base answers from the passages (--check; --no-check: the adapter
+    reads them). Where none is stored, smollm2 absorbs nothing: the plain base reads the
+    passages at once (--use-adapter absorbs first).
     """
     if not question.strip():
         raise LiftError("the question is empty; ask something about the document")

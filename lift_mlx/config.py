@@ -241,21 +241,24 @@ class AnswerSettings:
                              "matches, and with --no-retrieve, the head+tail view.",
                              flag="--retrieve")
     # None: what models/presets.json measured best for the model ("answer"), else the adapter.
-    # SmolLM2 reads retrieved passages better without its adapter (docs/answer-modes.md)
+    # On SmolLM2 the adapter, checked, where one is stored: it ties the plain base reading
+    # the passages on real documents and beats it on fact-dense ones (docs/answer-modes.md)
     use_adapter: bool | None = setting(None, "Answer with the document's adapter on the base "
                                        "(--use-adapter), or with the plain base reading the "
                                        "document in the prompt, no absorb needed "
                                        "(--no-use-adapter).", flag="--use-adapter",
-                                       shown="the mode measured best for the model: the plain "
-                                       "base for smollm2 (docs/answer-modes.md), the adapter "
-                                       "for others; --now: the adapter")
+                                       shown="the mode measured best for the model: for "
+                                       "smollm2 the adapter where one is stored, else the plain "
+                                       "base, absorbing nothing (docs/answer-modes.md); the "
+                                       "adapter for others; --now: the adapter")
     # None: what models/presets.json measured best for the model ("answer"), else off
     check: bool | None = setting(None, "Where the adapter answers: it answers from memory "
                                  "first (the question alone), and that answer is shown "
                                  "where a retrieved passage backs it (a sentence there holds "
-                                 "it with two of the question's words near it), with that "
-                                 "passage as its source; else the plain base answers from the "
-                                 "passages (--no-check: the adapter reads the passages).",
+                                 "it, as written, with two of the question's words near it), "
+                                 "with that passage as its source; else the plain base "
+                                 "answers from the passages (--no-check: the adapter reads the "
+                                 "passages).",
                                  flag="--check", shown="what was measured best for the model: on "
                                  "for smollm2, off for others (docs/answer-modes.md)")
     # a short prefill whatever the model's window: a whole 4k-token document in an 8k window

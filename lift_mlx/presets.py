@@ -51,6 +51,13 @@ def adapter_answers(name: str | None) -> bool:
     return bool(_answer(name).get("use_adapter", True))
 
 
+def absorbs_to_answer(name: str | None) -> bool:
+    """Whether `ask` and `chat` on model alias `name` absorb a document to answer about it
+    by default: the measured choice (`_answer`'s "absorb"), else yes. Where not, the adapter
+    answers where one is stored, and the plain base reads the document where none is."""
+    return bool(_answer(name).get("absorb", True))
+
+
 def adapter_checks(name: str | None) -> bool:
     """Whether the adapter's answers from memory are checked against the retrieved passages
     by default on model alias `name` (`--check`): the measured choice, else no."""

@@ -7,10 +7,11 @@ import pytest
 from conftest import FAST
 
 from lift_mlx import store
-from lift_mlx.absorb import absorb
+from lift_mlx.absorb import absorb, stored_adapter
 from lift_mlx.absorbed import load_absorbed, reset_adapter
 from lift_mlx.config import preset
 from lift_mlx.errors import LiftError
+from lift_mlx.ingest import read_document
 from lift_mlx.models import load_model
 from lift_mlx.progress import Progress
 from lift_mlx.tasks.qa import cache_file as qa_cache_file
@@ -106,6 +107,27 @@ def test_stored_adapter_is_reused_without_training(tiny_lm, tmp_path, demo_text)
                        load_absorbed(first.adapter_path, tiny_lm).lm.model(mx.array([prompt])))
     other = absorb(doc, tiny_lm, tasks=("recite",), **{**FAST, "rank": 5})  # other settings
     assert not other.report.reused and other.adapter_path != first.adapter_path
+
+
+def test_the_stored_adapter_of_a_document_is_found_without_absorbing(tiny_lm, tmp_path,
+                                                                    demo_text):
+    """What `ask` answers with on a model that absorbs nothing to answer: the adapter an
+    absorb with the same settings stored, and none for other settings, another text, or a
+    damaged entry."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(demo_text[:2000])
+    assert stored_adapter(read_document(doc), tiny_lm, tasks=("recite",), **FAST) is None
+    made = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
+    found = stored_adapter(read_document(doc), tiny_lm, tasks=("recite",), **FAST)
+    assert found == made.adapter_path
+    assert stored_adapter(read_document(doc), tiny_lm, tasks=("recite",),
+                          **{**FAST, "rank": 5}) is None  # other settings: another adapter
+    doc.write_text(demo_text[:1999])
+    assert stored_adapter(read_document(doc), tiny_lm, tasks=("recite",), **FAST) is None
+    doc.write_text(demo_text[:2000])
+    weights = made.adapter_path / "adapters.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])  # damaged: absorbing again replaces it
+    assert stored_adapter(read_document(doc), tiny_lm, tasks=("recite",), **FAST) is None
 
 
 def test_qa_pairs_from_the_cache_become_training_samples(tiny_lm, tmp_path, demo_text):

@@ -110,9 +110,11 @@ def test_adapter_on_the_import_loads_in_plain_mlx_lm(smollm2, voyage, tmp_path):
     assert not mx.allclose(absorbed.lm.model(prompt), theirs, atol=1e-3).item()
 
 
-def test_cli_ask_reads_the_passages_with_the_plain_base_by_default(smollm2, tmp_path):
-    """On smollm2 the plain base reading the passages was measured best (models/presets.json):
-    `ask` answers at once with it, absorbing nothing, and lists the passages it read."""
+def test_cli_ask_answers_with_the_stored_adapter_else_the_plain_base_reads(smollm2, tmp_path):
+    """On smollm2 `ask` absorbs nothing to answer (models/presets.json): where no adapter of
+    the document is stored, the plain base reads its passages at once, and lists them; once
+    it is absorbed, its adapter answers, checked against the passages (the mode measured
+    best where an adapter exists), with no training on the way."""
     doc = tmp_path / "ship-log.txt"
     doc.write_text(SHIP_LOG)
     question = "Who was the captain of the Marigold?"
@@ -121,11 +123,28 @@ def test_cli_ask_reads_the_passages_with_the_plain_base_by_default(smollm2, tmp_
                                  "--max-tokens", "16"])
     assert r.exit_code == 0, r.output
     assert "answered by the plain base model reading the document" in r.stderr
+    assert "no adapter of this document is stored" in r.stderr
     assert "sources (the passages the prompt held):" in r.stderr and "training" not in r.stderr
     after = sorted(store.adapters_dir().glob("*")) if store.adapters_dir().exists() else []
     assert after == before  # nothing absorbed, nothing stored
     reader = Reading(str(doc), "smollm2")
     assert reader.ask(question, max_tokens=16).strip() == r.stdout.strip()  # what it printed
+
+    r = CliRunner().invoke(cli, ["absorb", str(doc), "--model", "smollm2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    adapter = Path(r.stdout.splitlines()[-1])  # absorb prints where it stored the adapter
+    r = CliRunner().invoke(cli, ["ask", str(doc), question, "--model", "smollm2",
+                                 "--max-tokens", "16"])
+    assert r.exit_code == 0, r.output
+    assert "training" not in r.stderr and "no adapter" not in r.stderr
+    absorbed = load_absorbed(adapter)
+    memory, source = absorbed.check(question, AnswerSettings(max_tokens=16))
+    if source is not None:
+        assert "answered by the document's adapter, from memory" in r.stderr
+        assert r.stdout.strip() == memory.strip()
+    else:
+        assert "the plain base model reading the passages below (the adapter's" in r.stderr
+        assert r.stdout.strip() == reader.ask(question, max_tokens=16).strip()
 
 
 def test_cli_ask_use_adapter_shows_an_answer_from_memory_only_where_a_passage_backs_it(
