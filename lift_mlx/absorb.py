@@ -309,9 +309,11 @@ def stored_adapter(doc: Document, lm: LoadedModel, preset_name: str = "default",
     by another model, that model's adapter is looked up only where `generator` is loaded."""
     settings = preset(preset_name, recommended_settings(lm.name), **overrides)
     settings.validate()
-    gen = generator if isinstance(generator, LoadedModel) else None
-    if generator is not None and gen is None and "qa" in settings.train.tasks:
-        return None  # keyed by a generator not loaded here: absorb finds it
+    gen = None  # as absorb keys it: the generator counts only where it writes QA tasks
+    if generator is not None and "qa" in settings.train.tasks:
+        if not isinstance(generator, LoadedModel):
+            return None  # keyed by a generator not loaded here: absorb finds it
+        gen = generator
     target = store.adapters_dir() / _adapter_key(doc, lm, settings, gen)
     return target if _stored(target, target.name, Progress(quiet=True)) else None
 

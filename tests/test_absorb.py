@@ -120,6 +120,9 @@ def test_the_stored_adapter_of_a_document_is_found_without_absorbing(tiny_lm, tm
     made = absorb(doc, tiny_lm, tasks=("recite",), **FAST)
     found = stored_adapter(read_document(doc), tiny_lm, tasks=("recite",), **FAST)
     assert found == made.adapter_path
+    # a generator is no part of the key where no QA task is trained (as absorb keys it)
+    assert stored_adapter(read_document(doc), tiny_lm, generator=tiny_lm, tasks=("recite",),
+                          **FAST) == made.adapter_path
     assert stored_adapter(read_document(doc), tiny_lm, tasks=("recite",),
                           **{**FAST, "rank": 5}) is None  # other settings: another adapter
     doc.write_text(demo_text[:1999])
