@@ -179,11 +179,14 @@ def _answer_mode(answer: AnswerSettings, target: str, model, now: bool) -> Answe
         except (OSError, KeyError, TypeError, ValueError, LiftError):
             name = None  # loading it says what is wrong
     use = answer.use_adapter
-    if use is None and (now or not adapter_answers(name)):
-        use = now  # --now trains the adapter that answers once it is ready
-    elif use is None and absorbs_to_answer(name):
-        use = True
-    # else None: the adapter where one is stored, else the plain base reading (_load)
+    if use is None:
+        if now:  # it trains the adapter that answers once it is ready
+            use = True
+        elif not adapter_answers(name):
+            use = False
+        elif absorbs_to_answer(name):
+            use = True
+        # else None: the adapter where one is stored, else the plain base reading (_load)
     check = adapter_checks(name) if answer.check is None else answer.check
     return replace(answer, use_adapter=use, check=check)
 
